@@ -1,0 +1,1 @@
+//! OS adapters (filled in by the daemon issue).

@@ -1,0 +1,139 @@
+//! TOML text → validated [`Config`], reporting every problem at once.
+
+use std::sync::Arc;
+
+use toml::de::DeTable;
+
+use super::graph;
+use super::model::{Config, DaemonConfig};
+use super::service::{self, Parsed};
+use super::values::{entries, key_path, Ctx, Field};
+
+/// One problem in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line, when the problem has a place.
+    pub line: Option<u32>,
+    /// 1-based column (in characters), when the problem has a place.
+    pub column: Option<u32>,
+    /// What is wrong and what to do, e.g. ``unknown key `need` in [service.ntpd]; did you mean `needs`?``.
+    pub message: String,
+}
+
+/// Every problem found in a config file. Displays as one `file:line:col: message` per line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// The file name used in messages.
+    pub file: String,
+    /// The problems, in the order of the file.
+    pub errors: Vec<ConfigError>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match (e.line, e.column) {
+                (Some(l), Some(c)) => write!(f, "{}:{}:{}: {}", self.file, l, c, e.message)?,
+                (Some(l), None) => write!(f, "{}:{}: {}", self.file, l, e.message)?,
+                _ => write!(f, "{}: {}", self.file, e.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parses and validates a config. `file` names the file in messages.
+///
+/// Every problem is reported, in the order of the file, each with its line and column: a TOML
+/// syntax error alone (nothing else can be read then), otherwise unknown keys, wrong types, bad
+/// values, keys and heals that do not fit the service's kind, unknown or cyclic dependencies.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            let message = format!("TOML syntax: {}", e.message());
+            let errors = vec![error_at(text, e.span().map(|s| s.start), message)];
+            return Err(ConfigErrors { file: file.to_string(), errors });
+        }
+    };
+    let mut cx = Ctx::default();
+    let mut daemon = DaemonConfig::default();
+    let mut services = Vec::new();
+    for (k, value) in entries(root.get_ref()) {
+        let f = Field { key: k.get_ref(), place: "the top-level table", value };
+        match f.key {
+            "daemon" => read_daemon(&mut cx, f, &mut daemon),
+            "service" => services = read_services(&mut cx, f),
+            _ => cx.unknown_key(k, f.place, &["daemon", "service"]),
+        }
+    }
+    graph::check(&mut cx, &services);
+    if cx.errors.is_empty() {
+        let services = services.into_iter().map(|p| Arc::new(p.service)).collect();
+        return Ok(Config { daemon, services });
+    }
+    cx.errors.sort_by_key(|(at, _)| *at);
+    let errors = cx.errors.into_iter().map(|(at, m)| error_at(text, Some(at), m)).collect();
+    Err(ConfigErrors { file: file.to_string(), errors })
+}
+
+/// A [`ConfigError`] at byte offset `at` of `text`: 1-based line, column in characters.
+fn error_at(text: &str, at: Option<usize>, message: String) -> ConfigError {
+    let place = at.map(|at| {
+        let before = text.get(..at.min(text.len())).unwrap_or(text);
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = before.matches('\n').count() + 1;
+        let column = before[line_start..].chars().count() + 1;
+        (line as u32, column as u32)
+    });
+    ConfigError { line: place.map(|p| p.0), column: place.map(|p| p.1), message }
+}
+
+/// `[daemon]`.
+fn read_daemon(cx: &mut Ctx, f: Field, daemon: &mut DaemonConfig) {
+    let Some(table) = cx.table(f, "a table, [daemon]") else {
+        return;
+    };
+    for (k, value) in entries(table) {
+        let f = Field { key: k.get_ref(), place: "[daemon]", value };
+        match f.key {
+            "state-dir" => daemon.state_dir = cx.path(f).or(daemon.state_dir.take()),
+            "trace-size" => set(&mut daemon.trace_size_bytes, cx.size(f)),
+            "history-size" => set(&mut daemon.history_len, cx.integer32(f, 1..=4096)),
+            _ => cx.unknown_key(k, "[daemon]", &["state-dir", "trace-size", "history-size"]),
+        }
+    }
+}
+
+/// `[service.NAME]`, every one, in file order.
+fn read_services(cx: &mut Ctx, f: Field) -> Vec<Parsed> {
+    let Some(table) = cx.table(f, "a table of services, like [service.ntpd]") else {
+        return Vec::new();
+    };
+    let mut services = Vec::new();
+    for (k, value) in entries(table) {
+        let name: &str = k.get_ref();
+        let valid = |c: char| c.is_ascii_alphanumeric() || "_.@-".contains(c);
+        if name.is_empty() || !name.chars().all(valid) {
+            let message = format!(
+                "service name `{name}` may only contain letters, digits, `_`, `.`, `@` and `-`"
+            );
+            cx.error(k.span().start, message);
+        }
+        let place = format!("[service.{}]", key_path(name));
+        services.extend(service::read(cx, name, &place, value));
+    }
+    services
+}
+
+/// Overwrites `slot` when the value was good.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}

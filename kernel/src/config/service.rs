@@ -1,0 +1,410 @@
+//! One `[service.NAME]` table → a [`ServiceConfig`], with the `needs`/`after` references kept
+//! at their places for the graph checks.
+
+use std::collections::BTreeMap;
+
+use toml::de::{DeTable, DeValue};
+
+use super::model::{
+    defaults, Check, Heal, Kind, LinkReady, Probe, Readiness, Reports, ServiceConfig,
+    VerdictOverride,
+};
+use super::values::{did_you_mean, entries, list, sub_place, Ctx, Field, Value};
+use crate::health::{Condition, BUILT_IN};
+
+/// A service as read, before the graph checks.
+pub(super) struct Parsed {
+    /// The service, with a placeholder kind if the table gave none.
+    pub service: ServiceConfig,
+    /// `needs`, each with the byte offset of its entry.
+    pub needs: Vec<(String, usize)>,
+    /// `after`, each with the byte offset of its entry.
+    pub after: Vec<(String, usize)>,
+}
+
+/// Every key of a service table.
+const KEYS: [&str; 28] = [
+    "run",
+    "oneshot",
+    "interface",
+    "stop",
+    "ready-when",
+    "needs",
+    "after",
+    "stop-when-needs-fail",
+    "ready",
+    "probe",
+    "memory-max",
+    "memory-every",
+    "reload-on",
+    "restart-on",
+    "debounce",
+    "reload",
+    "env",
+    "user",
+    "group",
+    "cwd",
+    "start-timeout",
+    "stop-signal",
+    "stop-timeout",
+    "give-up-after",
+    "forgive-after",
+    "max-backoff",
+    "retry-after",
+    "on",
+];
+
+/// The keys that choose the kind.
+const KIND_KEYS: [&str; 3] = ["run", "oneshot", "interface"];
+/// The keys of a readiness or probe check.
+const CHECK_KEYS: [&str; 4] = ["run", "tcp", "unix", "file"];
+
+const PROCESS: u8 = 1;
+const ONESHOT: u8 = 2;
+const INTERFACE: u8 = 4;
+
+/// The kinds a key fits, as a mask.
+fn kinds_of(key: &str) -> u8 {
+    match key {
+        "stop" => ONESHOT,
+        "ready-when" => INTERFACE,
+        "ready" | "probe" | "memory-max" | "memory-every" => PROCESS,
+        "reload-on" | "restart-on" | "debounce" | "reload" | "env" | "user" | "group" | "cwd"
+        | "start-timeout" | "stop-signal" | "stop-timeout" => PROCESS | ONESHOT,
+        _ => PROCESS | ONESHOT | INTERFACE,
+    }
+}
+
+fn mask(kind: &Kind) -> u8 {
+    match kind {
+        Kind::Process { .. } => PROCESS,
+        Kind::Oneshot { .. } => ONESHOT,
+        Kind::Interface { .. } => INTERFACE,
+    }
+}
+
+/// "a process service", "an interface service".
+fn a_kind(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Process { .. } => "a process service",
+        Kind::Oneshot { .. } => "a oneshot service",
+        Kind::Interface { .. } => "an interface service",
+    }
+}
+
+/// Why `key` does not fit a service of `kind`.
+fn why_not(key: &str, kind: &Kind) -> &'static str {
+    match (key, kind) {
+        ("ready" | "ready-when", Kind::Oneshot { .. }) => {
+            "a oneshot is ready when its command exits 0"
+        }
+        ("ready", Kind::Interface { .. }) => "an interface is ready as its `ready-when` says",
+        ("ready-when", _) => "`ready-when` is for interfaces; use `ready` to say when a process is ready",
+        ("stop", Kind::Process { .. }) => {
+            "`stop` is the command that undoes a oneshot; a process is stopped with `stop-signal`"
+        }
+        (_, Kind::Interface { .. }) => "medic runs no process for an interface",
+        _ => "it applies to long-running `run` services only",
+    }
+}
+
+/// Reads the table of service `name` at `place` (e.g. `[service.ntpd]`).
+pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Option<Parsed> {
+    let table = cx.table(
+        Field { key: name, place: "[service]", value },
+        &format!("a table like {place}"),
+    )?;
+    let kind_entry = cx.one_of(table, value.span().start, place, &KIND_KEYS);
+    let kind_key = kind_entry.map(|(k, _)| k.get_ref().as_ref());
+    let mut kind = kind_entry.map(|(k, v)| read_kind(cx, Field { key: k.get_ref(), place, value: v }));
+    let mut s = ServiceConfig::new(name, Kind::Process { argv: Vec::new() });
+    let (mut needs, mut after, mut on) = (Vec::new(), Vec::new(), None);
+    for (k, v) in entries(table) {
+        let f = Field { key: k.get_ref(), place, value: v };
+        if !KEYS.contains(&f.key) {
+            cx.unknown_key(k, place, &KEYS);
+            continue;
+        }
+        if let Some(kind) = kind.as_ref().filter(|kind| kinds_of(f.key) & mask(kind) == 0) {
+            let message = format!(
+                "`{}` in {place} does not fit {}: {}",
+                f.key,
+                a_kind(kind),
+                why_not(f.key, kind)
+            );
+            cx.error(k.span().start, message);
+            continue;
+        }
+        match f.key {
+            "run" | "oneshot" | "interface" => {} // the kind, read above
+            "stop" => {
+                if let (Some(Kind::Oneshot { stop, .. }), Some(argv)) = (&mut kind, cx.argv(f)) {
+                    *stop = Some(argv);
+                }
+            }
+            "ready-when" => {
+                let when = cx.choice(f, &LINK_READY);
+                if let (Some(Kind::Interface { ready_when, .. }), Some(when)) = (&mut kind, when) {
+                    *ready_when = when;
+                }
+            }
+            "needs" => needs = cx.array(f, "service names", reference).unwrap_or_default(),
+            "after" => after = cx.array(f, "service names", reference).unwrap_or_default(),
+            "stop-when-needs-fail" => set(&mut s.stop_when_needs_fail, cx.boolean(f)),
+            "ready" => set(&mut s.ready, readiness(cx, f)),
+            "probe" => s.probe = probe(cx, f),
+            "memory-max" => s.memory_max = cx.memory_limit(f),
+            "memory-every" => set(&mut s.memory_every, cx.period(f)),
+            "reload-on" => set(&mut s.reload_on, cx.array(f, "absolute paths", Ctx::path)),
+            "restart-on" => set(&mut s.restart_on, cx.array(f, "absolute paths", Ctx::path)),
+            "debounce" => set(&mut s.debounce, cx.duration(f)),
+            "reload" => s.reload = cx.action(f),
+            "env" => set(&mut s.env, cx.env(f)),
+            "user" => s.user = cx.string(f),
+            "group" => s.group = cx.string(f),
+            "cwd" => s.cwd = cx.path(f),
+            "start-timeout" => set(&mut s.start_timeout, cx.period(f)),
+            "stop-signal" => set(&mut s.stop_signal, cx.signal(f)),
+            "stop-timeout" => set(&mut s.stop_timeout, cx.duration(f)),
+            "give-up-after" => set(&mut s.give_up_after, cx.integer32(f, 1..=1_000_000)),
+            "forgive-after" => set(&mut s.forgive_after, cx.duration(f)),
+            "max-backoff" => set(&mut s.max_backoff, cx.duration(f)),
+            "retry-after" => set(&mut s.retry_after, retry_after(cx, f)),
+            _ => on = Some(f), // "on", read once the rest of the service is known
+        }
+    }
+    if let Some(kind) = kind {
+        s.kind = kind;
+    }
+    s.needs = needs.iter().map(|(n, _)| n.clone()).collect();
+    s.after = after.iter().map(|(n, _)| n.clone()).collect();
+    if let Some(f) = on {
+        s.on = conditions(cx, &s, kind_key.is_some(), f);
+    }
+    Some(Parsed { service: s, needs, after })
+}
+
+/// Overwrites `slot` when the value was good.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+const LINK_READY: [(&str, LinkReady); 5] = [
+    ("present", LinkReady::Present),
+    ("up", LinkReady::Up),
+    ("carrier", LinkReady::Carrier),
+    ("ipv4", LinkReady::Ipv4),
+    ("ipv6-global", LinkReady::Ipv6Global),
+];
+
+/// `run = […]`, `oneshot = […]` or `interface = "…"`; a bad value still gives the kind.
+fn read_kind(cx: &mut Ctx, f: Field) -> Kind {
+    match f.key {
+        "run" => Kind::Process { argv: cx.argv(f).unwrap_or_default() },
+        "oneshot" => Kind::Oneshot { argv: cx.argv(f).unwrap_or_default(), stop: None },
+        _ => Kind::Interface {
+            ifname: ifname(cx, f).unwrap_or_default(),
+            ready_when: LinkReady::Carrier,
+        },
+    }
+}
+
+/// A Linux link name: 1 to 15 bytes, no `/`, `:` or white space.
+fn ifname(cx: &mut Ctx, f: Field) -> Option<String> {
+    let name = cx.string(f)?;
+    let bad = name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if name.is_empty() || name.len() > 15 || bad {
+        cx.invalid(
+            f,
+            format_args!(
+                "`{name}` is not a link name: Linux allows 1 to 15 characters without `/`, `:` or spaces"
+            ),
+        )
+    } else {
+        Some(name)
+    }
+}
+
+/// A service name in `needs`/`after`, with its place (checked against the services later).
+fn reference(cx: &mut Ctx, f: Field) -> Option<(String, usize)> {
+    Some((cx.string(f)?, f.at()))
+}
+
+/// `retry-after`: a duration or `"never"`.
+fn retry_after(cx: &mut Ctx, f: Field) -> Option<Option<core::time::Duration>> {
+    match f.value.get_ref().as_str() {
+        Some("never") => Some(None),
+        _ => cx.duration(f).map(Some),
+    }
+}
+
+/// `ready = "spawned" | "sd-notify" | { notify-fd = N } | { tcp | unix | file | run = … }`.
+fn readiness(cx: &mut Ctx, f: Field) -> Option<Readiness> {
+    match f.value.get_ref() {
+        DeValue::String(_) => cx.choice(
+            f,
+            &[("spawned", Readiness::Spawned), ("sd-notify", Readiness::SdNotify)],
+        ),
+        DeValue::Table(_) => {
+            cx.single(f, &["notify-fd", "tcp", "unix", "file", "run"], |cx, f| match f.key {
+                "notify-fd" => cx.integer32(f, 3..=65535).map(Readiness::NotifyFd),
+                _ => cx.check(f).map(Readiness::Poll),
+            })
+        }
+        _ => cx.wrong_type(
+            f,
+            "\"spawned\", \"sd-notify\" or a table like { tcp = \"127.0.0.1:53\" }",
+        ),
+    }
+}
+
+/// `probe = { run | tcp | unix | file = …, every, timeout, failures, reports }`.
+fn probe(cx: &mut Ctx, f: Field) -> Option<Probe> {
+    let table = cx.table(f, "a table like { run = [\"/etc/medic/check\"], every = \"10s\" }")?;
+    let place = sub_place(f.place, "probe");
+    let check = cx.one_of(table, f.at(), &place, &CHECK_KEYS);
+    let check = check.and_then(|(k, value)| cx.check(Field { key: k.get_ref(), place: &place, value }));
+    let mut probe = Probe {
+        check: Check::File(String::new()),
+        every: defaults::PROBE_EVERY,
+        timeout: defaults::PROBE_TIMEOUT,
+        failures: defaults::PROBE_FAILURES,
+        reports: Reports::Exit,
+    };
+    const KNOWN: [&str; 8] = ["run", "tcp", "unix", "file", "every", "timeout", "failures", "reports"];
+    for (k, value) in entries(table) {
+        let f = Field { key: k.get_ref(), place: &place, value };
+        match f.key {
+            "run" | "tcp" | "unix" | "file" => {} // the check, read above
+            "every" => set(&mut probe.every, cx.period(f)),
+            "timeout" => set(&mut probe.timeout, cx.period(f)),
+            "failures" => set(&mut probe.failures, cx.integer32(f, 1..=1_000_000)),
+            "reports" => set(
+                &mut probe.reports,
+                cx.choice(f, &[("exit", Reports::Exit), ("condition", Reports::Condition)]),
+            ),
+            _ => cx.unknown_key(k, &place, &KNOWN),
+        }
+    }
+    probe.check = check?;
+    Some(probe)
+}
+
+/// `on = { CONDITION = { healthy, heal, settle } }`, checked against the service's kind.
+/// `kind_known` is false when the table gave no kind (already an error).
+fn conditions(
+    cx: &mut Ctx,
+    s: &ServiceConfig,
+    kind_known: bool,
+    f: Field,
+) -> BTreeMap<Condition, VerdictOverride> {
+    let mut on = BTreeMap::new();
+    let Some(table) = cx.table(f, "a table of conditions like [service.x.on.exited]") else {
+        return on;
+    };
+    let on_place = sub_place(f.place, "on");
+    for (k, value) in entries(table) {
+        let condition = Condition::from_name(k.get_ref());
+        if kind_known {
+            if let Some(why) = misfit(&condition, s) {
+                cx.error(k.span().start, format!("`{}` in {on_place}: {why}", k.get_ref()));
+            }
+        }
+        let place = sub_place(&on_place, k.get_ref());
+        let f = Field { key: k.get_ref(), place: &on_place, value };
+        if let Some(table) = cx.table(f, "a table like { healthy = false, heal = \"restart\", settle = \"5s\" }") {
+            on.insert(condition.clone(), verdict(cx, s, kind_known, &condition, table, &place));
+        }
+    }
+    on
+}
+
+/// Why `condition` cannot happen to service `s`, if it cannot.
+fn misfit(condition: &Condition, s: &ServiceConfig) -> Option<String> {
+    let names = || {
+        let fitting = BUILT_IN.iter().filter(|c| c.applies_to(&s.kind)).map(|c| c.name());
+        list(&fitting.collect::<Vec<_>>())
+    };
+    let hint = || did_you_mean(condition.name(), BUILT_IN.iter().filter(|c| c.applies_to(&s.kind)).map(|c| c.name()));
+    match condition {
+        Condition::Custom(name) if !matches!(s.kind, Kind::Process { .. }) => Some(format!(
+            "there is no condition `{name}`{}; custom conditions come from probes, which only \
+             `run` services have",
+            hint()
+        )),
+        Condition::Custom(name) => {
+            let reports = s.probe.as_ref().map(|p| p.reports);
+            (reports != Some(Reports::Condition)).then(|| {
+                format!(
+                    "`{name}` is not a built-in condition{}; custom conditions are named by a \
+                     probe with reports = \"condition\", and [service.{}] has none",
+                    hint(),
+                    s.name
+                )
+            })
+        }
+        c if !c.applies_to(&s.kind) => Some(format!(
+            "{} is never `{c}`; its conditions are {}",
+            a_kind(&s.kind),
+            names()
+        )),
+        _ => None,
+    }
+}
+
+/// One `[service.X.on.CONDITION]` table.
+fn verdict(
+    cx: &mut Ctx,
+    s: &ServiceConfig,
+    kind_known: bool,
+    condition: &Condition,
+    table: &DeTable,
+    place: &str,
+) -> VerdictOverride {
+    let mut v = VerdictOverride::default();
+    for (k, value) in entries(table) {
+        let f = Field { key: k.get_ref(), place, value };
+        match f.key {
+            "healthy" => v.healthy = cx.boolean(f),
+            "settle" => v.settle = cx.duration(f),
+            "heal" if condition.heal_forbidden() => {
+                let why = match condition {
+                    Condition::Blocked => "a blocked service is never healed: the cure is upstream",
+                    _ => "a given-up service waits for a new fact (an operator command, a changed \
+                          config or file, a need recovering, or `retry-after`)",
+                };
+                cx.error(k.span().start, format!("`heal` in {place}: {why}; remove `heal`"));
+            }
+            "heal" => {
+                let rungs = cx.heals(f).unwrap_or_default();
+                for (heal, value) in &rungs {
+                    if let Some(why) = heal_misfit(heal, &s.kind).filter(|_| kind_known) {
+                        cx.invalid::<()>(f.with(value), why);
+                    }
+                }
+                v.heal = Some(rungs.into_iter().map(|(h, _)| h).collect());
+            }
+            _ => cx.unknown_key(k, place, &["healthy", "heal", "settle"]),
+        }
+    }
+    v
+}
+
+/// Why `heal` cannot heal a service of `kind`, if it cannot.
+fn heal_misfit(heal: &Heal, kind: &Kind) -> Option<String> {
+    let interface = matches!(kind, Kind::Interface { .. });
+    match heal {
+        Heal::LinkUp if !interface => Some(format!(
+            "`link-up` heals interfaces only, and this is {}",
+            a_kind(kind)
+        )),
+        Heal::Restart | Heal::Reload | Heal::Kill | Heal::Signal(_) if interface => Some(format!(
+            "`{}` cannot heal an interface, medic runs no process for it; use \"link-up\" or \
+             {{ run = [...] }}",
+            heal.describe()
+        )),
+        _ => None,
+    }
+}

@@ -1,0 +1,496 @@
+//! Readers for one TOML value each: a string, a duration, a size, a command line, a heal…
+//!
+//! Every reader reports what is wrong to [`Ctx`] and returns `None`, so the caller can go on
+//! and find the next problem.
+
+use core::ops::RangeInclusive;
+use core::time::Duration;
+use std::collections::BTreeMap;
+
+use toml::de::{DeString, DeTable, DeValue};
+use toml::Spanned;
+
+use super::model::{Action, Check, Heal, MemoryLimit, Signal};
+
+/// A TOML value with its byte span.
+pub(super) type Value<'i> = Spanned<DeValue<'i>>;
+
+/// The problems found so far, each at a byte offset of the text.
+#[derive(Default)]
+pub(super) struct Ctx {
+    /// `(byte offset, message)`, in the order found; sorted by offset at the end.
+    pub errors: Vec<(usize, String)>,
+}
+
+/// One `key = value` of a table, with the table's name for messages.
+#[derive(Clone, Copy)]
+pub(super) struct Field<'a, 'i> {
+    /// The key, e.g. `needs`.
+    pub key: &'a str,
+    /// The table, as its header would be written, e.g. `[service.ntpd]`.
+    pub place: &'a str,
+    /// The value.
+    pub value: &'a Value<'i>,
+}
+
+impl<'a, 'i> Field<'a, 'i> {
+    /// Where the value starts.
+    pub fn at(&self) -> usize {
+        self.value.span().start
+    }
+
+    /// The same key and place with another value (an element of an array, say).
+    pub fn with(self, value: &'a Value<'i>) -> Self {
+        Field { value, ..self }
+    }
+}
+
+/// The entries of a table in the order of the file (the map itself is sorted by key).
+pub(super) fn entries<'a, 'i>(
+    table: &'a DeTable<'i>,
+) -> Vec<(&'a Spanned<DeString<'i>>, &'a Value<'i>)> {
+    let mut all: Vec<_> = table.iter().collect();
+    all.sort_by_key(|(k, _)| k.span().start);
+    all
+}
+
+/// The candidate nearest to `word`, if it is near enough to be what was meant.
+pub(super) fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let limit = 1 + word.chars().count() / 3;
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|&(d, _)| d <= limit)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// `; did you mean `x`?` or nothing.
+pub(super) fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
+    suggest(word, candidates)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default()
+}
+
+/// `` `a`, `b` or `c` ``.
+pub(super) fn list(words: &[&str]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.concat(),
+    }
+}
+
+/// A table key as a header would spell it: bare when it can be, quoted otherwise.
+pub(super) fn key_path(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// `"[service.x]"` + `probe` → `"[service.x.probe]"`.
+pub(super) fn sub_place(place: &str, key: &str) -> String {
+    format!("{}.{}]", place.trim_end_matches(']'), key_path(key))
+}
+
+const DURATION_EXAMPLE: &str = "write it like \"250ms\", \"5s\", \"5m\" or \"1h 30m\"";
+const SIZE_EXAMPLE: &str = "write it like \"4096\", \"64KiB\", \"48MiB\", \"1GiB\" or \"100MB\"";
+
+impl Ctx {
+    /// Records a problem at byte offset `at`.
+    pub fn error(&mut self, at: usize, message: impl Into<String>) {
+        self.errors.push((at, message.into()));
+    }
+
+    /// `` `key` in [place]: message ``.
+    pub fn invalid<T>(&mut self, f: Field, message: impl core::fmt::Display) -> Option<T> {
+        self.error(f.at(), format!("`{}` in {}: {message}", f.key, f.place));
+        None
+    }
+
+    /// `` `key` in [place] must be EXPECTED, found TYPE ``.
+    pub fn wrong_type<T>(&mut self, f: Field, expected: &str) -> Option<T> {
+        let found = f.value.get_ref().type_str();
+        self.error(
+            f.at(),
+            format!("`{}` in {} must be {expected}, found {found}", f.key, f.place),
+        );
+        None
+    }
+
+    /// An unknown key, with the nearest of `known` suggested.
+    pub fn unknown_key(&mut self, key: &Spanned<DeString>, place: &str, known: &[&str]) {
+        let hint = did_you_mean(key.get_ref(), known.iter().copied());
+        let hint = if hint.is_empty() {
+            format!("; known keys are {}", list(known))
+        } else {
+            hint
+        };
+        let message = format!("unknown key `{}` in {place}{hint}", key.get_ref());
+        self.error(key.span().start, message);
+    }
+
+    /// A string.
+    pub fn string(&mut self, f: Field) -> Option<String> {
+        match f.value.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => self.wrong_type(f, "a string"),
+        }
+    }
+
+    /// An absolute path.
+    pub fn path(&mut self, f: Field) -> Option<String> {
+        let path = self.string(f)?;
+        if path.starts_with('/') {
+            Some(path)
+        } else {
+            self.invalid(f, format_args!("`{path}` is not an absolute path; write it from `/`"))
+        }
+    }
+
+    /// `true` or `false`.
+    pub fn boolean(&mut self, f: Field) -> Option<bool> {
+        match f.value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => self.wrong_type(f, "`true` or `false`"),
+        }
+    }
+
+    /// An integer within `range`.
+    pub fn integer(&mut self, f: Field, range: RangeInclusive<u64>) -> Option<u64> {
+        let DeValue::Integer(i) = f.value.get_ref() else {
+            return self.wrong_type(f, "an integer");
+        };
+        match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) if n >= 0 && range.contains(&n.unsigned_abs()) => Some(n.unsigned_abs()),
+            _ => self.invalid(
+                f,
+                format_args!("must be from {} to {}, not {i}", range.start(), range.end()),
+            ),
+        }
+    }
+
+    /// An integer within `range` that fits a `u32` (`range` must end below `u32::MAX`).
+    pub fn integer32(&mut self, f: Field, range: RangeInclusive<u32>) -> Option<u32> {
+        let range = u64::from(*range.start())..=u64::from(*range.end());
+        self.integer(f, range).and_then(|n| u32::try_from(n).ok())
+    }
+
+    /// A humantime duration: `"250ms"`, `"5m"`, `"1h 30m"`.
+    pub fn duration(&mut self, f: Field) -> Option<Duration> {
+        let DeValue::String(s) = f.value.get_ref() else {
+            return self.wrong_type(f, "a duration string such as \"5s\"");
+        };
+        match humantime::parse_duration(s) {
+            Ok(d) => Some(d),
+            Err(_) => self.invalid(f, format_args!("`{s}` is not a duration; {DURATION_EXAMPLE}")),
+        }
+    }
+
+    /// A duration longer than zero (a period, a timeout).
+    pub fn period(&mut self, f: Field) -> Option<Duration> {
+        match self.duration(f)? {
+            Duration::ZERO => self.invalid(f, "must be longer than zero"),
+            d => Some(d),
+        }
+    }
+
+    /// A size in bytes: `4096` or `"4096"`, `"64KiB"`, `"48MiB"`, `"1GiB"`, `"100MB"`.
+    pub fn size(&mut self, f: Field) -> Option<u64> {
+        match f.value.get_ref() {
+            DeValue::Integer(_) => self.integer(f, 0..=u64::MAX >> 1),
+            DeValue::String(s) => match parse_size(s) {
+                Some(n) => Some(n),
+                None => self.invalid(f, format_args!("`{s}` is not a size; {SIZE_EXAMPLE}")),
+            },
+            _ => self.wrong_type(f, "a size such as \"48MiB\""),
+        }
+    }
+
+    /// `memory-max`: a percentage of RAM (`"90%"`, `"12.5%"`) or a size.
+    pub fn memory_limit(&mut self, f: Field) -> Option<MemoryLimit> {
+        let Some(pct) = f.value.get_ref().as_str().and_then(|s| s.strip_suffix('%')) else {
+            return self.size(f).map(MemoryLimit::Bytes);
+        };
+        match parse_per_mille(pct.trim()) {
+            Some(pm) if (1..=1000).contains(&pm) => Some(MemoryLimit::PerMille(pm)),
+            _ => self.invalid(
+                f,
+                format_args!(
+                    "`{pct}%` is not a percentage of RAM; write one above 0 and at most 100, \
+                     with at most one decimal, like \"90%\" or \"12.5%\""
+                ),
+            ),
+        }
+    }
+
+    /// A command line: a non-empty array of strings, the program first.
+    pub fn argv(&mut self, f: Field) -> Option<Vec<String>> {
+        const EXPECTED: &str = "a command line, an array of strings like [\"/usr/sbin/ntpd\", \"-n\"]";
+        let Some(items) = f.value.get_ref().as_array() else {
+            return self.wrong_type(f, EXPECTED);
+        };
+        let argv: Vec<Option<String>> = items
+            .iter()
+            .map(|item| match item.get_ref() {
+                DeValue::String(s) => Some(s.to_string()),
+                _ => self.wrong_type(f.with(item), EXPECTED),
+            })
+            .collect();
+        let argv: Vec<String> = argv.into_iter().collect::<Option<_>>()?;
+        match argv.first() {
+            None => self.invalid(f, format_args!("the command line is empty; {EXPECTED}")),
+            Some(program) if program.is_empty() => self.invalid(f, "the program name is empty"),
+            Some(_) => Some(argv),
+        }
+    }
+
+    /// An array of strings, each checked by `item`; `what` names them in messages
+    /// (`service names`, `absolute paths`).
+    pub fn array<T>(
+        &mut self,
+        f: Field,
+        what: &str,
+        mut item: impl FnMut(&mut Ctx, Field) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let Some(items) = f.value.get_ref().as_array() else {
+            return self.wrong_type(f, &format!("an array of {what}"));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for element in items.iter() {
+            let element = f.with(element);
+            if !element.value.get_ref().is_str() {
+                self.wrong_type::<()>(element, &format!("an array of {what}"));
+            } else if let Some(v) = item(self, element) {
+                out.push(v);
+            }
+        }
+        (out.len() == items.len()).then_some(out)
+    }
+
+    /// A signal name: `"HUP"`, `"SIGUSR1"`.
+    pub fn signal(&mut self, f: Field) -> Option<Signal> {
+        let name = self.string(f)?;
+        match Signal::from_name(&name) {
+            Some(sig) => Some(sig),
+            None => {
+                let names: Vec<&str> = Signal::ALL.iter().map(|s| s.name()).collect();
+                let hint = did_you_mean(&name.to_ascii_uppercase(), names.iter().copied());
+                self.invalid(
+                    f,
+                    format_args!("`{name}` is not a signal; use one of {}{hint}", list(&names)),
+                )
+            }
+        }
+    }
+
+    /// One of a few words, e.g. `"exit"` or `"condition"`.
+    pub fn choice<T: Clone>(&mut self, f: Field, options: &[(&str, T)]) -> Option<T> {
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        let expected = format!("one of {}", list(&names));
+        let word = f.value.get_ref().as_str();
+        let Some(word) = word else {
+            return self.wrong_type(f, &expected);
+        };
+        match options.iter().find(|(n, _)| *n == word) {
+            Some((_, v)) => Some(v.clone()),
+            None => {
+                let hint = did_you_mean(word, names.iter().copied());
+                self.invalid(f, format_args!("`{word}` is not {expected}{hint}"))
+            }
+        }
+    }
+
+    /// A table (inline or not).
+    pub fn table<'a, 'i>(&mut self, f: Field<'a, 'i>, expected: &str) -> Option<&'a DeTable<'i>> {
+        match f.value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => self.wrong_type(f, expected),
+        }
+    }
+
+    /// Exactly one of `choices` in a table at `place`: reports none or several, and returns the
+    /// first. Keys outside `choices` are left to the caller.
+    pub fn one_of<'a, 'i>(
+        &mut self,
+        table: &'a DeTable<'i>,
+        at: usize,
+        place: &str,
+        choices: &[&str],
+    ) -> Option<(&'a Spanned<DeString<'i>>, &'a Value<'i>)> {
+        let found: Vec<_> = entries(table)
+            .into_iter()
+            .filter(|(k, _)| choices.contains(&k.get_ref().as_ref()))
+            .collect();
+        match found.as_slice() {
+            [] => {
+                self.error(at, format!("{place} needs one of {}", list(choices)));
+                None
+            }
+            [first, rest @ ..] => {
+                for (k, _) in rest {
+                    let message = format!(
+                        "{place} has both `{}` and `{}`; give only one of {}",
+                        first.0.get_ref(),
+                        k.get_ref(),
+                        list(choices)
+                    );
+                    self.error(k.span().start, message);
+                }
+                Some(*first)
+            }
+        }
+    }
+
+    /// A table that holds exactly one of `choices` and nothing else; `read` reads that one.
+    pub fn single<'a, 'i, T>(
+        &mut self,
+        f: Field<'a, 'i>,
+        choices: &[&str],
+        read: impl FnOnce(&mut Ctx, Field<'_, 'i>) -> Option<T>,
+    ) -> Option<T> {
+        let choice_list = choices.iter().map(|c| format!("{c} = …")).collect::<Vec<_>>();
+        let table = self.table(f, &format!("a table {{ {} }}", choice_list.join(" | ")))?;
+        let place = sub_place(f.place, f.key);
+        for (k, _) in entries(table) {
+            if !choices.contains(&k.get_ref().as_ref()) {
+                self.unknown_key(k, &place, choices);
+            }
+        }
+        let (key, value) = self.one_of(table, f.at(), &place, choices)?;
+        read(self, Field { key: key.get_ref(), place: &place, value })
+    }
+
+    /// A readiness or probe check: `run`, `tcp`, `unix` or `file`.
+    pub fn check(&mut self, f: Field) -> Option<Check> {
+        match f.key {
+            "run" => self.argv(f).map(Check::Run),
+            "tcp" => self.host_port(f).map(Check::Tcp),
+            "unix" => self.path(f).map(Check::Unix),
+            _ => self.path(f).map(Check::File),
+        }
+    }
+
+    /// `"host:port"`.
+    pub fn host_port(&mut self, f: Field) -> Option<String> {
+        let s = self.string(f)?;
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Some(s),
+            _ => self.invalid(
+                f,
+                format_args!("`{s}` is not host:port; write it like \"127.0.0.1:53\" or \"[::1]:53\""),
+            ),
+        }
+    }
+
+    /// `reload = { signal = "HUP" }` or `{ run = [argv…] }`.
+    pub fn action(&mut self, f: Field) -> Option<Action> {
+        self.single(f, &["signal", "run"], |cx, f| match f.key {
+            "signal" => cx.signal(f).map(Action::Signal),
+            _ => cx.argv(f).map(Action::Run),
+        })
+    }
+
+    /// One heal: `"restart"`, `"reload"`, `"kill"`, `"link-up"`, `{ signal = … }`,
+    /// `{ run = [argv…] }`.
+    pub fn heal(&mut self, f: Field) -> Option<Heal> {
+        const WORDS: [(&str, Heal); 4] = [
+            ("restart", Heal::Restart),
+            ("reload", Heal::Reload),
+            ("kill", Heal::Kill),
+            ("link-up", Heal::LinkUp),
+        ];
+        match f.value.get_ref() {
+            DeValue::String(_) => self.choice(f, &WORDS),
+            DeValue::Table(_) => self.single(f, &["signal", "run"], |cx, f| match f.key {
+                "signal" => cx.signal(f).map(Heal::Signal),
+                _ => cx.argv(f).map(Heal::Run),
+            }),
+            _ => self.wrong_type(
+                f,
+                "a heal (\"restart\", \"reload\", \"kill\", \"link-up\", { signal = \"USR1\" } \
+                 or { run = [...] }) or an array of them",
+            ),
+        }
+    }
+
+    /// `heal =`: one heal or an escalation ladder of them, with the value of each rung.
+    pub fn heals<'a, 'i>(&mut self, f: Field<'a, 'i>) -> Option<Vec<(Heal, &'a Value<'i>)>> {
+        let rungs: Vec<&Value> = match f.value.get_ref() {
+            DeValue::Array(items) => items.iter().collect(),
+            _ => vec![f.value],
+        };
+        let heals: Vec<_> = rungs
+            .into_iter()
+            .map(|v| Some((self.heal(f.with(v))?, v)))
+            .collect();
+        heals.into_iter().collect()
+    }
+
+    /// `env = { K = "v" }`.
+    pub fn env(&mut self, f: Field) -> Option<BTreeMap<String, String>> {
+        let table = self.table(f, "a table of strings, like { TZ = \"UTC\" }")?;
+        let place = sub_place(f.place, f.key);
+        let mut env = BTreeMap::new();
+        let mut ok = true;
+        for (k, v) in entries(table) {
+            let var = Field { key: k.get_ref(), place: &place, value: v };
+            if k.get_ref().is_empty() || k.get_ref().contains('=') {
+                self.error(k.span().start, format!("`{}` in {place} is not a variable name", k.get_ref()));
+                ok = false;
+            } else if let Some(value) = self.string(var) {
+                env.insert(k.get_ref().to_string(), value);
+            } else {
+                ok = false;
+            }
+        }
+        ok.then_some(env)
+    }
+}
+
+/// `"4096"`, `"64KiB"`, `"1.5GiB"`, `"100MB"` → bytes.
+pub(super) fn parse_size(s: &str) -> Option<u64> {
+    const UNITS: [(&str, u64); 9] = [
+        ("", 1),
+        ("b", 1),
+        ("kb", 1000),
+        ("kib", 1 << 10),
+        ("mb", 1_000_000),
+        ("mib", 1 << 20),
+        ("gb", 1_000_000_000),
+        ("gib", 1 << 30),
+        ("tib", 1 << 40),
+    ];
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let scale = UNITS.iter().find(|(u, _)| *u == unit)?.1;
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || !frac.chars().all(|c| c.is_ascii_digit()) || frac.len() > 9 {
+        return None;
+    }
+    let whole: u128 = whole.parse().ok()?;
+    let frac_value: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let bytes = whole.checked_mul(scale.into())?
+        + frac_value * u128::from(scale) / 10u128.pow(frac.len() as u32);
+    u64::try_from(bytes).ok()
+}
+
+/// `"90"` → 900, `"12.5"` → 125 (per mille); at most one decimal.
+pub(super) fn parse_per_mille(s: &str) -> Option<u32> {
+    let (whole, tenth) = s.split_once('.').unwrap_or((s, "0"));
+    let digits = |d: &str| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit());
+    if !digits(whole) || !digits(tenth) || tenth.len() != 1 {
+        return None;
+    }
+    whole.parse::<u32>().ok()?.checked_mul(10)?.checked_add(tenth.parse().ok()?)
+}

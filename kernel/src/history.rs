@@ -1,0 +1,128 @@
+//! The medical history: a bounded ring of records per service.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Heal;
+use crate::health::Condition;
+use crate::time::Instant;
+
+/// The outcome of an intervention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The service was healthy by the end of the settle time.
+    Resolved,
+    /// The settle time ended with the service still unhealthy.
+    Unresolved,
+    /// The settle time has not ended yet.
+    Pending,
+}
+
+impl Outcome {
+    /// `resolved`, `unresolved` or `pending`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Resolved => "resolved",
+            Outcome::Unresolved => "unresolved",
+            Outcome::Pending => "pending",
+        }
+    }
+}
+
+/// One line of the medical history (and of `medic events`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Numbers the records of one service, from 0; an outcome update repeats the number of the
+    /// record it completes.
+    pub seq: u64,
+    /// When.
+    pub at: Instant,
+    /// The service's condition at that moment.
+    pub condition: Condition,
+    /// The intervention made, if any.
+    pub heal: Option<Heal>,
+    /// The intervention's outcome, if there was one.
+    pub outcome: Option<Outcome>,
+    /// Why, in words: `"exit code 1"`, `"blocked by wan"`, `"settling until 12.000s"`,
+    /// `"given up after 10 strikes"`, `"operator restart"`.
+    pub note: String,
+}
+
+/// A bounded ring of [`Record`]s, oldest first. When full, the oldest record is dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    records: VecDeque<Record>,
+    capacity: u32,
+    next_seq: u64,
+}
+
+impl History {
+    /// An empty history holding at most `capacity` records (at least 1).
+    pub fn new(capacity: u32) -> History {
+        History {
+            records: VecDeque::new(),
+            capacity: capacity.max(1),
+            next_seq: 0,
+        }
+    }
+
+    /// Appends a record, numbering it; returns a copy for the event stream.
+    pub fn push(
+        &mut self,
+        at: Instant,
+        condition: Condition,
+        heal: Option<Heal>,
+        outcome: Option<Outcome>,
+        note: String,
+    ) -> Record {
+        let record = Record {
+            seq: self.next_seq,
+            at,
+            condition,
+            heal,
+            outcome,
+            note,
+        };
+        self.next_seq += 1;
+        if self.records.len() >= self.capacity as usize {
+            self.records.pop_front();
+        }
+        self.records.push_back(record.clone());
+        record
+    }
+
+    /// Sets the outcome of record `seq` if it is still in the ring; returns the updated record.
+    pub fn settle(&mut self, seq: u64, outcome: Outcome) -> Option<Record> {
+        let first = self.records.front()?.seq;
+        let idx = seq.checked_sub(first)? as usize;
+        let record = self.records.get_mut(idx)?;
+        record.outcome = Some(outcome);
+        Some(record.clone())
+    }
+
+    /// The records, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Record> {
+        self.records.iter()
+    }
+
+    /// How many records are held.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The most recent record.
+    pub fn last(&self) -> Option<&Record> {
+        self.records.back()
+    }
+
+    /// The ring's bound.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+}

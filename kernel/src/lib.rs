@@ -1,0 +1,68 @@
+//! # medic-kernel: the pure state machine of the medic supervisor
+//!
+//! The kernel decides; the adapters (`medic-io`, or the simulator) do. It never reads a clock,
+//! a file, a socket or the environment, and it holds no randomness: the same inputs at the same
+//! instants give the same effects, bit for bit, which is what lets a trace captured on a router
+//! replay on a laptop.
+//!
+//! ## The protocol between kernel and adapters
+//!
+//! ```text
+//! let mut kernel = Kernel::new(config);               // every service stopped, wanted
+//! feed the initial link dump as Input::LinkChanged    // optional, before boot
+//! loop {
+//!     let deadline = kernel.next_deadline();          // None: nothing due, sleep until an input
+//!     let input = wait for an OS event, or Input::Tick when `deadline` has come;
+//!     kernel.step(now, input, &mut effects);          // now: the adapter's monotonic clock
+//!     carry out every effect in `effects`, in order;  // spawn, signal, probe, link up, …
+//!     effects.clear();
+//! }
+//! ```
+//!
+//! * **Time** comes in as [`Instant`] (monotonic nanoseconds). A tick before
+//!   [`Kernel::next_deadline`] is a harmless no-op, so an adapter may wake early.
+//! * **Boot** happens on the first [`Input::Tick`] (the first deadline is the origin). Inputs
+//!   before it only update what the kernel knows, so link states fed first are seen by boot.
+//! * **Jobs.** Every spawn, check, memory sample and command carries a [`JobId`]; answers name
+//!   it. An answer about a job the kernel has moved on from is ignored, so late or duplicated
+//!   answers are harmless.
+//! * **Effects** are appended to the caller's `Vec` in the order they must be carried out.
+//!   Effects never fail back into the kernel except as inputs ([`Input::SpawnFailed`],
+//!   [`CheckResult::Failed`], …).
+//! * **Services** are named by [`ServiceId`], stable for the kernel's lifetime across config
+//!   replacements; [`Kernel::lookup`] and [`Kernel::name`] translate.
+//! * **Shutdown**: [`Operator::Shutdown`] stops everything, dependents first; when all is down
+//!   the kernel emits [`Effect::ShutdownComplete`].
+//! * **Invariants**: [`Kernel::check_invariants`] may be called after any step.
+//!
+//! ## Bounds
+//! * history: `history-size` records per service (default 64), oldest dropped;
+//! * timers: at most [`timers::Timer::COUNT`] per service;
+//! * one process per service, at most one readiness poll and one probe in flight;
+//! * effects per step: proportional to the services the input touches (a config replacement
+//!   or shutdown touches all).
+//!
+//! ## Cost
+//! Each input touches the services it names and, through health changes, their dependents;
+//! timers sit in one ordered set. Nothing iterates the whole graph except boot, shutdown and
+//! config replacement.
+
+pub mod config;
+pub mod graph;
+pub mod health;
+pub mod history;
+mod kernel;
+pub mod protocol;
+pub mod service;
+pub mod time;
+pub mod timers;
+
+pub use config::{Config, ServiceConfig};
+pub use health::Condition;
+pub use history::{History, Outcome, Record};
+pub use kernel::{backoff, render_history, render_record, Kernel};
+pub use protocol::{
+    CheckPurpose, CheckResult, CommandPurpose, Effect, ExitStatus, Input, JobId, LinkState,
+    Operator, ServiceId,
+};
+pub use time::Instant;

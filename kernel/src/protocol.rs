@@ -1,0 +1,304 @@
+//! The two enums between the kernel and the world: [`Input`] in, [`Effect`] out.
+//!
+//! Both are postcard-encoded in traces, which encode enum variants by index: variants are only
+//! ever added at the end, and any change to the encoding bumps [`crate::trace::FORMAT_VERSION`].
+
+use core::time::Duration;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Check, ServiceConfig, Signal};
+use crate::history::Record;
+
+/// A service's slot in the kernel. Stable for the kernel's lifetime: a config replacement keeps
+/// the id of every service whose name survives, and never reuses an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceId(pub u32);
+
+impl ServiceId {
+    /// The index into the kernel's slot table.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// One piece of work the kernel asked for: a spawned process, a readiness poll, a probe, a
+/// memory sample or a command. Every input about it names the job, so a late answer about a
+/// job the kernel has moved on from is recognised and ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobId(pub u64);
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal number.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Exit code 0.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl core::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+/// The result of a [`Check`] (a readiness poll or a probe).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckResult {
+    /// The check succeeded.
+    Ok,
+    /// The check failed, with a short reason for the history.
+    Failed(String),
+    /// The check took longer than its timeout.
+    TimedOut,
+    /// A `reports = "condition"` probe printed this condition name (`ready` means healthy).
+    Condition(String),
+}
+
+/// What the kernel needs to know of a network link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkState {
+    /// Administratively up (`IFF_UP`).
+    pub admin_up: bool,
+    /// Has carrier (`IFF_LOWER_UP` / operstate up).
+    pub carrier: bool,
+    /// Has at least one IPv4 address.
+    pub ipv4: bool,
+    /// Has at least one global-scope IPv6 address.
+    pub ipv6_global: bool,
+}
+
+/// A command from the operator (`medic start|stop|restart|reload`, SIGTERM).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operator {
+    /// Want the service up; clears strikes and `given-up`.
+    Start(String),
+    /// Stop the service (dependents that must stop with it first).
+    Stop(String),
+    /// Stop then start at once, whatever the backoff; clears strikes and `given-up`.
+    Restart(String),
+    /// Reload (or restart when the service has no `reload`).
+    Reload(String),
+    /// Stop everything in reverse dependency order, then emit [`Effect::ShutdownComplete`].
+    Shutdown,
+}
+
+/// Everything that can happen to the kernel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Input {
+    /// Time passed; the kernel fires whatever is due. A tick before
+    /// [`crate::Kernel::next_deadline`] is a harmless no-op.
+    Tick,
+    /// The process of `job` is running with this pid (its process group id too).
+    Spawned {
+        /// The service.
+        service: ServiceId,
+        /// The job of the [`Effect::Spawn`].
+        job: JobId,
+        /// The process id (also its process group id).
+        pid: u32,
+    },
+    /// The process of `job` could not be started.
+    SpawnFailed {
+        /// The service.
+        service: ServiceId,
+        /// The job of the [`Effect::Spawn`].
+        job: JobId,
+        /// Why, for the history (`No such file or directory`).
+        error: String,
+    },
+    /// The process of `job` ended.
+    Exited {
+        /// The service.
+        service: ServiceId,
+        /// The job of the [`Effect::Spawn`].
+        job: JobId,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// The process of `job` said it is ready (notify-fd or sd_notify `READY=1`).
+    ReadyNotified {
+        /// The service.
+        service: ServiceId,
+        /// The job of the [`Effect::Spawn`].
+        job: JobId,
+    },
+    /// A readiness poll or probe finished.
+    CheckDone {
+        /// The service.
+        service: ServiceId,
+        /// The job of the [`Effect::Check`].
+        job: JobId,
+        /// What it found.
+        result: CheckResult,
+    },
+    /// The summed RSS of the process group of `job`.
+    MemorySampled {
+        /// The service.
+        service: ServiceId,
+        /// The process job that was sampled.
+        job: JobId,
+        /// Summed resident set size in bytes.
+        rss_bytes: u64,
+        /// Total RAM of the machine in bytes (for `memory-max = "90%"`).
+        total_bytes: u64,
+    },
+    /// A heal, reload or stop command finished.
+    CommandDone {
+        /// The service.
+        service: ServiceId,
+        /// The job of the [`Effect::RunCommand`].
+        job: JobId,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// A watched path changed (written, created, renamed over, removed).
+    FileChanged {
+        /// The path exactly as the config names it.
+        path: String,
+    },
+    /// A link appeared, changed or (with `None`) disappeared.
+    LinkChanged {
+        /// The link's name.
+        ifname: String,
+        /// Its state, `None` when no such link exists.
+        link: Option<LinkState>,
+    },
+    /// An operator command.
+    Operator(Operator),
+    /// A new config file text (SIGHUP). Only services whose definition changed are touched; a
+    /// text that does not validate is refused with a [`Effect::Notice`] and changes nothing.
+    ReplaceConfig {
+        /// The whole TOML text.
+        text: String,
+    },
+}
+
+/// Why a [`Check`] is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckPurpose {
+    /// A readiness poll of a starting process.
+    Ready,
+    /// A periodic probe of a ready process.
+    Probe,
+}
+
+/// Why a command is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandPurpose {
+    /// A `{ run = [...] }` heal.
+    Heal,
+    /// A `reload = { run = [...] }`.
+    Reload,
+    /// A oneshot's `stop = [...]`.
+    Stop,
+}
+
+/// Everything the kernel asks the world to do. The caller carries out the effects of one step
+/// in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Effect {
+    /// Start the service's process (`run`, or the oneshot's command) in a new process group,
+    /// with the service's env, cwd, user, group and readiness channel. Answer with
+    /// [`Input::Spawned`] or [`Input::SpawnFailed`], later [`Input::Exited`].
+    Spawn {
+        /// The service.
+        service: ServiceId,
+        /// Names the process in later inputs and effects.
+        job: JobId,
+        /// The definition to start it from.
+        config: Arc<ServiceConfig>,
+    },
+    /// Send `signal` to the process group of `job`.
+    Signal {
+        /// The service.
+        service: ServiceId,
+        /// The process job.
+        job: JobId,
+        /// Which signal.
+        signal: Signal,
+    },
+    /// SIGKILL to the whole process group of `job`.
+    Kill {
+        /// The service.
+        service: ServiceId,
+        /// The process job.
+        job: JobId,
+    },
+    /// Carry out `check` within `timeout`; answer with [`Input::CheckDone`].
+    Check {
+        /// The service.
+        service: ServiceId,
+        /// Names this check.
+        job: JobId,
+        /// What to check.
+        check: Check,
+        /// Give up (and answer [`CheckResult::TimedOut`]) after this.
+        timeout: Duration,
+        /// A readiness poll or a probe.
+        purpose: CheckPurpose,
+    },
+    /// Sum the RSS of the process group of `job`; answer with [`Input::MemorySampled`].
+    SampleMemory {
+        /// The service.
+        service: ServiceId,
+        /// The process job.
+        job: JobId,
+    },
+    /// Run a command (never through a shell) with the service's env, cwd, user and group;
+    /// answer with [`Input::CommandDone`].
+    RunCommand {
+        /// The service.
+        service: ServiceId,
+        /// Names this command.
+        job: JobId,
+        /// The command line.
+        argv: Vec<String>,
+        /// A heal, a reload or a oneshot's stop.
+        purpose: CommandPurpose,
+    },
+    /// Set the link administratively up.
+    LinkUp {
+        /// The interface service.
+        service: ServiceId,
+        /// The link's name.
+        ifname: String,
+    },
+    /// Start watching a path (its parent directory, so rename-over and late creation are seen).
+    Watch {
+        /// The path exactly as the config names it.
+        path: String,
+    },
+    /// Stop watching a path.
+    Unwatch {
+        /// The path.
+        path: String,
+    },
+    /// A transition, intervention or outcome, for the log and `medic events`. The same record
+    /// is in the service's medical history.
+    Event {
+        /// The service.
+        service: ServiceId,
+        /// What happened.
+        record: Record,
+    },
+    /// A message about the kernel as a whole (a refused config, an unknown service name).
+    Notice {
+        /// The message.
+        message: String,
+    },
+    /// After [`Operator::Shutdown`], everything is stopped: the daemon may exit.
+    ShutdownComplete,
+}

@@ -1,0 +1,259 @@
+//! One service's runtime state in the kernel, and how its condition follows from that state.
+
+use core::time::Duration;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Kind, LinkReady, ServiceConfig};
+use crate::health::Condition;
+use crate::history::History;
+use crate::protocol::{JobId, LinkState, ServiceId};
+use crate::time::Instant;
+use crate::timers::ServiceTimers;
+
+/// What to do once a stopping process has exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AfterStop {
+    /// Nothing: it was stopped for good (operator stop, shutdown, needs failed).
+    Nothing,
+    /// Start it again (a restart or kill heal, an operator restart, a changed definition).
+    Start,
+}
+
+/// A stop in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stop {
+    /// The stop signal has been sent (it waits while dependents are still stopping).
+    pub signaled: bool,
+    /// SIGKILL has been sent to the group.
+    pub killed: bool,
+    /// What happens after the exit.
+    pub then: AfterStop,
+}
+
+/// The process (or running oneshot command) of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proc {
+    /// Names the process in inputs and effects.
+    pub job: JobId,
+    /// Known once [`crate::Input::Spawned`] arrived.
+    pub pid: Option<u32>,
+    /// When the spawn was asked for.
+    pub started: Instant,
+    /// Readiness reached.
+    pub ready: bool,
+    /// A stop in progress.
+    pub stop: Option<Stop>,
+}
+
+/// A oneshot's `stop` command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopCommand {
+    /// Not needed or finished.
+    Idle,
+    /// Must run once the dependents are down.
+    Pending,
+    /// Running.
+    Running(JobId),
+}
+
+/// What a change of a watched file asks for (a restart outranks a reload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FileAction {
+    /// `reload-on`.
+    Reload,
+    /// `restart-on`.
+    Restart,
+}
+
+/// A service's slot in the kernel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    /// Its id.
+    pub id: ServiceId,
+    /// The definition in force.
+    pub config: Arc<ServiceConfig>,
+    /// Removed from the config; stopped and then forgotten.
+    pub removed: bool,
+    /// Resolved `needs`.
+    pub needs: Vec<ServiceId>,
+    /// Resolved `after`.
+    pub after: Vec<ServiceId>,
+    /// Services that need this one (reverse `needs`).
+    pub dependents: Vec<ServiceId>,
+    /// Services ordered after this one (reverse `after`).
+    pub successors: Vec<ServiceId>,
+    /// How many of `needs` are unhealthy now.
+    pub unhealthy_needs: u32,
+    /// Wanted up (boot, operator start) or not (operator stop, shutdown, removed).
+    pub wanted: bool,
+    /// The running process, if any.
+    pub proc: Option<Proc>,
+    /// A oneshot that exited 0 and has not been stopped since.
+    pub oneshot_done: bool,
+    /// A oneshot's `stop` command.
+    pub stop_command: StopCommand,
+    /// The unhealthy observation that stands until cured: exited, failed, start-timeout,
+    /// unresponsive, memory-high or a probe's custom condition.
+    pub problem: Option<Condition>,
+    /// Words about `problem` for the history (`exit code 1`).
+    pub problem_note: String,
+    /// Has been started at least once (so a failing need makes it `blocked`, not `waiting`).
+    pub ever_started: bool,
+    /// The condition, as last derived.
+    pub condition: Condition,
+    /// When `condition` began.
+    pub since: Instant,
+    /// The verdict's health bit for `condition`, as last derived.
+    pub healthy: bool,
+    /// The medical history says stop trying until a new fact.
+    pub given_up: bool,
+    /// Interventions since the service was last healthy for `forgive-after`.
+    pub strikes: u32,
+    /// No automatic intervention before this (the settle time of the last one).
+    pub settle_until: Instant,
+    /// No automatic intervention before this (settle or backoff, whichever is later).
+    pub next_allowed: Instant,
+    /// The history record of the intervention whose outcome is not known yet.
+    pub pending_attempt: Option<u64>,
+    /// Consecutive failed probes.
+    pub probe_failures: u32,
+    /// The readiness poll in flight.
+    pub ready_check: Option<JobId>,
+    /// The probe in flight.
+    pub probe_check: Option<JobId>,
+    /// The current readiness poll period (10 ms doubling to 1 s).
+    pub ready_poll_every: Duration,
+    /// A watched-file action waiting for its debounce time.
+    pub file_pending: Option<FileAction>,
+    /// Pending timers.
+    pub timers: ServiceTimers,
+    /// The medical history.
+    pub history: History,
+}
+
+impl Slot {
+    /// A fresh slot for `config`, stopped and wanted.
+    pub fn new(id: ServiceId, config: Arc<ServiceConfig>, history_len: u32) -> Slot {
+        Slot {
+            id,
+            config,
+            removed: false,
+            needs: Vec::new(),
+            after: Vec::new(),
+            dependents: Vec::new(),
+            successors: Vec::new(),
+            unhealthy_needs: 0,
+            wanted: true,
+            proc: None,
+            oneshot_done: false,
+            stop_command: StopCommand::Idle,
+            problem: None,
+            problem_note: String::new(),
+            ever_started: false,
+            condition: Condition::Stopped,
+            since: Instant::ZERO,
+            healthy: false,
+            given_up: false,
+            strikes: 0,
+            settle_until: Instant::ZERO,
+            next_allowed: Instant::ZERO,
+            pending_attempt: None,
+            probe_failures: 0,
+            ready_check: None,
+            probe_check: None,
+            ready_poll_every: crate::config::defaults::READY_POLL_FIRST,
+            file_pending: None,
+            timers: ServiceTimers::default(),
+            history: History::new(history_len),
+        }
+    }
+
+    /// The live process that is not being stopped.
+    pub fn running(&self) -> Option<&Proc> {
+        self.proc.as_ref().filter(|p| p.stop.is_none())
+    }
+
+    /// Stopping: a process being stopped or a oneshot's stop command pending or running.
+    pub fn is_stopping(&self) -> bool {
+        self.proc.is_some_and(|p| p.stop.is_some()) || self.stop_command != StopCommand::Idle
+    }
+
+    /// Something of this service is still alive: a process, or a stop command to come.
+    pub fn is_live(&self) -> bool {
+        self.proc.is_some() || self.stop_command != StopCommand::Idle
+    }
+
+    /// Whether this is an interface service.
+    pub fn is_interface(&self) -> bool {
+        matches!(self.config.kind, Kind::Interface { .. })
+    }
+
+    /// Whether this is a oneshot service.
+    pub fn is_oneshot(&self) -> bool {
+        matches!(self.config.kind, Kind::Oneshot { .. })
+    }
+
+    /// The condition that follows from the state (DESIGN.md §2). `link` is the state of the
+    /// interface's link, for interface services.
+    pub fn derive_condition(&self, link: Option<&LinkState>) -> Condition {
+        if self.is_stopping() {
+            return Condition::Stopping;
+        }
+        if !self.wanted && self.proc.is_none() {
+            return Condition::Stopped;
+        }
+        if self.unhealthy_needs > 0 {
+            return if self.ever_started {
+                Condition::Blocked
+            } else {
+                Condition::Waiting
+            };
+        }
+        if let Kind::Interface { ready_when, .. } = &self.config.kind {
+            let condition = link_condition(*ready_when, link);
+            return if self.given_up && condition != Condition::Ready {
+                Condition::GivenUp
+            } else {
+                condition
+            };
+        }
+        if self.given_up {
+            return Condition::GivenUp;
+        }
+        if let Some(problem) = &self.problem {
+            return problem.clone();
+        }
+        match &self.proc {
+            None if self.oneshot_done => Condition::Ready,
+            None => Condition::Waiting,
+            Some(p) if p.ready => Condition::Ready,
+            Some(_) => Condition::Starting,
+        }
+    }
+}
+
+/// The condition of a link for `ready-when`.
+pub fn link_condition(ready_when: LinkReady, link: Option<&LinkState>) -> Condition {
+    let Some(link) = link else {
+        return Condition::Absent;
+    };
+    if ready_when == LinkReady::Present {
+        return Condition::Ready;
+    }
+    if !link.admin_up {
+        return Condition::AdminDown;
+    }
+    if ready_when == LinkReady::Up {
+        return Condition::Ready;
+    }
+    if !link.carrier {
+        return Condition::NoCarrier;
+    }
+    match ready_when {
+        LinkReady::Ipv4 if !link.ipv4 => Condition::NoAddress,
+        LinkReady::Ipv6Global if !link.ipv6_global => Condition::NoAddress,
+        _ => Condition::Ready,
+    }
+}

@@ -1,0 +1,1 @@
+//! Simulator (filled in by the simulator issue).
