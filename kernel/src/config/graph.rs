@@ -14,7 +14,10 @@ pub(super) fn check(cx: &mut Ctx, services: &[Parsed]) {
     let mut edges: Vec<Vec<(usize, usize)>> = vec![Vec::new(); services.len()];
     for (i, p) in services.iter().enumerate() {
         let place = format!("[service.{}]", key_path(names[i]));
-        for (key, verb, refs) in [("needs", "needs", &p.needs), ("after", "starts after", &p.after)] {
+        for (key, verb, refs) in [
+            ("needs", "needs", &p.needs),
+            ("after", "starts after", &p.after),
+        ] {
             let mut seen = BTreeSet::new();
             for (target, at) in refs {
                 let message = if target == names[i] {

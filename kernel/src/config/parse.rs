@@ -56,16 +56,24 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     let root = match DeTable::parse(text) {
         Ok(root) => root,
         Err(e) => {
-            let message = format!("TOML syntax: {}", e.message());
-            let errors = vec![error_at(text, e.span().map(|s| s.start), message)];
-            return Err(ConfigErrors { file: file.to_string(), errors });
+            let span = e.span();
+            let mut message = format!("TOML syntax: {}", e.message());
+            if e.message() == "duplicate key" {
+                let key = span.clone().and_then(|s| text.get(s)).unwrap_or_default();
+                message = format!("TOML syntax: `{key}` is defined twice; merge the two");
+            }
+            let errors = vec![error_at(text, span.map(|s| s.start), message)];
+            return Err(ConfigErrors {
+                file: file.to_string(),
+                errors,
+            });
         }
     };
     let mut cx = Ctx::default();
     let mut daemon = DaemonConfig::default();
     let mut services = Vec::new();
     for (k, value) in entries(root.get_ref()) {
-        let f = Field { key: k.get_ref(), place: "the top-level table", value };
+        let f = Field::new(k.get_ref(), "the top-level table", value);
         match f.key {
             "daemon" => read_daemon(&mut cx, f, &mut daemon),
             "service" => services = read_services(&mut cx, f),
@@ -78,8 +86,15 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         return Ok(Config { daemon, services });
     }
     cx.errors.sort_by_key(|(at, _)| *at);
-    let errors = cx.errors.into_iter().map(|(at, m)| error_at(text, Some(at), m)).collect();
-    Err(ConfigErrors { file: file.to_string(), errors })
+    let errors = cx
+        .errors
+        .into_iter()
+        .map(|(at, m)| error_at(text, Some(at), m))
+        .collect();
+    Err(ConfigErrors {
+        file: file.to_string(),
+        errors,
+    })
 }
 
 /// A [`ConfigError`] at byte offset `at` of `text`: 1-based line, column in characters.
@@ -91,7 +106,11 @@ fn error_at(text: &str, at: Option<usize>, message: String) -> ConfigError {
         let column = before[line_start..].chars().count() + 1;
         (line as u32, column as u32)
     });
-    ConfigError { line: place.map(|p| p.0), column: place.map(|p| p.1), message }
+    ConfigError {
+        line: place.map(|p| p.0),
+        column: place.map(|p| p.1),
+        message,
+    }
 }
 
 /// `[daemon]`.
@@ -100,9 +119,9 @@ fn read_daemon(cx: &mut Ctx, f: Field, daemon: &mut DaemonConfig) {
         return;
     };
     for (k, value) in entries(table) {
-        let f = Field { key: k.get_ref(), place: "[daemon]", value };
+        let f = Field::new(k.get_ref(), "[daemon]", value);
         match f.key {
-            "state-dir" => daemon.state_dir = cx.path(f).or(daemon.state_dir.take()),
+            "state-dir" => set(&mut daemon.state_dir, cx.path(f).map(Some)),
             "trace-size" => set(&mut daemon.trace_size_bytes, cx.size(f)),
             "history-size" => set(&mut daemon.history_len, cx.integer32(f, 1..=4096)),
             _ => cx.unknown_key(k, "[daemon]", &["state-dir", "trace-size", "history-size"]),

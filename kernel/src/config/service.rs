@@ -9,7 +9,7 @@ use super::model::{
     defaults, Check, Heal, Kind, LinkReady, Probe, Readiness, Reports, ServiceConfig,
     VerdictOverride,
 };
-use super::values::{did_you_mean, entries, list, sub_place, Ctx, Field, Value};
+use super::values::{did_you_mean, entries, key_path, list, sub_place, Ctx, Field, Value};
 use crate::health::{Condition, BUILT_IN};
 
 /// A service as read, before the graph checks.
@@ -99,7 +99,9 @@ fn why_not(key: &str, kind: &Kind) -> &'static str {
             "a oneshot is ready when its command exits 0"
         }
         ("ready", Kind::Interface { .. }) => "an interface is ready as its `ready-when` says",
-        ("ready-when", _) => "`ready-when` is for interfaces; use `ready` to say when a process is ready",
+        ("ready-when", _) => {
+            "`ready-when` is for interfaces; use `ready` to say when a process is ready"
+        }
         ("stop", Kind::Process { .. }) => {
             "`stop` is the command that undoes a oneshot; a process is stopped with `stop-signal`"
         }
@@ -111,21 +113,24 @@ fn why_not(key: &str, kind: &Kind) -> &'static str {
 /// Reads the table of service `name` at `place` (e.g. `[service.ntpd]`).
 pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Option<Parsed> {
     let table = cx.table(
-        Field { key: name, place: "[service]", value },
+        Field::new(name, "[service]", value),
         &format!("a table like {place}"),
     )?;
     let kind_entry = cx.one_of(table, value.span().start, place, &KIND_KEYS);
-    let kind_key = kind_entry.map(|(k, _)| k.get_ref().as_ref());
-    let mut kind = kind_entry.map(|(k, v)| read_kind(cx, Field { key: k.get_ref(), place, value: v }));
+    let kind_known = kind_entry.is_some();
+    let mut kind = kind_entry.map(|(k, v)| read_kind(cx, Field::new(k.get_ref(), place, v)));
     let mut s = ServiceConfig::new(name, Kind::Process { argv: Vec::new() });
     let (mut needs, mut after, mut on) = (Vec::new(), Vec::new(), None);
     for (k, v) in entries(table) {
-        let f = Field { key: k.get_ref(), place, value: v };
+        let f = Field::new(k.get_ref(), place, v);
         if !KEYS.contains(&f.key) {
             cx.unknown_key(k, place, &KEYS);
             continue;
         }
-        if let Some(kind) = kind.as_ref().filter(|kind| kinds_of(f.key) & mask(kind) == 0) {
+        if let Some(kind) = kind
+            .as_ref()
+            .filter(|kind| kinds_of(f.key) & mask(kind) == 0)
+        {
             let message = format!(
                 "`{}` in {place} does not fit {}: {}",
                 f.key,
@@ -179,9 +184,13 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
     s.needs = needs.iter().map(|(n, _)| n.clone()).collect();
     s.after = after.iter().map(|(n, _)| n.clone()).collect();
     if let Some(f) = on {
-        s.on = conditions(cx, &s, kind_key.is_some(), f);
+        s.on = conditions(cx, &s, kind_known, f);
     }
-    Some(Parsed { service: s, needs, after })
+    Some(Parsed {
+        service: s,
+        needs,
+        after,
+    })
 }
 
 /// Overwrites `slot` when the value was good.
@@ -202,8 +211,13 @@ const LINK_READY: [(&str, LinkReady); 5] = [
 /// `run = […]`, `oneshot = […]` or `interface = "…"`; a bad value still gives the kind.
 fn read_kind(cx: &mut Ctx, f: Field) -> Kind {
     match f.key {
-        "run" => Kind::Process { argv: cx.argv(f).unwrap_or_default() },
-        "oneshot" => Kind::Oneshot { argv: cx.argv(f).unwrap_or_default(), stop: None },
+        "run" => Kind::Process {
+            argv: cx.argv(f).unwrap_or_default(),
+        },
+        "oneshot" => Kind::Oneshot {
+            argv: cx.argv(f).unwrap_or_default(),
+            stop: None,
+        },
         _ => Kind::Interface {
             ifname: ifname(cx, f).unwrap_or_default(),
             ready_when: LinkReady::Carrier,
@@ -214,7 +228,9 @@ fn read_kind(cx: &mut Ctx, f: Field) -> Kind {
 /// A Linux link name: 1 to 15 bytes, no `/`, `:` or white space.
 fn ifname(cx: &mut Ctx, f: Field) -> Option<String> {
     let name = cx.string(f)?;
-    let bad = name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    let bad = name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace());
     if name.is_empty() || name.len() > 15 || bad {
         cx.invalid(
             f,
@@ -245,13 +261,20 @@ fn readiness(cx: &mut Ctx, f: Field) -> Option<Readiness> {
     match f.value.get_ref() {
         DeValue::String(_) => cx.choice(
             f,
-            &[("spawned", Readiness::Spawned), ("sd-notify", Readiness::SdNotify)],
+            &[
+                ("spawned", Readiness::Spawned),
+                ("sd-notify", Readiness::SdNotify),
+            ],
         ),
         DeValue::Table(_) => {
-            cx.single(f, &["notify-fd", "tcp", "unix", "file", "run"], |cx, f| match f.key {
-                "notify-fd" => cx.integer32(f, 3..=65535).map(Readiness::NotifyFd),
-                _ => cx.check(f).map(Readiness::Poll),
-            })
+            cx.single(
+                f,
+                &["notify-fd", "tcp", "unix", "file", "run"],
+                |cx, f| match f.key {
+                    "notify-fd" => cx.integer32(f, 3..=65535).map(Readiness::NotifyFd),
+                    _ => cx.check(f).map(Readiness::Poll),
+                },
+            )
         }
         _ => cx.wrong_type(
             f,
@@ -262,10 +285,13 @@ fn readiness(cx: &mut Ctx, f: Field) -> Option<Readiness> {
 
 /// `probe = { run | tcp | unix | file = …, every, timeout, failures, reports }`.
 fn probe(cx: &mut Ctx, f: Field) -> Option<Probe> {
-    let table = cx.table(f, "a table like { run = [\"/etc/medic/check\"], every = \"10s\" }")?;
+    let table = cx.table(
+        f,
+        "a table like { run = [\"/etc/medic/check\"], every = \"10s\" }",
+    )?;
     let place = sub_place(f.place, "probe");
     let check = cx.one_of(table, f.at(), &place, &CHECK_KEYS);
-    let check = check.and_then(|(k, value)| cx.check(Field { key: k.get_ref(), place: &place, value }));
+    let check = check.and_then(|(k, value)| cx.check(Field::new(k.get_ref(), &place, value)));
     let mut probe = Probe {
         check: Check::File(String::new()),
         every: defaults::PROBE_EVERY,
@@ -273,9 +299,11 @@ fn probe(cx: &mut Ctx, f: Field) -> Option<Probe> {
         failures: defaults::PROBE_FAILURES,
         reports: Reports::Exit,
     };
-    const KNOWN: [&str; 8] = ["run", "tcp", "unix", "file", "every", "timeout", "failures", "reports"];
+    const KNOWN: [&str; 8] = [
+        "run", "tcp", "unix", "file", "every", "timeout", "failures", "reports",
+    ];
     for (k, value) in entries(table) {
-        let f = Field { key: k.get_ref(), place: &place, value };
+        let f = Field::new(k.get_ref(), &place, value);
         match f.key {
             "run" | "tcp" | "unix" | "file" => {} // the check, read above
             "every" => set(&mut probe.every, cx.period(f)),
@@ -283,7 +311,10 @@ fn probe(cx: &mut Ctx, f: Field) -> Option<Probe> {
             "failures" => set(&mut probe.failures, cx.integer32(f, 1..=1_000_000)),
             "reports" => set(
                 &mut probe.reports,
-                cx.choice(f, &[("exit", Reports::Exit), ("condition", Reports::Condition)]),
+                cx.choice(
+                    f,
+                    &[("exit", Reports::Exit), ("condition", Reports::Condition)],
+                ),
             ),
             _ => cx.unknown_key(k, &place, &KNOWN),
         }
@@ -309,13 +340,22 @@ fn conditions(
         let condition = Condition::from_name(k.get_ref());
         if kind_known {
             if let Some(why) = misfit(&condition, s) {
-                cx.error(k.span().start, format!("`{}` in {on_place}: {why}", k.get_ref()));
+                cx.error(
+                    k.span().start,
+                    format!("`{}` in {on_place}: {why}", k.get_ref()),
+                );
             }
         }
         let place = sub_place(&on_place, k.get_ref());
-        let f = Field { key: k.get_ref(), place: &on_place, value };
-        if let Some(table) = cx.table(f, "a table like { healthy = false, heal = \"restart\", settle = \"5s\" }") {
-            on.insert(condition.clone(), verdict(cx, s, kind_known, &condition, table, &place));
+        let f = Field::new(k.get_ref(), &on_place, value);
+        if let Some(table) = cx.table(
+            f,
+            "a table like { healthy = false, heal = \"restart\", settle = \"5s\" }",
+        ) {
+            on.insert(
+                condition.clone(),
+                verdict(cx, s, kind_known, &condition, table, &place),
+            );
         }
     }
     on
@@ -324,24 +364,36 @@ fn conditions(
 /// Why `condition` cannot happen to service `s`, if it cannot.
 fn misfit(condition: &Condition, s: &ServiceConfig) -> Option<String> {
     let names = || {
-        let fitting = BUILT_IN.iter().filter(|c| c.applies_to(&s.kind)).map(|c| c.name());
+        let fitting = BUILT_IN
+            .iter()
+            .filter(|c| c.applies_to(&s.kind))
+            .map(|c| c.name());
         list(&fitting.collect::<Vec<_>>())
     };
-    let hint = || did_you_mean(condition.name(), BUILT_IN.iter().filter(|c| c.applies_to(&s.kind)).map(|c| c.name()));
+    let hint = || {
+        did_you_mean(
+            condition.name(),
+            BUILT_IN
+                .iter()
+                .filter(|c| c.applies_to(&s.kind))
+                .map(|c| c.name()),
+        )
+    };
     match condition {
         Condition::Custom(name) if !matches!(s.kind, Kind::Process { .. }) => Some(format!(
-            "there is no condition `{name}`{}; custom conditions come from probes, which only \
-             `run` services have",
+            "{} has no condition `{name}` (custom conditions come from probes, which only `run` \
+             services have){}",
+            a_kind(&s.kind),
             hint()
         )),
         Condition::Custom(name) => {
             let reports = s.probe.as_ref().map(|p| p.reports);
             (reports != Some(Reports::Condition)).then(|| {
                 format!(
-                    "`{name}` is not a built-in condition{}; custom conditions are named by a \
-                     probe with reports = \"condition\", and [service.{}] has none",
-                    hint(),
-                    s.name
+                    "`{name}` is not a built-in condition, and [service.{}] has no probe with \
+                     reports = \"condition\" to name custom ones{}",
+                    key_path(&s.name),
+                    hint()
                 )
             })
         }
@@ -365,17 +417,22 @@ fn verdict(
 ) -> VerdictOverride {
     let mut v = VerdictOverride::default();
     for (k, value) in entries(table) {
-        let f = Field { key: k.get_ref(), place, value };
+        let f = Field::new(k.get_ref(), place, value);
         match f.key {
             "healthy" => v.healthy = cx.boolean(f),
             "settle" => v.settle = cx.duration(f),
             "heal" if condition.heal_forbidden() => {
                 let why = match condition {
                     Condition::Blocked => "a blocked service is never healed: the cure is upstream",
-                    _ => "a given-up service waits for a new fact (an operator command, a changed \
-                          config or file, a need recovering, or `retry-after`)",
+                    _ => {
+                        "a given-up service waits for a new fact (an operator command, a changed \
+                          config or file, a need recovering, or `retry-after`)"
+                    }
                 };
-                cx.error(k.span().start, format!("`heal` in {place}: {why}; remove `heal`"));
+                cx.error(
+                    k.span().start,
+                    format!("`heal` in {place}: {why}; remove `heal`"),
+                );
             }
             "heal" => {
                 let rungs = cx.heals(f).unwrap_or_default();

@@ -34,6 +34,11 @@ pub(super) struct Field<'a, 'i> {
 }
 
 impl<'a, 'i> Field<'a, 'i> {
+    /// `key = value` in the table `place`.
+    pub fn new(key: &'a str, place: &'a str, value: &'a Value<'i>) -> Self {
+        Field { key, place, value }
+    }
+
     /// Where the value starts.
     pub fn at(&self) -> usize {
         self.value.span().start
@@ -54,19 +59,26 @@ pub(super) fn entries<'a, 'i>(
     all
 }
 
-/// The candidate nearest to `word`, if it is near enough to be what was meant.
-pub(super) fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
-    let limit = 1 + word.chars().count() / 3;
+/// The candidate nearest to `word`, if it is near enough to be what was meant: a few typos
+/// away (fewer than the word has letters), or a longer name that starts with the word.
+pub(super) fn suggest<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
+    let len = word.chars().count();
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|&(d, _)| d <= limit)
+        .filter(|&(d, c)| (d <= 1 + len / 3 && d < len) || (len >= 3 && c.starts_with(word)))
         .min_by_key(|&(d, _)| d)
         .map(|(_, c)| c)
 }
 
 /// `; did you mean `x`?` or nothing.
-pub(super) fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
+pub(super) fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> String {
     suggest(word, candidates)
         .map(|s| format!("; did you mean `{s}`?"))
         .unwrap_or_default()
@@ -119,7 +131,10 @@ impl Ctx {
         let found = f.value.get_ref().type_str();
         self.error(
             f.at(),
-            format!("`{}` in {} must be {expected}, found {found}", f.key, f.place),
+            format!(
+                "`{}` in {} must be {expected}, found {found}",
+                f.key, f.place
+            ),
         );
         None
     }
@@ -128,7 +143,7 @@ impl Ctx {
     pub fn unknown_key(&mut self, key: &Spanned<DeString>, place: &str, known: &[&str]) {
         let hint = did_you_mean(key.get_ref(), known.iter().copied());
         let hint = if hint.is_empty() {
-            format!("; known keys are {}", list(known))
+            format!("; use one of {}", list(known))
         } else {
             hint
         };
@@ -150,7 +165,10 @@ impl Ctx {
         if path.starts_with('/') {
             Some(path)
         } else {
-            self.invalid(f, format_args!("`{path}` is not an absolute path; write it from `/`"))
+            self.invalid(
+                f,
+                format_args!("`{path}` is not an absolute path; write it from `/`"),
+            )
         }
     }
 
@@ -189,7 +207,10 @@ impl Ctx {
         };
         match humantime::parse_duration(s) {
             Ok(d) => Some(d),
-            Err(_) => self.invalid(f, format_args!("`{s}` is not a duration; {DURATION_EXAMPLE}")),
+            Err(_) => self.invalid(
+                f,
+                format_args!("`{s}` is not a duration; {DURATION_EXAMPLE}"),
+            ),
         }
     }
 
@@ -232,7 +253,8 @@ impl Ctx {
 
     /// A command line: a non-empty array of strings, the program first.
     pub fn argv(&mut self, f: Field) -> Option<Vec<String>> {
-        const EXPECTED: &str = "a command line, an array of strings like [\"/usr/sbin/ntpd\", \"-n\"]";
+        const EXPECTED: &str =
+            "a command line, an array of strings like [\"/usr/sbin/ntpd\", \"-n\"]";
         let Some(items) = f.value.get_ref().as_array() else {
             return self.wrong_type(f, EXPECTED);
         };
@@ -245,14 +267,19 @@ impl Ctx {
             .collect();
         let argv: Vec<String> = argv.into_iter().collect::<Option<_>>()?;
         match argv.first() {
-            None => self.invalid(f, format_args!("the command line is empty; {EXPECTED}")),
+            None => self.invalid(
+                f,
+                "the command line is empty; give the program and its arguments, \
+                 like [\"/usr/sbin/ntpd\", \"-n\"]",
+            ),
             Some(program) if program.is_empty() => self.invalid(f, "the program name is empty"),
             Some(_) => Some(argv),
         }
     }
 
     /// An array of strings, each checked by `item`; `what` names them in messages
-    /// (`service names`, `absolute paths`).
+    /// (`service names`, `absolute paths`). The good items are kept even when others are bad,
+    /// so that they can still be checked (the bad ones have made the config an error).
     pub fn array<T>(
         &mut self,
         f: Field,
@@ -271,7 +298,7 @@ impl Ctx {
                 out.push(v);
             }
         }
-        (out.len() == items.len()).then_some(out)
+        Some(out)
     }
 
     /// A signal name: `"HUP"`, `"SIGUSR1"`.
@@ -284,7 +311,10 @@ impl Ctx {
                 let hint = did_you_mean(&name.to_ascii_uppercase(), names.iter().copied());
                 self.invalid(
                     f,
-                    format_args!("`{name}` is not a signal; use one of {}{hint}", list(&names)),
+                    format_args!(
+                        "`{name}` is not a signal; use one of {}{hint}",
+                        list(&names)
+                    ),
                 )
             }
         }
@@ -355,7 +385,10 @@ impl Ctx {
         choices: &[&str],
         read: impl FnOnce(&mut Ctx, Field<'_, 'i>) -> Option<T>,
     ) -> Option<T> {
-        let choice_list = choices.iter().map(|c| format!("{c} = …")).collect::<Vec<_>>();
+        let choice_list = choices
+            .iter()
+            .map(|c| format!("{c} = …"))
+            .collect::<Vec<_>>();
         let table = self.table(f, &format!("a table {{ {} }}", choice_list.join(" | ")))?;
         let place = sub_place(f.place, f.key);
         for (k, _) in entries(table) {
@@ -364,7 +397,7 @@ impl Ctx {
             }
         }
         let (key, value) = self.one_of(table, f.at(), &place, choices)?;
-        read(self, Field { key: key.get_ref(), place: &place, value })
+        read(self, Field::new(key.get_ref(), &place, value))
     }
 
     /// A readiness or probe check: `run`, `tcp`, `unix` or `file`.
@@ -384,7 +417,9 @@ impl Ctx {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Some(s),
             _ => self.invalid(
                 f,
-                format_args!("`{s}` is not host:port; write it like \"127.0.0.1:53\" or \"[::1]:53\""),
+                format_args!(
+                    "`{s}` is not host:port; write it like \"127.0.0.1:53\" or \"[::1]:53\""
+                ),
             ),
         }
     }
@@ -440,9 +475,12 @@ impl Ctx {
         let mut env = BTreeMap::new();
         let mut ok = true;
         for (k, v) in entries(table) {
-            let var = Field { key: k.get_ref(), place: &place, value: v };
+            let var = Field::new(k.get_ref(), &place, v);
             if k.get_ref().is_empty() || k.get_ref().contains('=') {
-                self.error(k.span().start, format!("`{}` in {place} is not a variable name", k.get_ref()));
+                self.error(
+                    k.span().start,
+                    format!("`{}` in {place} is not a variable name", k.get_ref()),
+                );
                 ok = false;
             } else if let Some(value) = self.string(var) {
                 env.insert(k.get_ref().to_string(), value);
@@ -479,7 +517,11 @@ pub(super) fn parse_size(s: &str) -> Option<u64> {
         return None;
     }
     let whole: u128 = whole.parse().ok()?;
-    let frac_value: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let frac_value: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     let bytes = whole.checked_mul(scale.into())?
         + frac_value * u128::from(scale) / 10u128.pow(frac.len() as u32);
     u64::try_from(bytes).ok()
@@ -492,5 +534,9 @@ pub(super) fn parse_per_mille(s: &str) -> Option<u32> {
     if !digits(whole) || !digits(tenth) || tenth.len() != 1 {
         return None;
     }
-    whole.parse::<u32>().ok()?.checked_mul(10)?.checked_add(tenth.parse().ok()?)
+    whole
+        .parse::<u32>()
+        .ok()?
+        .checked_mul(10)?
+        .checked_add(tenth.parse().ok()?)
 }
