@@ -851,6 +851,10 @@ impl Kernel {
     // ----- the worklist -----------------------------------------------------------------------
 
     fn mark(&mut self, id: ServiceId) {
+        // Before boot nothing is derived; boot marks every service.
+        if !self.booted {
+            return;
+        }
         let i = id.index();
         if i >= self.queued.len() {
             self.queued.resize(self.slots.len(), false);
@@ -904,8 +908,11 @@ impl Kernel {
         if verdict_healthy != slot.healthy {
             slot.healthy = verdict_healthy;
             if verdict_healthy {
-                let at = now + slot.config.forgive_after;
-                self.timers.set(&mut slot.timers, id, Timer::Forgive, at);
+                // Only a service with strikes has something to forgive: no idle wake-ups.
+                if slot.strikes > 0 {
+                    let at = now + slot.config.forgive_after;
+                    self.timers.set(&mut slot.timers, id, Timer::Forgive, at);
+                }
                 if let Some(seq) = slot.pending_attempt.take() {
                     if let Some(record) = slot.history.settle(seq, Outcome::Resolved) {
                         out.push(Effect::Event {

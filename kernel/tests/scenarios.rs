@@ -1,0 +1,866 @@
+//! The kernel's rules as small scenarios: a config, timed inputs, the effects and conditions
+//! that must follow. Each test reads as a story of one rule.
+
+mod common;
+
+use common::{link_admin_down, link_no_carrier, link_ok, World};
+use medic_kernel::{CheckResult, Effect, Input, Kernel, Operator};
+
+/// Crashes `name` 100 ms after each of its spawns until `until_ms`.
+fn crash_loop(w: &mut World, name: &str, until_ms: u64) {
+    loop {
+        let next = match w.kernel.next_deadline() {
+            Some(d) => d.as_millis(),
+            None => u64::MAX,
+        };
+        if w.is_running(name) {
+            let spawned = *w.spawns(name).last().unwrap();
+            let crash_at = spawned + 100;
+            if crash_at > until_ms {
+                break;
+            }
+            if next < crash_at {
+                w.run_until(next);
+                continue;
+            }
+            w.run_until(crash_at);
+            w.crash(name, 1);
+        } else {
+            if next > until_ms {
+                break;
+            }
+            w.run_until(next);
+        }
+    }
+    w.run_until(until_ms);
+}
+
+#[test]
+fn crash_loop_backs_off_1_2_4_8_then_gives_up_and_an_operator_restart_revives_it() {
+    let mut w = World::new(
+        r#"
+        [service.flaky]
+        run = ["/bin/flaky"]
+        give-up-after = 5
+        "#,
+    )
+    .boot();
+    crash_loop(&mut w, "flaky", 60_000);
+    // Boot at 0; the first crash (100 ms) is restarted at once, then 1, 2, 4, 8 s apart.
+    assert_eq!(w.spawns("flaky"), vec![0, 100, 1_100, 3_100, 7_100, 15_100]);
+    assert_eq!(w.strikes("flaky"), 5);
+    assert_eq!(w.condition("flaky"), "given-up");
+    let last = w.history("flaky").last().unwrap().clone();
+    assert!(last.contains("given up after 5 strikes"), "{last}");
+    assert_eq!(w.kernel.next_deadline().map(|d| d.as_millis()), Some(15_200 + 3_600_000),
+        "only the retry-after timer is left");
+
+    // A new fact: the operator restarts it, at once.
+    w.operator(Operator::Restart("flaky".into()));
+    assert_eq!(w.spawns("flaky").last(), Some(&60_000));
+    assert_eq!(w.strikes("flaky"), 0);
+    assert_eq!(w.condition("flaky"), "ready");
+}
+
+#[test]
+fn given_up_service_is_retried_after_retry_after() {
+    let mut w = World::new(
+        r#"
+        [service.flaky]
+        run = ["/bin/flaky"]
+        give-up-after = 2
+        retry-after = "1m"
+        "#,
+    )
+    .boot();
+    crash_loop(&mut w, "flaky", 10_000);
+    assert_eq!(w.condition("flaky"), "given-up");
+    let given_up_at = w.spawns("flaky").last().unwrap() + 100;
+    w.run_until(given_up_at + 60_000);
+    assert_eq!(w.spawns("flaky").last(), Some(&(given_up_at + 60_000)));
+    assert_eq!(w.condition("flaky"), "ready");
+}
+
+#[test]
+fn given_up_stays_given_up_with_retry_after_never() {
+    let mut w = World::new(
+        r#"
+        [service.flaky]
+        run = ["/bin/flaky"]
+        give-up-after = 1
+        retry-after = "never"
+        "#,
+    )
+    .boot();
+    crash_loop(&mut w, "flaky", 5_000);
+    assert_eq!(w.condition("flaky"), "given-up");
+    assert_eq!(w.kernel.next_deadline(), None, "nothing left to do, no wake-ups");
+    let spawns = w.spawns("flaky").len();
+    w.run_until(10_000_000);
+    assert_eq!(w.spawns("flaky").len(), spawns);
+}
+
+#[test]
+fn a_changed_watched_file_revives_a_given_up_service() {
+    let mut w = World::new(
+        r#"
+        [service.dropbear]
+        run = ["/usr/sbin/dropbear", "-F"]
+        restart-on = ["/etc/dropbear/authorized_keys"]
+        give-up-after = 1
+        "#,
+    )
+    .boot();
+    crash_loop(&mut w, "dropbear", 5_000);
+    assert_eq!(w.condition("dropbear"), "given-up");
+    w.input(Input::FileChanged {
+        path: "/etc/dropbear/authorized_keys".into(),
+    });
+    w.wait(100); // debounce
+    assert_eq!(w.condition("dropbear"), "ready");
+    assert_eq!(w.spawns("dropbear").last(), Some(&5_100));
+}
+
+#[test]
+fn a_service_whose_need_is_down_is_never_healed() {
+    let mut w = World::new(
+        r#"
+        [service.wan]
+        interface = "eth0"
+        [service.ntpd]
+        run = ["/usr/sbin/ntpd", "-n"]
+        needs = ["wan"]
+        "#,
+    );
+    w.link("eth0", link_ok());
+    let mut w = w.boot();
+    assert_eq!(w.condition("wan"), "ready");
+    assert_eq!(w.condition("ntpd"), "ready");
+    w.link("eth0", link_no_carrier());
+    assert_eq!(w.condition("wan"), "no-carrier");
+    assert_eq!(w.condition("ntpd"), "blocked");
+    // It crashes while blocked: nobody restarts it, the cure is upstream.
+    w.crash("ntpd", 1);
+    w.wait(600_000);
+    assert_eq!(w.spawns("ntpd"), vec![0]);
+    assert!(w.heals("ntpd").is_empty());
+    assert!(w.heals("wan").is_empty(), "no carrier: nothing medic can fix");
+    assert!(w
+        .history("ntpd")
+        .iter()
+        .any(|l| l.contains("blocked") && l.contains("blocked by wan")));
+    // Carrier back: ntpd starts again at once.
+    w.link("eth0", link_ok());
+    assert_eq!(w.condition("ntpd"), "ready");
+    assert_eq!(w.spawns("ntpd").len(), 2);
+}
+
+#[test]
+fn boot_is_one_pass_each_service_starts_when_its_needs_become_ready() {
+    let mut w = World::new(
+        r#"
+        [service.a]
+        run = ["/bin/a"]
+        ready = { tcp = "127.0.0.1:1" }
+        [service.b]
+        run = ["/bin/b"]
+        needs = ["a"]
+        ready = { file = "/run/b.ready" }
+        [service.c]
+        run = ["/bin/c"]
+        needs = ["b"]
+        [service.d]
+        run = ["/bin/d"]
+        "#,
+    )
+    .boot();
+    assert_eq!(w.spawns("a"), vec![0]);
+    assert_eq!(w.spawns("d"), vec![0], "independent services start in parallel");
+    assert!(w.spawns("b").is_empty());
+    assert_eq!(w.condition("b"), "waiting");
+    w.run_until(10); // first readiness poll
+    w.answer_check("a", CheckResult::Ok);
+    assert_eq!(w.spawns("b"), vec![10], "b starts the moment a is ready");
+    w.run_until(20);
+    w.answer_check("b", CheckResult::Failed("no file".into()));
+    // Polls back off: 10 ms, 20 ms, 40 ms ...
+    w.run_until(40);
+    w.answer_check("b", CheckResult::Ok);
+    assert_eq!(w.spawns("c"), vec![40]);
+    assert_eq!(w.condition("c"), "ready");
+}
+
+#[test]
+fn readiness_polls_back_off_to_one_second_and_start_timeout_restarts() {
+    let mut w = World::new(
+        r#"
+        [service.slow]
+        run = ["/bin/slow"]
+        ready = { tcp = "127.0.0.1:53" }
+        start-timeout = "5s"
+        "#,
+    )
+    .boot();
+    let mut polls = Vec::new();
+    for _ in 0..20 {
+        let Some(d) = w.kernel.next_deadline() else { break };
+        if d.as_millis() >= 5_000 {
+            break;
+        }
+        w.run_until(d.as_millis());
+        polls.push(w.now.as_millis());
+        w.answer_check("slow", CheckResult::Failed("refused".into()));
+    }
+    assert_eq!(&polls[..8], &[10, 30, 70, 150, 310, 630, 1270, 2270]);
+    w.run_until(5_000);
+    assert_eq!(w.condition("slow"), "starting", "restart heal under way");
+    assert_eq!(w.spawns("slow"), vec![0, 5_000]);
+    assert_eq!(w.heals("slow"), vec![(5_000, "restart".to_string())]);
+}
+
+#[test]
+fn forgiveness_after_forgive_after_clears_strikes() {
+    let mut w = World::new(
+        r#"
+        [service.x]
+        run = ["/bin/x"]
+        forgive-after = "1m"
+        "#,
+    )
+    .boot();
+    w.run_until(1_000);
+    w.crash("x", 1);
+    w.run_until(2_000);
+    w.crash("x", 1);
+    assert_eq!(w.strikes("x"), 2);
+    w.run_until(3_000); // restarted at 2 s (1 s after the first restart)
+    assert_eq!(w.condition("x"), "ready");
+    w.run_until(2_000 + 59_999);
+    assert_eq!(w.strikes("x"), 2, "not yet");
+    w.run_until(62_000);
+    assert_eq!(w.strikes("x"), 0, "healthy for a minute: forgiven");
+    assert!(w.history("x").last().unwrap().contains("forgiven"));
+    // A crash now is restarted at once again: the backoff starts over.
+    w.run_until(70_000);
+    w.crash("x", 1);
+    assert_eq!(w.spawns("x").last(), Some(&70_000));
+}
+
+#[test]
+fn a_flap_before_forgive_after_keeps_the_strikes() {
+    let mut w = World::new(
+        r#"
+        [service.x]
+        run = ["/bin/x"]
+        forgive-after = "1m"
+        "#,
+    )
+    .boot();
+    w.run_until(1_000);
+    w.crash("x", 1);
+    w.run_until(30_000);
+    w.crash("x", 1);
+    w.run_until(80_000);
+    assert_eq!(w.strikes("x"), 2, "healthy 50 s only since the last crash");
+}
+
+#[test]
+fn an_escalation_ladder_uses_rung_n_for_the_nth_attempt() {
+    let mut w = World::new(
+        r#"
+        [service.tunnel]
+        run = ["/usr/sbin/xl2tpd", "-D"]
+        reload = { signal = "HUP" }
+        probe = { run = ["/bin/check"], every = "1s", failures = 1 }
+        [service.tunnel.on.unresponsive]
+        heal = ["reload", { run = ["/sbin/modprobe", "-r", "l2tp"] }, "restart"]
+        settle = "2s"
+        "#,
+    )
+    .boot();
+    for round in 0..4 {
+        w.wait(1_000);
+        w.answer_check("tunnel", CheckResult::Failed(format!("round {round}")));
+        w.wait(10_000);
+    }
+    // With no successful probe in between, the condition stands and the ladder climbs.
+    let heals: Vec<String> = w.heals("tunnel").into_iter().map(|(_, h)| h).take(4).collect();
+    assert_eq!(heals, vec!["reload", "run /sbin/modprobe", "restart", "restart"]);
+    assert!(w.effects_of("tunnel").iter().any(|e| e.ends_with("signal HUP")));
+    assert!(w.effects_of("tunnel").iter().any(|e| e.ends_with("run /sbin/modprobe -r l2tp")));
+}
+
+#[test]
+fn settle_time_holds_the_next_intervention_and_records_the_outcome() {
+    let mut w = World::new(
+        r#"
+        [service.x]
+        run = ["/bin/x"]
+        probe = { run = ["/bin/check"], every = "1s", failures = 1 }
+        [service.x.on.unresponsive]
+        heal = { signal = "USR1" }
+        settle = "30s"
+        "#,
+    )
+    .boot();
+    w.wait(1_000);
+    w.answer_check("x", CheckResult::Failed("no".into()));
+    assert_eq!(w.heals("x"), vec![(1_000, "signal USR1".to_string())]);
+    // Still failing during the settle time: no second intervention before 31 s.
+    for _ in 0..29 {
+        w.wait(1_000);
+        w.answer_check("x", CheckResult::Failed("no".into()));
+    }
+    assert_eq!(w.heals("x").len(), 1);
+    w.run_until(31_000);
+    let history = w.history("x");
+    assert!(history.iter().any(|l| l.contains("signal USR1 (unresolved)")), "{history:#?}");
+    assert_eq!(w.heals("x").len(), 2, "settle over: second attempt");
+    // It recovers: the attempt is resolved at once.
+    w.wait(1_000);
+    w.answer_check("x", CheckResult::Ok);
+    assert_eq!(w.condition("x"), "ready");
+    assert!(w.history("x").iter().any(|l| l.contains("(resolved)")));
+}
+
+#[test]
+fn a_link_with_no_carrier_gets_no_heal_and_admin_down_gets_link_up() {
+    let mut w = World::new(
+        r#"
+        [service.wan]
+        interface = "eth0"
+        "#,
+    );
+    w.link("eth0", link_no_carrier());
+    let mut w = w.boot();
+    assert_eq!(w.condition("wan"), "no-carrier");
+    w.wait(3_600_000);
+    assert!(w.effects_of("wan").is_empty());
+    assert!(w.history("wan")[0].contains("no heal for no-carrier"));
+
+    w.link("eth0", link_admin_down());
+    assert_eq!(w.condition("wan"), "admin-down");
+    assert_eq!(w.effects_of("wan"), vec!["3600000ms link-up"]);
+    // The link stays down: the next link-up waits for settle (5 s) then backoff.
+    w.wait(4_999);
+    assert_eq!(w.effects_of("wan").len(), 1);
+    w.wait(1);
+    assert_eq!(w.effects_of("wan").len(), 2);
+    w.link("eth0", link_ok());
+    assert_eq!(w.condition("wan"), "ready");
+}
+
+#[test]
+fn an_absent_link_can_be_healed_by_a_configured_command() {
+    let mut w = World::new(
+        r#"
+        [service.wan]
+        interface = "eth0"
+        ready-when = "ipv4"
+        [service.wan.on.absent]
+        heal = { run = ["modprobe", "e1000e"] }
+        settle = "10s"
+        "#,
+    )
+    .boot();
+    assert_eq!(w.condition("wan"), "absent");
+    assert_eq!(w.effects_of("wan"), vec!["0ms run modprobe e1000e"]);
+    w.wait(5_000);
+    w.link("eth0", link_no_carrier());
+    assert_eq!(w.condition("wan"), "no-carrier");
+    w.link(
+        "eth0",
+        Some(medic_kernel::LinkState {
+            admin_up: true,
+            carrier: true,
+            ipv4: false,
+            ipv6_global: true,
+        }),
+    );
+    assert_eq!(w.condition("wan"), "no-address");
+    w.link("eth0", link_ok());
+    assert_eq!(w.condition("wan"), "ready");
+    assert!(w.history("wan").iter().any(|l| l.contains("(resolved)")));
+}
+
+#[test]
+fn memory_high_kills_the_group_and_starts_again() {
+    let mut w = World::new(
+        r#"
+        [service.leaky]
+        run = ["/bin/leaky"]
+        memory-max = "48MiB"
+        memory-every = "5s"
+        "#,
+    )
+    .boot();
+    w.run_until(5_000);
+    let id = w.id("leaky");
+    let job = w.job("leaky");
+    w.input(Input::MemorySampled {
+        service: id,
+        job,
+        rss_bytes: 10 << 20,
+        total_bytes: 1 << 30,
+    });
+    assert_eq!(w.condition("leaky"), "ready");
+    w.run_until(10_000);
+    w.input(Input::MemorySampled {
+        service: id,
+        job,
+        rss_bytes: 49 << 20,
+        total_bytes: 1 << 30,
+    });
+    assert_eq!(
+        w.effects_of("leaky"),
+        vec!["0ms spawn", "5000ms sample", "10000ms sample", "10000ms kill", "10000ms spawn"]
+    );
+    assert_eq!(w.condition("leaky"), "ready");
+    assert!(w.history("leaky").iter().any(|l| l.contains("memory-high kill")));
+}
+
+#[test]
+fn memory_max_as_a_percentage_of_ram() {
+    let mut w = World::new(
+        r#"
+        [service.leaky]
+        run = ["/bin/leaky"]
+        memory-max = "50%"
+        memory-every = "1s"
+        "#,
+    )
+    .boot();
+    w.run_until(1_000);
+    let (id, job) = (w.id("leaky"), w.job("leaky"));
+    w.input(Input::MemorySampled {
+        service: id,
+        job,
+        rss_bytes: 500,
+        total_bytes: 1000,
+    });
+    assert_eq!(w.condition("leaky"), "ready");
+    w.input(Input::MemorySampled {
+        service: id,
+        job,
+        rss_bytes: 501,
+        total_bytes: 1000,
+    });
+    assert_eq!(w.heals("leaky"), vec![(1_000, "kill".to_string())]);
+}
+
+#[test]
+fn a_failed_oneshot_is_retried_with_backoff_and_unblocks_dependents_when_it_succeeds() {
+    let mut w = World::new(
+        r#"
+        [service.firewall]
+        oneshot = ["/etc/firewall.sh", "up"]
+        stop = ["/etc/firewall.sh", "down"]
+        [service.dnsmasq]
+        run = ["/usr/sbin/dnsmasq", "-k"]
+        needs = ["firewall"]
+        "#,
+    );
+    w.oneshot_exit.insert("firewall".into(), 1);
+    let mut w = w.boot();
+    assert_eq!(w.condition("firewall"), "failed");
+    assert_eq!(w.condition("dnsmasq"), "waiting");
+    w.run_until(3_000);
+    assert_eq!(w.spawns("firewall"), vec![0, 0, 1_000, 3_000]);
+    w.oneshot_exit.insert("firewall".into(), 0);
+    w.run_until(7_000);
+    assert_eq!(w.condition("firewall"), "ready");
+    assert_eq!(w.spawns("dnsmasq"), vec![7_000]);
+    // Shutdown: dnsmasq first, then the firewall's stop command.
+    w.operator(Operator::Shutdown);
+    let order: Vec<String> = w
+        .log
+        .iter()
+        .filter(|(t, _)| t.as_millis() == 7_000)
+        .filter_map(|(_, e)| match e {
+            Effect::Signal { service, .. } => Some(format!("stop {}", w.kernel.name(*service))),
+            Effect::RunCommand { argv, .. } => Some(format!("run {}", argv.join(" "))),
+            Effect::ShutdownComplete => Some("done".into()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, vec!["stop dnsmasq", "run /etc/firewall.sh down", "done"]);
+    assert!(w.kernel.is_shut_down());
+}
+
+#[test]
+fn a_sigterm_ignorer_gets_sigkill_after_stop_timeout() {
+    let mut w = World::new(
+        r#"
+        [service.stubborn]
+        run = ["/bin/stubborn"]
+        stop-timeout = "3s"
+        stop-signal = "INT"
+        "#,
+    )
+    .boot();
+    w.ignore_term.insert("stubborn".into());
+    w.run_until(1_000);
+    w.operator(Operator::Stop("stubborn".into()));
+    assert_eq!(w.condition("stubborn"), "stopping");
+    w.run_until(3_999);
+    assert!(w.is_running("stubborn"));
+    w.run_until(4_000);
+    assert_eq!(
+        w.effects_of("stubborn"),
+        vec!["0ms spawn", "1000ms signal INT", "4000ms kill"]
+    );
+    assert_eq!(w.condition("stubborn"), "stopped");
+    assert!(w.history("stubborn").iter().any(|l| l.contains("SIGKILL to the group")));
+}
+
+#[test]
+fn shutdown_stops_in_reverse_dependency_order() {
+    let mut w = World::new(
+        r#"
+        [service.a]
+        run = ["/bin/a"]
+        [service.b]
+        run = ["/bin/b"]
+        needs = ["a"]
+        [service.c]
+        run = ["/bin/c"]
+        needs = ["b"]
+        [service.d]
+        run = ["/bin/d"]
+        after = ["a"]
+        "#,
+    )
+    .boot();
+    w.ignore_term.insert("c".into());
+    w.run_until(1_000);
+    w.operator(Operator::Shutdown);
+    let stops = |w: &World| -> Vec<String> {
+        w.log
+            .iter()
+            .filter_map(|(t, e)| match e {
+                Effect::Signal { service, .. } | Effect::Kill { service, .. } => {
+                    Some(format!("{} {}", t.as_millis(), w.kernel.name(*service)))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // c ignores TERM: b and a wait for it; d (ordered after a) stops at once.
+    assert_eq!(stops(&w), vec!["1000 c", "1000 d"]);
+    w.run_until(6_000);
+    assert_eq!(stops(&w), vec!["1000 c", "1000 d", "6000 c", "6000 b", "6000 a"]);
+    assert!(w.kernel.is_shut_down());
+    assert_eq!(w.kernel.next_deadline(), None);
+}
+
+#[test]
+fn stop_when_needs_fail_stops_and_restarts_with_the_link() {
+    let mut w = World::new(
+        r#"
+        [service.wan]
+        interface = "ppp0"
+        [service.l2tp]
+        run = ["/usr/sbin/xl2tpd", "-D"]
+        needs = ["wan"]
+        stop-when-needs-fail = true
+        "#,
+    );
+    w.link("ppp0", link_ok());
+    let mut w = w.boot();
+    w.run_until(1_000);
+    w.link("ppp0", None);
+    assert_eq!(w.condition("wan"), "absent");
+    assert_eq!(w.condition("l2tp"), "blocked");
+    assert!(!w.is_running("l2tp"));
+    w.run_until(2_000);
+    w.link("ppp0", link_ok());
+    assert_eq!(w.condition("l2tp"), "ready");
+    assert_eq!(w.effects_of("l2tp"), vec!["0ms spawn", "1000ms signal TERM", "2000ms spawn"]);
+    assert!(w.heals("l2tp").is_empty(), "stops and starts for a need are not heals");
+}
+
+#[test]
+fn a_flapping_link_does_not_restart_a_dependent_faster_than_it_flaps() {
+    let mut w = World::new(
+        r#"
+        [service.wan]
+        interface = "eth0"
+        [service.ntpd]
+        run = ["/usr/sbin/ntpd"]
+        needs = ["wan"]
+        "#,
+    );
+    w.link("eth0", link_ok());
+    let mut w = w.boot();
+    for i in 0..50 {
+        w.run_until(i * 100 + 50);
+        w.link("eth0", link_no_carrier());
+        w.run_until(i * 100 + 100);
+        w.link("eth0", link_ok());
+    }
+    assert_eq!(w.spawns("ntpd"), vec![0], "blocked, not healed: the process kept running");
+    assert!(w.heals("ntpd").is_empty());
+}
+
+#[test]
+fn probes_report_custom_conditions_with_their_own_verdicts() {
+    let mut w = World::new(
+        r#"
+        [service.l2tp]
+        run = ["/usr/sbin/xl2tpd", "-D"]
+        probe = { run = ["/etc/medic/l2tp-status"], every = "2s", reports = "condition" }
+        [service.l2tp.on.connecting]
+        healthy = false
+        [service.l2tp.on.tunnel-down]
+        heal = "restart"
+        settle = "30s"
+        "#,
+    )
+    .boot();
+    w.run_until(2_000);
+    w.answer_check("l2tp", CheckResult::Condition("connecting".into()));
+    assert_eq!(w.condition("l2tp"), "connecting");
+    assert!(!w.healthy("l2tp"));
+    w.run_until(4_000);
+    w.answer_check("l2tp", CheckResult::Condition("ready".into()));
+    assert_eq!(w.condition("l2tp"), "ready");
+    w.run_until(6_000);
+    w.answer_check("l2tp", CheckResult::Condition("tunnel-down".into()));
+    assert_eq!(w.heals("l2tp"), vec![(6_000, "restart".to_string())]);
+    assert_eq!(w.spawns("l2tp"), vec![0, 6_000]);
+    assert!(w.heals("l2tp").len() == 1);
+}
+
+#[test]
+fn unresponsive_after_n_failed_probes_is_restarted() {
+    let mut w = World::new(
+        r#"
+        [service.dnsmasq]
+        run = ["/usr/sbin/dnsmasq", "-k"]
+        probe = { tcp = "127.0.0.1:53", every = "10s", timeout = "2s", failures = 3 }
+        "#,
+    )
+    .boot();
+    for i in 1..=2 {
+        w.run_until(i * 10_000);
+        w.answer_check("dnsmasq", CheckResult::TimedOut);
+        assert_eq!(w.condition("dnsmasq"), "ready");
+    }
+    w.run_until(30_000);
+    w.answer_check("dnsmasq", CheckResult::Ok);
+    w.run_until(40_000);
+    w.answer_check("dnsmasq", CheckResult::TimedOut);
+    assert_eq!(w.condition("dnsmasq"), "ready", "a success resets the count");
+    for i in 5..=6 {
+        w.run_until(i * 10_000);
+        w.answer_check("dnsmasq", CheckResult::Failed("refused".into()));
+    }
+    assert_eq!(w.heals("dnsmasq"), vec![(60_000, "restart".to_string())]);
+    assert_eq!(
+        w.effects_of("dnsmasq").iter().filter(|e| e.contains("signal TERM")).count(),
+        1
+    );
+    assert_eq!(w.condition("dnsmasq"), "ready");
+}
+
+#[test]
+fn reload_on_is_debounced_and_sends_the_reload_signal() {
+    let mut w = World::new(
+        r#"
+        [service.dnsmasq]
+        run = ["/usr/sbin/dnsmasq", "-k"]
+        reload = { signal = "HUP" }
+        reload-on = ["/etc/dnsmasq.conf"]
+        debounce = "200ms"
+        "#,
+    )
+    .boot();
+    assert!(w
+        .log
+        .iter()
+        .any(|(_, e)| matches!(e, Effect::Watch { path } if path == "/etc/dnsmasq.conf")));
+    w.run_until(1_000);
+    for t in [1_000, 1_050, 1_150] {
+        w.run_until(t);
+        w.input(Input::FileChanged {
+            path: "/etc/dnsmasq.conf".into(),
+        });
+    }
+    w.run_until(1_349);
+    assert_eq!(w.effects_of("dnsmasq"), vec!["0ms spawn"]);
+    w.run_until(1_350);
+    assert_eq!(w.effects_of("dnsmasq"), vec!["0ms spawn", "1350ms signal HUP"]);
+}
+
+#[test]
+fn a_file_change_while_the_service_is_down_does_nothing() {
+    let mut w = World::new(
+        r#"
+        [service.dropbear]
+        run = ["/usr/sbin/dropbear"]
+        restart-on = ["/etc/dropbear/authorized_keys"]
+        "#,
+    )
+    .boot();
+    w.operator(Operator::Stop("dropbear".into()));
+    w.input(Input::FileChanged {
+        path: "/etc/dropbear/authorized_keys".into(),
+    });
+    w.wait(1_000);
+    assert_eq!(w.condition("dropbear"), "stopped");
+    assert_eq!(w.spawns("dropbear"), vec![0]);
+}
+
+#[test]
+fn config_replacement_leaves_unchanged_services_alone() {
+    let old = r#"
+        [service.a]
+        run = ["/bin/a"]
+        [service.b]
+        run = ["/bin/b"]
+        needs = ["a"]
+        [service.gone]
+        run = ["/bin/gone"]
+    "#;
+    let mut w = World::new(old).boot();
+    w.run_until(1_000);
+    w.input(Input::ReplaceConfig {
+        text: r#"
+        [service.a]
+        run = ["/bin/a"]
+        [service.b]
+        run = ["/bin/b", "--verbose"]
+        needs = ["a"]
+        [service.new]
+        run = ["/bin/new"]
+        "#
+        .into(),
+    });
+    assert_eq!(w.effects_of("a"), vec!["0ms spawn"], "unchanged: untouched");
+    assert_eq!(w.effects_of("b"), vec!["0ms spawn", "1000ms signal TERM", "1000ms spawn"]);
+    assert_eq!(w.spawns("new"), vec![1_000]);
+    assert!(w.kernel.lookup("gone").is_none());
+    assert!(w
+        .log
+        .iter()
+        .any(|(t, e)| t.as_millis() == 1_000 && matches!(e, Effect::Signal { service, .. } if w.kernel.name(*service) == "gone")));
+    let names: Vec<&str> = w.kernel.services().map(|s| s.config.name.as_str()).collect();
+    assert_eq!(names, vec!["a", "b", "new"]);
+}
+
+#[test]
+fn a_broken_replacement_config_is_refused_and_changes_nothing() {
+    let mut w = World::new("[service.a]\nrun = [\"/bin/a\"]\n").boot();
+    w.input(Input::ReplaceConfig {
+        text: "[service.a]\nrun = 5\n".into(),
+    });
+    let notice = w
+        .log
+        .iter()
+        .find_map(|(_, e)| match e {
+            Effect::Notice { message } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(notice.contains("refused") && notice.contains("config:2:"), "{notice}");
+    assert_eq!(w.condition("a"), "ready");
+    assert_eq!(w.spawns("a"), vec![0]);
+}
+
+#[test]
+fn operator_restart_acts_at_once_whatever_the_backoff() {
+    let mut w = World::new("[service.x]\nrun = [\"/bin/x\"]\n").boot();
+    crash_loop(&mut w, "x", 3_300);
+    assert_eq!(w.condition("x"), "exited", "backing off until 7.1 s");
+    w.operator(Operator::Restart("x".into()));
+    assert_eq!(w.spawns("x").last(), Some(&3_300));
+    assert!(w.history("x").iter().any(|l| l.contains("operator restart")));
+}
+
+#[test]
+fn after_orders_starts_without_needing_health() {
+    let mut w = World::new(
+        r#"
+        [service.sysctl]
+        oneshot = ["/sbin/sysctl", "-p"]
+        [service.dnsmasq]
+        run = ["/usr/sbin/dnsmasq"]
+        after = ["sysctl"]
+        "#,
+    );
+    w.oneshot_exit.insert("sysctl".into(), 1);
+    let w = w.boot();
+    assert_eq!(w.condition("sysctl"), "failed");
+    assert_eq!(w.spawns("dnsmasq"), vec![0], "after: tried, whatever the outcome");
+    assert_eq!(w.condition("dnsmasq"), "ready");
+}
+
+#[test]
+fn spawn_failures_are_exits_with_the_reason_in_the_history() {
+    let mut w = World::new("[service.x]\nrun = [\"/nonexistent\"]\ngive-up-after = 2\n");
+    w.fail_spawns.insert("x".into());
+    let mut w = w.boot();
+    w.run_until(10_000);
+    assert_eq!(w.condition("x"), "given-up");
+    assert!(w.history("x")[0].contains("spawn failed: No such file or directory"));
+}
+
+#[test]
+fn late_answers_about_old_jobs_are_ignored() {
+    let mut w = World::new("[service.x]\nrun = [\"/bin/x\"]\n").boot();
+    let old = w.job("x");
+    w.crash("x", 1);
+    let id = w.id("x");
+    w.input(Input::Exited {
+        service: id,
+        job: old,
+        status: medic_kernel::ExitStatus::Code(1),
+    });
+    w.input(Input::ReadyNotified { service: id, job: old });
+    assert_eq!(w.condition("x"), "ready");
+    assert_eq!(w.spawns("x").len(), 2);
+}
+
+#[test]
+fn the_same_inputs_give_the_same_effects_and_the_state_round_trips() {
+    let run = || {
+        let mut w = World::new(
+            r#"
+            [service.wan]
+            interface = "eth0"
+            [service.x]
+            run = ["/bin/x"]
+            needs = ["wan"]
+            probe = { run = ["/bin/p"], every = "1s", failures = 1 }
+            "#,
+        );
+        w.link("eth0", link_ok());
+        let mut w = w.boot();
+        crash_loop(&mut w, "x", 20_000);
+        w.link("eth0", None);
+        w.wait(5_000);
+        w.link("eth0", link_ok());
+        w.wait(5_000);
+        w
+    };
+    let a = run();
+    let b = run();
+    assert_eq!(a.log, b.log);
+    let bytes = postcard::to_stdvec(&a.kernel).unwrap();
+    let back: Kernel = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(postcard::to_stdvec(&back).unwrap(), bytes);
+    back.check_invariants().unwrap();
+}
+
+#[test]
+fn idle_kernel_without_probes_has_no_deadline() {
+    let w = World::new(
+        r#"
+        [service.a]
+        run = ["/bin/a"]
+        forgive-after = "1m"
+        "#,
+    )
+    .boot();
+    assert_eq!(w.kernel.next_deadline(), None, "nothing due: no wake-ups at all");
+}
