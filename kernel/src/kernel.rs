@@ -216,7 +216,9 @@ impl Kernel {
         }
         if self.booted {
             self.settle_dirty(out);
-            if self.shutting_down && !self.shutdown_complete && self.slots.iter().all(|s| !s.is_live())
+            if self.shutting_down
+                && !self.shutdown_complete
+                && self.slots.iter().all(|s| !s.is_live())
             {
                 self.shutdown_complete = true;
                 out.push(Effect::ShutdownComplete);
@@ -389,7 +391,10 @@ impl Kernel {
             return;
         };
         let healthy_problem = |c: &Option<Condition>| {
-            matches!(c, Some(Condition::Unresponsive) | Some(Condition::Custom(_)))
+            matches!(
+                c,
+                Some(Condition::Unresponsive) | Some(Condition::Custom(_))
+            )
         };
         match result {
             CheckResult::Ok => {
@@ -417,7 +422,8 @@ impl Kernel {
             CheckResult::Condition(_) | CheckResult::Failed(_) | CheckResult::TimedOut => {
                 slot.probe_failures = slot.probe_failures.saturating_add(1);
                 if slot.probe_failures >= probe.failures
-                    && (slot.problem.is_none() || matches!(slot.problem, Some(Condition::Custom(_))))
+                    && (slot.problem.is_none()
+                        || matches!(slot.problem, Some(Condition::Custom(_))))
                 {
                     slot.problem = Some(Condition::Unresponsive);
                     slot.problem_note = match result {
@@ -477,7 +483,14 @@ impl Kernel {
             self.timers.clear(&mut slot.timers, id, Timer::StopTimeout);
             if !status.success() {
                 let condition = slot.condition.clone();
-                self.record(id, condition, None, None, format!("stop command: {status}"), out);
+                self.record(
+                    id,
+                    condition,
+                    None,
+                    None,
+                    format!("stop command: {status}"),
+                    out,
+                );
             }
             self.mark_stop_waiters(id);
             self.mark(id);
@@ -686,14 +699,20 @@ impl Kernel {
         for &id in &self.order {
             let config = &self.slots[id.index()].config;
             if let Kind::Interface { ifname, .. } = &config.kind {
-                self.link_services.entry(ifname.clone()).or_default().push(id);
+                self.link_services
+                    .entry(ifname.clone())
+                    .or_default()
+                    .push(id);
             }
             for (paths, action) in [
                 (&config.reload_on, FileAction::Reload),
                 (&config.restart_on, FileAction::Restart),
             ] {
                 for path in paths {
-                    self.watches.entry(path.clone()).or_default().push((id, action));
+                    self.watches
+                        .entry(path.clone())
+                        .or_default()
+                        .push((id, action));
                 }
             }
         }
@@ -726,8 +745,10 @@ impl Kernel {
                 let slot = &mut self.slots[id.index()];
                 if slot.running().is_some_and(|p| !p.ready) {
                     slot.problem = Some(Condition::StartTimeout);
-                    slot.problem_note =
-                        format!("not ready after {}", humantime::format_duration(slot.config.start_timeout));
+                    slot.problem_note = format!(
+                        "not ready after {}",
+                        humantime::format_duration(slot.config.start_timeout)
+                    );
                 }
             }
             Timer::StopTimeout => {
@@ -753,7 +774,14 @@ impl Kernel {
                     slot.stop_command = StopCommand::Idle;
                     slot.oneshot_done = false;
                     let condition = slot.condition.clone();
-                    self.record(id, condition, None, None, "stop command timed out".into(), out);
+                    self.record(
+                        id,
+                        condition,
+                        None,
+                        None,
+                        "stop command timed out".into(),
+                        out,
+                    );
                     self.mark_stop_waiters(id);
                 }
             }
@@ -838,11 +866,25 @@ impl Kernel {
         let condition = slot.condition.clone();
         match action {
             FileAction::Reload => {
-                self.record(id, condition, Some(Heal::Reload), None, "reload-on: file changed".into(), out);
+                self.record(
+                    id,
+                    condition,
+                    Some(Heal::Reload),
+                    None,
+                    "reload-on: file changed".into(),
+                    out,
+                );
                 self.reload(id, out);
             }
             FileAction::Restart => {
-                self.record(id, condition, Some(Heal::Restart), None, "restart-on: file changed".into(), out);
+                self.record(
+                    id,
+                    condition,
+                    Some(Heal::Restart),
+                    None,
+                    "restart-on: file changed".into(),
+                    out,
+                );
                 self.restart(id);
             }
         }
@@ -1029,14 +1071,16 @@ impl Kernel {
             Plan::Nothing(_) => {}
             Plan::Defer(at, _) => {
                 let slot = &mut self.slots[id.index()];
-                self.timers.set_earliest(&mut slot.timers, id, Timer::Retry, at);
+                self.timers
+                    .set_earliest(&mut slot.timers, id, Timer::Retry, at);
             }
             Plan::GiveUp => {
                 let now = self.now;
                 let slot = &mut self.slots[id.index()];
                 slot.given_up = true;
                 if let Some(after) = slot.config.retry_after {
-                    self.timers.set(&mut slot.timers, id, Timer::RetryAfter, now + after);
+                    self.timers
+                        .set(&mut slot.timers, id, Timer::RetryAfter, now + after);
                 }
                 self.mark(id);
             }
@@ -1091,11 +1135,19 @@ impl Kernel {
         slot.next_allowed = now + settle.max(backoff);
         let condition = slot.condition.clone();
         let note = format!("strike {strikes} of {}", slot.config.give_up_after);
-        let seq = self.record(id, condition, Some(heal.clone()), Some(Outcome::Pending), note, out);
+        let seq = self.record(
+            id,
+            condition,
+            Some(heal.clone()),
+            Some(Outcome::Pending),
+            note,
+            out,
+        );
         let slot = &mut self.slots[id.index()];
         slot.pending_attempt = Some(seq);
         let settle_at = slot.settle_until;
-        self.timers.set(&mut slot.timers, id, Timer::Settle, settle_at);
+        self.timers
+            .set(&mut slot.timers, id, Timer::Settle, settle_at);
         match heal {
             Heal::Restart => self.restart(id),
             Heal::Kill => self.kill_and_start(id, out),
@@ -1233,7 +1285,9 @@ impl Kernel {
     /// stop first has stopped.
     fn advance_stop(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
         let slot = &self.slots[id.index()];
-        let waiting_signal = slot.proc.is_some_and(|p| p.stop.is_some_and(|s| !s.signaled));
+        let waiting_signal = slot
+            .proc
+            .is_some_and(|p| p.stop.is_some_and(|s| !s.signaled));
         let waiting_command = slot.stop_command == StopCommand::Pending;
         if !waiting_signal && !waiting_command {
             return;
@@ -1314,8 +1368,12 @@ impl Kernel {
             config: slot.config.clone(),
         });
         let config: Arc<ServiceConfig> = slot.config.clone();
-        self.timers
-            .set(&mut slot.timers, id, Timer::StartTimeout, now + config.start_timeout);
+        self.timers.set(
+            &mut slot.timers,
+            id,
+            Timer::StartTimeout,
+            now + config.start_timeout,
+        );
         if matches!(config.kind, Kind::Process { .. }) {
             if let Readiness::Poll(_) = config.ready {
                 self.timers.set(
@@ -1326,8 +1384,12 @@ impl Kernel {
                 );
             }
             if config.memory_max.is_some() {
-                self.timers
-                    .set(&mut slot.timers, id, Timer::Memory, now + config.memory_every);
+                self.timers.set(
+                    &mut slot.timers,
+                    id,
+                    Timer::Memory,
+                    now + config.memory_every,
+                );
             }
         }
         self.mark(id);
@@ -1340,7 +1402,10 @@ impl Kernel {
     pub fn check_invariants(&self) -> Result<(), Vec<String>> {
         let mut broken = Vec::new();
         if !self.dirty.is_empty() {
-            broken.push(format!("{} services left dirty after a step", self.dirty.len()));
+            broken.push(format!(
+                "{} services left dirty after a step",
+                self.dirty.len()
+            ));
         }
         let per: Vec<_> = self.slots.iter().map(|s| &s.timers).collect();
         if let Err(e) = self.timers.check(&per) {
@@ -1362,7 +1427,10 @@ impl Kernel {
             if self.booted {
                 let healthy = health::verdict(&slot.config, &slot.condition).healthy;
                 if healthy != slot.healthy {
-                    broken.push(format!("{name}: health bit disagrees with {}", slot.condition));
+                    broken.push(format!(
+                        "{name}: health bit disagrees with {}",
+                        slot.condition
+                    ));
                 }
             }
             if slot.history.len() > slot.history.capacity() as usize {

@@ -47,6 +47,8 @@
 //! timers sit in one ordered set. Nothing iterates the whole graph except boot, shutdown and
 //! config replacement.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod graph;
 pub mod health;
@@ -56,6 +58,7 @@ pub mod protocol;
 pub mod service;
 pub mod time;
 pub mod timers;
+pub mod trace;
 
 pub use config::{Config, ServiceConfig};
 pub use health::Condition;

@@ -52,8 +52,11 @@ fn crash_loop_backs_off_1_2_4_8_then_gives_up_and_an_operator_restart_revives_it
     assert_eq!(w.condition("flaky"), "given-up");
     let last = w.history("flaky").last().unwrap().clone();
     assert!(last.contains("given up after 5 strikes"), "{last}");
-    assert_eq!(w.kernel.next_deadline().map(|d| d.as_millis()), Some(15_200 + 3_600_000),
-        "only the retry-after timer is left");
+    assert_eq!(
+        w.kernel.next_deadline().map(|d| d.as_millis()),
+        Some(15_200 + 3_600_000),
+        "only the retry-after timer is left"
+    );
 
     // A new fact: the operator restarts it, at once.
     w.operator(Operator::Restart("flaky".into()));
@@ -94,7 +97,11 @@ fn given_up_stays_given_up_with_retry_after_never() {
     .boot();
     crash_loop(&mut w, "flaky", 5_000);
     assert_eq!(w.condition("flaky"), "given-up");
-    assert_eq!(w.kernel.next_deadline(), None, "nothing left to do, no wake-ups");
+    assert_eq!(
+        w.kernel.next_deadline(),
+        None,
+        "nothing left to do, no wake-ups"
+    );
     let spawns = w.spawns("flaky").len();
     w.run_until(10_000_000);
     assert_eq!(w.spawns("flaky").len(), spawns);
@@ -144,7 +151,10 @@ fn a_service_whose_need_is_down_is_never_healed() {
     w.wait(600_000);
     assert_eq!(w.spawns("ntpd"), vec![0]);
     assert!(w.heals("ntpd").is_empty());
-    assert!(w.heals("wan").is_empty(), "no carrier: nothing medic can fix");
+    assert!(
+        w.heals("wan").is_empty(),
+        "no carrier: nothing medic can fix"
+    );
     assert!(w
         .history("ntpd")
         .iter()
@@ -175,7 +185,11 @@ fn boot_is_one_pass_each_service_starts_when_its_needs_become_ready() {
     )
     .boot();
     assert_eq!(w.spawns("a"), vec![0]);
-    assert_eq!(w.spawns("d"), vec![0], "independent services start in parallel");
+    assert_eq!(
+        w.spawns("d"),
+        vec![0],
+        "independent services start in parallel"
+    );
     assert!(w.spawns("b").is_empty());
     assert_eq!(w.condition("b"), "waiting");
     w.run_until(10); // first readiness poll
@@ -203,7 +217,9 @@ fn readiness_polls_back_off_to_one_second_and_start_timeout_restarts() {
     .boot();
     let mut polls = Vec::new();
     for _ in 0..20 {
-        let Some(d) = w.kernel.next_deadline() else { break };
+        let Some(d) = w.kernel.next_deadline() else {
+            break;
+        };
         if d.as_millis() >= 5_000 {
             break;
         }
@@ -284,10 +300,24 @@ fn an_escalation_ladder_uses_rung_n_for_the_nth_attempt() {
         w.wait(10_000);
     }
     // With no successful probe in between, the condition stands and the ladder climbs.
-    let heals: Vec<String> = w.heals("tunnel").into_iter().map(|(_, h)| h).take(4).collect();
-    assert_eq!(heals, vec!["reload", "run /sbin/modprobe", "restart", "restart"]);
-    assert!(w.effects_of("tunnel").iter().any(|e| e.ends_with("signal HUP")));
-    assert!(w.effects_of("tunnel").iter().any(|e| e.ends_with("run /sbin/modprobe -r l2tp")));
+    let heals: Vec<String> = w
+        .heals("tunnel")
+        .into_iter()
+        .map(|(_, h)| h)
+        .take(4)
+        .collect();
+    assert_eq!(
+        heals,
+        vec!["reload", "run /sbin/modprobe", "restart", "restart"]
+    );
+    assert!(w
+        .effects_of("tunnel")
+        .iter()
+        .any(|e| e.ends_with("signal HUP")));
+    assert!(w
+        .effects_of("tunnel")
+        .iter()
+        .any(|e| e.ends_with("run /sbin/modprobe -r l2tp")));
 }
 
 #[test]
@@ -314,7 +344,12 @@ fn settle_time_holds_the_next_intervention_and_records_the_outcome() {
     assert_eq!(w.heals("x").len(), 1);
     w.run_until(31_000);
     let history = w.history("x");
-    assert!(history.iter().any(|l| l.contains("signal USR1 (unresolved)")), "{history:#?}");
+    assert!(
+        history
+            .iter()
+            .any(|l| l.contains("signal USR1 (unresolved)")),
+        "{history:#?}"
+    );
     assert_eq!(w.heals("x").len(), 2, "settle over: second attempt");
     // It recovers: the attempt is resolved at once.
     w.wait(1_000);
@@ -413,10 +448,19 @@ fn memory_high_kills_the_group_and_starts_again() {
     });
     assert_eq!(
         w.effects_of("leaky"),
-        vec!["0ms spawn", "5000ms sample", "10000ms sample", "10000ms kill", "10000ms spawn"]
+        vec![
+            "0ms spawn",
+            "5000ms sample",
+            "10000ms sample",
+            "10000ms kill",
+            "10000ms spawn"
+        ]
     );
     assert_eq!(w.condition("leaky"), "ready");
-    assert!(w.history("leaky").iter().any(|l| l.contains("memory-high kill")));
+    assert!(w
+        .history("leaky")
+        .iter()
+        .any(|l| l.contains("memory-high kill")));
 }
 
 #[test]
@@ -483,7 +527,10 @@ fn a_failed_oneshot_is_retried_with_backoff_and_unblocks_dependents_when_it_succ
             _ => None,
         })
         .collect();
-    assert_eq!(order, vec!["stop dnsmasq", "run /etc/firewall.sh down", "done"]);
+    assert_eq!(
+        order,
+        vec!["stop dnsmasq", "run /etc/firewall.sh down", "done"]
+    );
     assert!(w.kernel.is_shut_down());
 }
 
@@ -510,7 +557,10 @@ fn a_sigterm_ignorer_gets_sigkill_after_stop_timeout() {
         vec!["0ms spawn", "1000ms signal INT", "4000ms kill"]
     );
     assert_eq!(w.condition("stubborn"), "stopped");
-    assert!(w.history("stubborn").iter().any(|l| l.contains("SIGKILL to the group")));
+    assert!(w
+        .history("stubborn")
+        .iter()
+        .any(|l| l.contains("SIGKILL to the group")));
 }
 
 #[test]
@@ -548,7 +598,10 @@ fn shutdown_stops_in_reverse_dependency_order() {
     // c ignores TERM: b and a wait for it; d (ordered after a) stops at once.
     assert_eq!(stops(&w), vec!["1000 c", "1000 d"]);
     w.run_until(6_000);
-    assert_eq!(stops(&w), vec!["1000 c", "1000 d", "6000 c", "6000 b", "6000 a"]);
+    assert_eq!(
+        stops(&w),
+        vec!["1000 c", "1000 d", "6000 c", "6000 b", "6000 a"]
+    );
     assert!(w.kernel.is_shut_down());
     assert_eq!(w.kernel.next_deadline(), None);
 }
@@ -575,8 +628,14 @@ fn stop_when_needs_fail_stops_and_restarts_with_the_link() {
     w.run_until(2_000);
     w.link("ppp0", link_ok());
     assert_eq!(w.condition("l2tp"), "ready");
-    assert_eq!(w.effects_of("l2tp"), vec!["0ms spawn", "1000ms signal TERM", "2000ms spawn"]);
-    assert!(w.heals("l2tp").is_empty(), "stops and starts for a need are not heals");
+    assert_eq!(
+        w.effects_of("l2tp"),
+        vec!["0ms spawn", "1000ms signal TERM", "2000ms spawn"]
+    );
+    assert!(
+        w.heals("l2tp").is_empty(),
+        "stops and starts for a need are not heals"
+    );
 }
 
 #[test]
@@ -598,7 +657,11 @@ fn a_flapping_link_does_not_restart_a_dependent_faster_than_it_flaps() {
         w.run_until(i * 100 + 100);
         w.link("eth0", link_ok());
     }
-    assert_eq!(w.spawns("ntpd"), vec![0], "blocked, not healed: the process kept running");
+    assert_eq!(
+        w.spawns("ntpd"),
+        vec![0],
+        "blocked, not healed: the process kept running"
+    );
     assert!(w.heals("ntpd").is_empty());
 }
 
@@ -650,14 +713,21 @@ fn unresponsive_after_n_failed_probes_is_restarted() {
     w.answer_check("dnsmasq", CheckResult::Ok);
     w.run_until(40_000);
     w.answer_check("dnsmasq", CheckResult::TimedOut);
-    assert_eq!(w.condition("dnsmasq"), "ready", "a success resets the count");
+    assert_eq!(
+        w.condition("dnsmasq"),
+        "ready",
+        "a success resets the count"
+    );
     for i in 5..=6 {
         w.run_until(i * 10_000);
         w.answer_check("dnsmasq", CheckResult::Failed("refused".into()));
     }
     assert_eq!(w.heals("dnsmasq"), vec![(60_000, "restart".to_string())]);
     assert_eq!(
-        w.effects_of("dnsmasq").iter().filter(|e| e.contains("signal TERM")).count(),
+        w.effects_of("dnsmasq")
+            .iter()
+            .filter(|e| e.contains("signal TERM"))
+            .count(),
         1
     );
     assert_eq!(w.condition("dnsmasq"), "ready");
@@ -689,7 +759,10 @@ fn reload_on_is_debounced_and_sends_the_reload_signal() {
     w.run_until(1_349);
     assert_eq!(w.effects_of("dnsmasq"), vec!["0ms spawn"]);
     w.run_until(1_350);
-    assert_eq!(w.effects_of("dnsmasq"), vec!["0ms spawn", "1350ms signal HUP"]);
+    assert_eq!(
+        w.effects_of("dnsmasq"),
+        vec!["0ms spawn", "1350ms signal HUP"]
+    );
 }
 
 #[test]
@@ -737,14 +810,19 @@ fn config_replacement_leaves_unchanged_services_alone() {
         .into(),
     });
     assert_eq!(w.effects_of("a"), vec!["0ms spawn"], "unchanged: untouched");
-    assert_eq!(w.effects_of("b"), vec!["0ms spawn", "1000ms signal TERM", "1000ms spawn"]);
+    assert_eq!(
+        w.effects_of("b"),
+        vec!["0ms spawn", "1000ms signal TERM", "1000ms spawn"]
+    );
     assert_eq!(w.spawns("new"), vec![1_000]);
     assert!(w.kernel.lookup("gone").is_none());
-    assert!(w
-        .log
-        .iter()
-        .any(|(t, e)| t.as_millis() == 1_000 && matches!(e, Effect::Signal { service, .. } if w.kernel.name(*service) == "gone")));
-    let names: Vec<&str> = w.kernel.services().map(|s| s.config.name.as_str()).collect();
+    assert!(w.log.iter().any(|(t, e)| t.as_millis() == 1_000
+        && matches!(e, Effect::Signal { service, .. } if w.kernel.name(*service) == "gone")));
+    let names: Vec<&str> = w
+        .kernel
+        .services()
+        .map(|s| s.config.name.as_str())
+        .collect();
     assert_eq!(names, vec!["a", "b", "new"]);
 }
 
@@ -762,7 +840,10 @@ fn a_broken_replacement_config_is_refused_and_changes_nothing() {
             _ => None,
         })
         .unwrap();
-    assert!(notice.contains("refused") && notice.contains("config:2:"), "{notice}");
+    assert!(
+        notice.contains("refused") && notice.contains("config:2:"),
+        "{notice}"
+    );
     assert_eq!(w.condition("a"), "ready");
     assert_eq!(w.spawns("a"), vec![0]);
 }
@@ -774,7 +855,10 @@ fn operator_restart_acts_at_once_whatever_the_backoff() {
     assert_eq!(w.condition("x"), "exited", "backing off until 7.1 s");
     w.operator(Operator::Restart("x".into()));
     assert_eq!(w.spawns("x").last(), Some(&3_300));
-    assert!(w.history("x").iter().any(|l| l.contains("operator restart")));
+    assert!(w
+        .history("x")
+        .iter()
+        .any(|l| l.contains("operator restart")));
 }
 
 #[test]
@@ -791,7 +875,11 @@ fn after_orders_starts_without_needing_health() {
     w.oneshot_exit.insert("sysctl".into(), 1);
     let w = w.boot();
     assert_eq!(w.condition("sysctl"), "failed");
-    assert_eq!(w.spawns("dnsmasq"), vec![0], "after: tried, whatever the outcome");
+    assert_eq!(
+        w.spawns("dnsmasq"),
+        vec![0],
+        "after: tried, whatever the outcome"
+    );
     assert_eq!(w.condition("dnsmasq"), "ready");
 }
 
@@ -816,7 +904,10 @@ fn late_answers_about_old_jobs_are_ignored() {
         job: old,
         status: medic_kernel::ExitStatus::Code(1),
     });
-    w.input(Input::ReadyNotified { service: id, job: old });
+    w.input(Input::ReadyNotified {
+        service: id,
+        job: old,
+    });
     assert_eq!(w.condition("x"), "ready");
     assert_eq!(w.spawns("x").len(), 2);
 }
@@ -862,5 +953,9 @@ fn idle_kernel_without_probes_has_no_deadline() {
         "#,
     )
     .boot();
-    assert_eq!(w.kernel.next_deadline(), None, "nothing due: no wake-ups at all");
+    assert_eq!(
+        w.kernel.next_deadline(),
+        None,
+        "nothing due: no wake-ups at all"
+    );
 }

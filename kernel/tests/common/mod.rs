@@ -40,7 +40,7 @@ impl World {
     /// A world running `toml`, booted at t = 0.
     pub fn new(toml: &str) -> World {
         let config = parse(toml, "test.toml").unwrap_or_else(|e| panic!("bad test config:\n{e}"));
-        let mut w = World {
+        let w = World {
             kernel: Kernel::new(config),
             now: Instant::ZERO,
             log: Vec::new(),
