@@ -959,3 +959,136 @@ fn idle_kernel_without_probes_has_no_deadline() {
         "nothing due: no wake-ups at all"
     );
 }
+
+#[test]
+fn notify_readiness_gates_dependents_and_start_timeout_applies() {
+    let mut w = World::new(
+        r#"
+        [service.ntpd]
+        run = ["/usr/sbin/ntpd"]
+        ready = { notify-fd = 3 }
+        start-timeout = "10s"
+        [service.chrony-client]
+        run = ["/bin/client"]
+        needs = ["ntpd"]
+        [service.hostapd]
+        run = ["/usr/sbin/hostapd"]
+        ready = "sd-notify"
+        "#,
+    )
+    .boot();
+    assert_eq!(w.condition("ntpd"), "starting");
+    assert!(w.spawns("chrony-client").is_empty());
+    w.run_until(500);
+    let (id, job) = (w.id("ntpd"), w.job("ntpd"));
+    w.input(Input::ReadyNotified { service: id, job });
+    assert_eq!(w.spawns("chrony-client"), vec![500]);
+    // hostapd never says READY=1: start-timeout, then a restart.
+    w.run_until(30_000);
+    assert_eq!(w.heals("hostapd"), vec![(30_000, "restart".to_string())]);
+    let first = &w.history("hostapd")[0];
+    assert!(
+        first.contains("start-timeout: not ready after 30s"),
+        "{first}"
+    );
+}
+
+#[test]
+fn operator_stop_of_a_need_stops_dependents_that_must_stop_first() {
+    let mut w = World::new(
+        r#"
+        [service.xl2tpd]
+        run = ["/usr/sbin/xl2tpd"]
+        [service.tunnel-user]
+        run = ["/bin/user"]
+        needs = ["xl2tpd"]
+        stop-when-needs-fail = true
+        [service.bystander]
+        run = ["/bin/bystander"]
+        needs = ["xl2tpd"]
+        "#,
+    )
+    .boot();
+    w.ignore_term.insert("tunnel-user".into());
+    w.run_until(1_000);
+    w.operator(Operator::Stop("xl2tpd".into()));
+    assert_eq!(
+        w.effects_of("tunnel-user"),
+        vec!["0ms spawn", "1000ms signal TERM"]
+    );
+    assert_eq!(
+        w.effects_of("xl2tpd"),
+        vec!["0ms spawn"],
+        "waits for tunnel-user"
+    );
+    assert_eq!(w.condition("bystander"), "blocked");
+    w.run_until(6_000);
+    assert_eq!(w.effects_of("tunnel-user").last().unwrap(), "6000ms kill");
+    assert_eq!(w.effects_of("xl2tpd").last().unwrap(), "6000ms signal TERM");
+    assert_eq!(w.condition("xl2tpd"), "stopped");
+    assert!(
+        w.is_running("bystander"),
+        "blocked, not stopped: it has no stop-when-needs-fail"
+    );
+    // Started again: the dependent comes back with it, and nobody counted a strike.
+    w.operator(Operator::Start("xl2tpd".into()));
+    assert_eq!(w.condition("tunnel-user"), "ready");
+    assert_eq!(w.condition("bystander"), "ready");
+    assert_eq!(w.strikes("tunnel-user") + w.strikes("bystander"), 0);
+}
+
+#[test]
+fn reload_runs_the_reload_command_and_a_reload_without_one_restarts() {
+    let mut w = World::new(
+        r#"
+        [service.a]
+        run = ["/bin/a"]
+        reload = { run = ["/bin/a-reload", "--now"] }
+        [service.b]
+        run = ["/bin/b"]
+        "#,
+    )
+    .boot();
+    w.run_until(1_000);
+    w.operator(Operator::Reload("a".into()));
+    w.operator(Operator::Reload("b".into()));
+    assert_eq!(
+        w.effects_of("a"),
+        vec!["0ms spawn", "1000ms run /bin/a-reload --now"]
+    );
+    assert_eq!(
+        w.effects_of("b"),
+        vec!["0ms spawn", "1000ms signal TERM", "1000ms spawn"]
+    );
+}
+
+#[test]
+fn the_history_is_a_bounded_ring() {
+    let mut w = World::new(
+        r#"
+        [daemon]
+        history-size = 8
+        [service.x]
+        run = ["/bin/x"]
+        give-up-after = 100
+        max-backoff = "1s"
+        "#,
+    )
+    .boot();
+    crash_loop(&mut w, "x", 60_000);
+    let history = w.kernel.history(w.id("x")).unwrap();
+    assert_eq!(history.len(), 8);
+    assert!(
+        history.iter().next().unwrap().seq > 50,
+        "oldest records were dropped"
+    );
+}
+
+#[test]
+fn unknown_operator_targets_get_a_notice() {
+    let mut w = World::new("[service.a]\nrun = [\"/bin/a\"]\n").boot();
+    w.operator(Operator::Restart("nope".into()));
+    assert!(w.log.iter().any(
+        |(_, e)| matches!(e, Effect::Notice { message } if message.contains("no service called `nope`"))
+    ));
+}
