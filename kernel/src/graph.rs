@@ -43,7 +43,10 @@ pub fn link_edges(slots: &mut [Slot], by_name: &BTreeMap<String, ServiceId>) {
 /// The ids of the services that must be stopped before `slot` may stop: what needs it and
 /// what is ordered after it.
 pub fn stop_before(slot: &Slot) -> impl Iterator<Item = ServiceId> + '_ {
-    slot.dependents.iter().chain(slot.successors.iter()).copied()
+    slot.dependents
+        .iter()
+        .chain(slot.successors.iter())
+        .copied()
 }
 
 /// The ids `slot` waits for when it stops: what it needs and what it is ordered after, so their

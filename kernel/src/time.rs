@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 /// Monotonic time in nanoseconds since an origin chosen by the caller (the daemon uses its own
 /// start; the simulator uses zero). Only differences matter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Instant(pub u64);
 
 impl Instant {

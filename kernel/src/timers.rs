@@ -138,7 +138,10 @@ impl Timers {
                 if let Some(at) = at {
                     count += 1;
                     if !self.queue.contains(&(*at, ServiceId(i as u32), ALL[k])) {
-                        return Err(format!("timer {:?} of service {i} missing from queue", ALL[k]));
+                        return Err(format!(
+                            "timer {:?} of service {i} missing from queue",
+                            ALL[k]
+                        ));
                     }
                 }
             }
