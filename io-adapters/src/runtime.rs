@@ -1,1 +1,1132 @@
-//! (being written)
+//! The daemon's event loop: one tokio current-thread runtime around one [`Kernel`].
+//!
+//! ```text
+//! loop {
+//!     feed every queued input (Spawned, MemorySampled… produced while carrying out effects);
+//!     wait for ONE of: an event from a task (exit, readiness, check, output line, signal),
+//!                      a link change, a watched file, a control request,
+//!                      the kernel's next deadline (one sleep; none when nothing is due);
+//!     turn it into an Input and feed it: snapshot/record in the trace ring, kernel.step,
+//!     carry out every Effect in order.
+//! }
+//! ```
+//!
+//! * **Time**: `now` is nanoseconds of a monotonic clock since the daemon started.
+//! * **One reaper**: every child, managed or orphan, is collected by [`process::reap`]
+//!   (`waitpid(-1, WNOHANG)` in a loop) in this loop, woken by SIGCHLD or a pidfd, and its
+//!   status dispatched by pid; so the orphan reaper can never steal a managed child's status.
+//! * **Processes** run in their own session and process group; signals go to the group, a
+//!   kill also sweeps what left the group (see [`process::sweep`]), and when the leader of a
+//!   process service exits whatever is left of its group is killed too.
+//! * Nothing here wakes up periodically: no tick, no poll. Timers exist only while the kernel
+//!   has a deadline, a command or a check is running.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use medic_kernel::config::{Check, Kind, Readiness, Reports, ServiceConfig};
+use medic_kernel::trace::TraceRing;
+use medic_kernel::{
+    render_record, CheckPurpose, CheckResult, CommandPurpose, Config, Effect, ExitStatus, Input,
+    JobId, Kernel, Operator, ServiceId,
+};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, Interest};
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::checks;
+use crate::control::{self, Call, EventRow, LinkInfo, Request, Response};
+use crate::files::Watcher;
+use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
+use crate::netlink;
+use crate::process::{self, SpawnSpec};
+
+/// A heal, reload or stop command still running after this is killed (with its group).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound of the queue of events from tasks to the loop; a task waits when it is full.
+const EVENT_QUEUE: usize = 4096;
+/// Bound of the queue of control calls waiting for the loop.
+const CALL_QUEUE: usize = 64;
+/// Events sent before following with `medic events --follow` (and all `medic events` shows).
+const RECENT_EVENTS: usize = 200;
+/// Followers (`events --follow`, `logs --follow`) at most, each bounded by the reply queue of
+/// the control socket; a follower that does not keep up is dropped.
+const MAX_FOLLOWERS: usize = 32;
+/// Shutdown never takes longer than the stop timeouts of every service plus this.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
+/// ... and never longer than this in all.
+const SHUTDOWN_CAP: Duration = Duration::from_secs(120);
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The tokio runtime could not be built.
+    #[error("starting the event loop: {0}")]
+    Tokio(io::Error),
+    /// The state directory could not be made.
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(io::Error),
+    /// The control socket could not be bound.
+    #[error("control socket: {0}")]
+    Control(io::Error),
+    /// Shutdown took longer than its cap; every remaining process was killed.
+    #[error("shutdown did not finish within {0:?}; remaining processes were killed")]
+    ShutdownTimedOut(Duration),
+}
+
+/// What the daemon was started with.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The config file (re-read on SIGHUP).
+    pub config_path: PathBuf,
+    /// Its text as validated at startup.
+    pub config_text: String,
+    /// The validated config.
+    pub config: Config,
+    /// The state directory (created 0700 if missing): sd_notify sockets, control socket.
+    pub state_dir: PathBuf,
+}
+
+/// What tasks tell the loop.
+#[derive(Debug)]
+enum Event {
+    /// An input ready to feed (readiness, check results).
+    Input(Input),
+    /// SIGCHLD or a pidfd became readable: run the reaper.
+    Children,
+    /// A line of a service's (or its command's) output.
+    Line {
+        service: String,
+        stream: Stream,
+        text: String,
+    },
+    /// Kill the group of `pid` if it is still the child `token` names (a timeout expired).
+    Expire { pid: u32, token: u64 },
+    /// SIGTERM or SIGINT.
+    Terminate(&'static str),
+    /// SIGHUP.
+    Reload,
+}
+
+/// What a child process is to the loop.
+#[derive(Debug)]
+enum Role {
+    /// The process (or oneshot command) of a service.
+    Service(JobId),
+    /// A `run` check, waiting for its exit status.
+    Check {
+        token: u64,
+        tx: oneshot::Sender<ExitStatus>,
+    },
+    /// A heal, reload or stop command.
+    Command {
+        service: ServiceId,
+        job: JobId,
+        token: u64,
+        expiry: AbortHandle,
+    },
+}
+
+/// A running service process.
+#[derive(Debug)]
+struct ProcEntry {
+    service: ServiceId,
+    name: String,
+    pid: u32,
+    instance: String,
+    is_process: bool,
+    notify_socket: Option<PathBuf>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for ProcEntry {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(p) = &self.notify_socket {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The loop's state.
+pub struct Runtime {
+    kernel: Kernel,
+    trace: TraceRing,
+    origin: std::time::Instant,
+    effects: Vec<Effect>,
+    queue: VecDeque<Input>,
+    tx: mpsc::Sender<Event>,
+    procs: BTreeMap<JobId, ProcEntry>,
+    children: HashMap<u32, Role>,
+    next_token: u64,
+    logs: BTreeMap<String, LogRing>,
+    event_followers: Vec<mpsc::Sender<Response>>,
+    log_followers: Vec<(String, mpsc::Sender<Response>)>,
+    watcher: Option<Watcher>,
+    links: Option<netlink::LinkWatcher>,
+    config_path: PathBuf,
+    config_text: String,
+    base_dir: PathBuf,
+    state_dir: PathBuf,
+    shutting_down: Option<tokio::time::Instant>,
+    done: bool,
+}
+
+/// Runs the daemon until shutdown completes: builds a current-thread runtime and drives
+/// [`Runtime`] on it.
+pub fn run(setup: Setup) -> Result<(), RuntimeError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(RuntimeError::Tokio)?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let (runtime, rx) = Runtime::new(setup)?;
+        runtime.serve(rx).await
+    })
+}
+
+impl Runtime {
+    fn new(setup: Setup) -> Result<(Runtime, mpsc::Receiver<Event>), RuntimeError> {
+        make_state_dir(&setup.state_dir)?;
+        if let Err(e) = process::become_subreaper() {
+            tracing::warn!(
+                "cannot become a child subreaper ({e}); orphans of services go to PID 1"
+            );
+        }
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let base_dir = setup
+            .config_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let watcher = match Watcher::new(&base_dir) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("inotify unavailable ({e}): reload-on and restart-on will not work");
+                None
+            }
+        };
+        let trace = TraceRing::new(&setup.config_text, setup.config.daemon.trace_size_bytes);
+        let runtime = Runtime {
+            kernel: Kernel::new(setup.config),
+            trace,
+            origin: std::time::Instant::now(),
+            effects: Vec::new(),
+            queue: VecDeque::new(),
+            tx,
+            procs: BTreeMap::new(),
+            children: HashMap::new(),
+            next_token: 1,
+            logs: BTreeMap::new(),
+            event_followers: Vec::new(),
+            log_followers: Vec::new(),
+            watcher,
+            links: None,
+            config_path: setup.config_path,
+            config_text: setup.config_text,
+            base_dir,
+            state_dir: setup.state_dir,
+            shutting_down: None,
+            done: false,
+        };
+        Ok((runtime, rx))
+    }
+
+    /// The kernel's `now`: nanoseconds since the daemon started.
+    fn now(&self) -> medic_kernel::Instant {
+        medic_kernel::Instant(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn tokio_instant(&self, at: medic_kernel::Instant) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.origin + Duration::from_nanos(at.0))
+    }
+
+    async fn serve(mut self, mut rx: mpsc::Receiver<Event>) -> Result<(), RuntimeError> {
+        // The control socket first: binding it fails when another daemon uses this state dir.
+        let (call_tx, mut calls) = mpsc::channel(CALL_QUEUE);
+        let socket = self.state_dir.join(control::SOCKET_NAME);
+        let server = control::bind(&socket).map_err(RuntimeError::Control)?;
+        tokio::spawn(server.run(call_tx));
+        tracing::info!("control socket {}", socket.display());
+        let notify_dir = self.state_dir.join("notify");
+        let _ = std::fs::remove_dir_all(&notify_dir);
+        std::fs::create_dir_all(&notify_dir).map_err(|source| RuntimeError::StateDir {
+            path: notify_dir.clone(),
+            source,
+        })?;
+        self.install_signals().map_err(RuntimeError::Signals)?;
+        // Links first, so the boot (the first Tick) already sees them.
+        let (link_tx, mut link_rx) = mpsc::unbounded_channel();
+        match netlink::watch(link_tx).await {
+            Ok(w) => self.links = Some(w),
+            Err(e) => tracing::warn!("netlink unavailable ({e}): interface services stay absent"),
+        }
+        while let Ok(input) = link_rx.try_recv() {
+            self.feed(input);
+        }
+        let pending = std::future::pending::<()>;
+        loop {
+            while let Some(input) = self.queue.pop_front() {
+                self.feed(input);
+            }
+            if self.done {
+                break;
+            }
+            let deadline = self.kernel.next_deadline().map(|d| self.tokio_instant(d));
+            let cap = self.shutting_down;
+            let woke = tokio::select! {
+                ev = rx.recv() => Woke::Event(ev.expect("the loop holds a sender")),
+                Some(input) = link_rx.recv() => Woke::Input(input),
+                Some(call) = calls.recv() => Woke::Call(call),
+                paths = async {
+                    match self.watcher.as_mut() {
+                        Some(w) => w.changed().await,
+                        None => { pending().await; unreachable!() }
+                    }
+                } => Woke::Files(paths),
+                () = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => pending().await,
+                    }
+                } => Woke::Deadline,
+                () = async {
+                    match cap {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => pending().await,
+                    }
+                } => Woke::ShutdownCap,
+            };
+            match woke {
+                Woke::Event(ev) => self.on_event(ev),
+                Woke::Input(input) => self.feed(input),
+                Woke::Call(call) => self.answer(call),
+                Woke::Files(Ok(paths)) => {
+                    for path in paths {
+                        self.feed(Input::FileChanged { path });
+                    }
+                }
+                Woke::Files(Err(e)) => {
+                    tracing::error!("inotify failed ({e}); file watches stop");
+                    self.watcher = None;
+                }
+                Woke::Deadline => self.feed(Input::Tick),
+                Woke::ShutdownCap => {
+                    let cap = self.shutdown_cap();
+                    tracing::error!("shutdown did not finish within {cap:?}: killing what is left");
+                    for entry in self.procs.values() {
+                        process::sweep(entry.pid, &entry.instance);
+                    }
+                    self.cleanup();
+                    return Err(RuntimeError::ShutdownTimedOut(cap));
+                }
+            }
+        }
+        self.cleanup();
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+
+    fn cleanup(&mut self) {
+        self.procs.clear();
+        let _ = std::fs::remove_dir_all(self.state_dir.join("notify"));
+        let _ = std::fs::remove_file(self.state_dir.join(control::SOCKET_NAME));
+    }
+
+    fn install_signals(&mut self) -> io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let kinds: [(SignalKind, fn() -> Event); 4] = [
+            (SignalKind::child(), || Event::Children),
+            (SignalKind::terminate(), || Event::Terminate("SIGTERM")),
+            (SignalKind::interrupt(), || Event::Terminate("SIGINT")),
+            (SignalKind::hangup(), || Event::Reload),
+        ];
+        for (kind, make) in kinds {
+            let mut stream = signal(kind)?;
+            let tx = self.tx.clone();
+            tokio::task::spawn_local(async move {
+                while stream.recv().await.is_some() {
+                    if tx.send(make()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    // ----- inputs ------------------------------------------------------------------------------
+
+    /// One kernel step: trace it, step, carry out every effect in order.
+    fn feed(&mut self, input: Input) {
+        let now = self.now();
+        if self.trace.wants_snapshot() {
+            self.trace.snapshot(&self.kernel);
+        }
+        let mut effects = std::mem::take(&mut self.effects);
+        effects.clear();
+        self.kernel.step(now, input.clone(), &mut effects);
+        self.trace.record(now, &input, &effects);
+        for effect in &effects {
+            self.carry_out(effect);
+        }
+        self.effects = effects;
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Input(input) => self.feed(input),
+            Event::Children => self.reap(),
+            Event::Line {
+                service,
+                stream,
+                text,
+            } => {
+                match stream {
+                    Stream::Stdout => tracing::info!(target: "medic::output", "{service}: {text}"),
+                    Stream::Stderr => {
+                        tracing::info!(target: "medic::output", "{service} (stderr): {text}")
+                    }
+                }
+                let line = LogLine {
+                    at: self.now(),
+                    stream,
+                    text,
+                };
+                self.log_followers.retain(|(name, reply)| {
+                    *name != service
+                        || reply
+                            .try_send(Response::LogLines(vec![line.text.clone()]))
+                            .is_ok()
+                });
+                self.logs.entry(service).or_default().push(line);
+            }
+            Event::Expire { pid, token } => {
+                let live = match self.children.get(&pid) {
+                    Some(Role::Check { token: t, .. }) | Some(Role::Command { token: t, .. }) => {
+                        *t == token
+                    }
+                    _ => false,
+                };
+                if live {
+                    tracing::warn!(
+                        pid,
+                        "command or check still running after its timeout: SIGKILL to its group"
+                    );
+                    let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+            Event::Terminate(name) => {
+                if self.shutting_down.is_none() {
+                    tracing::info!("{name}: stopping every service, dependents first");
+                    self.shutting_down = Some(tokio::time::Instant::now() + self.shutdown_cap());
+                    self.feed(Input::Operator(Operator::Shutdown));
+                }
+            }
+            Event::Reload => self.reload_config(),
+        }
+    }
+
+    fn shutdown_cap(&self) -> Duration {
+        let sum: Duration = self.kernel.services().map(|s| s.config.stop_timeout).sum();
+        (sum + SHUTDOWN_SLACK).min(SHUTDOWN_CAP)
+    }
+
+    fn reload_config(&mut self) {
+        let path = self.config_path.display().to_string();
+        let text = match std::fs::read_to_string(&self.config_path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("SIGHUP: cannot read {path}: {e}; keeping the running config");
+                return;
+            }
+        };
+        if let Err(errors) = medic_kernel::config::parse(&text, &path) {
+            tracing::error!(
+                "SIGHUP: {path} does not validate; keeping the running config:\n{errors}"
+            );
+            return;
+        }
+        tracing::info!("SIGHUP: applying {path}");
+        self.config_text = text.clone();
+        self.feed(Input::ReplaceConfig { text });
+    }
+
+    fn reap(&mut self) {
+        for (pid, status) in process::reap() {
+            match self.children.remove(&pid) {
+                Some(Role::Service(job)) => {
+                    let Some(entry) = self.procs.remove(&job) else {
+                        continue;
+                    };
+                    let stopping = self
+                        .kernel
+                        .slot(entry.service)
+                        .and_then(|s| s.proc)
+                        .is_some_and(|p| p.job == job && p.stop.is_some());
+                    if entry.is_process || stopping {
+                        // Nothing the service forked outlives it.
+                        let killed = process::sweep(entry.pid, &entry.instance);
+                        if killed > 0 {
+                            tracing::info!(service = %entry.name, "killed {killed} leftover processes of the group");
+                        }
+                    }
+                    tracing::debug!(service = %entry.name, pid, "{status}");
+                    self.queue.push_back(Input::Exited {
+                        service: entry.service,
+                        job,
+                        status,
+                    });
+                }
+                Some(Role::Check { tx, .. }) => {
+                    let _ = tx.send(status);
+                }
+                Some(Role::Command {
+                    service,
+                    job,
+                    expiry,
+                    ..
+                }) => {
+                    expiry.abort();
+                    self.queue.push_back(Input::CommandDone {
+                        service,
+                        job,
+                        status,
+                    });
+                }
+                None => tracing::debug!(pid, "reaped an orphan: {status}"),
+            }
+        }
+    }
+
+    // ----- effects -----------------------------------------------------------------------------
+
+    fn carry_out(&mut self, effect: &Effect) {
+        match effect {
+            Effect::Spawn {
+                service,
+                job,
+                config,
+            } => self.spawn_service(*service, *job, config),
+            Effect::Signal { job, signal, .. } => {
+                if let Some(entry) = self.procs.get(job) {
+                    if let Err(e) = process::signal_group(entry.pid, process::nix_signal(*signal)) {
+                        tracing::warn!(service = %entry.name, "SIG{} to group {}: {e}", signal.name(), entry.pid);
+                    }
+                }
+            }
+            Effect::Kill { job, .. } => {
+                if let Some(entry) = self.procs.get(job) {
+                    process::sweep(entry.pid, &entry.instance);
+                }
+            }
+            Effect::Check {
+                service,
+                job,
+                check,
+                timeout,
+                purpose,
+            } => self.start_check(*service, *job, check, *timeout, *purpose),
+            Effect::SampleMemory { service, job } => {
+                if let Some(entry) = self.procs.get(job) {
+                    self.queue.push_back(Input::MemorySampled {
+                        service: *service,
+                        job: *job,
+                        rss_bytes: process::group_rss_bytes(entry.pid),
+                        total_bytes: process::total_ram_bytes(),
+                    });
+                }
+            }
+            Effect::RunCommand {
+                service,
+                job,
+                argv,
+                purpose,
+            } => self.run_command(*service, *job, argv, *purpose),
+            Effect::LinkUp { ifname, .. } => {
+                let ifname = ifname.clone();
+                tokio::task::spawn_local(async move {
+                    match netlink::link_up(&ifname).await {
+                        Ok(()) => tracing::info!("link {ifname} set up"),
+                        Err(e) => tracing::warn!("link-up {ifname}: {e}"),
+                    }
+                });
+            }
+            Effect::Watch { path } => match self.watcher.as_mut().map(|w| w.watch(path)) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::warn!("cannot watch {path}: {e}"),
+                None => tracing::warn!("cannot watch {path}: inotify unavailable"),
+            },
+            Effect::Unwatch { path } => {
+                if let Some(w) = self.watcher.as_mut() {
+                    w.unwatch(path);
+                }
+            }
+            Effect::Event { service, record } => {
+                let name = self.kernel.name(*service);
+                tracing::info!(target: "medic::event", "{name}: {}", render_record(record));
+                if !self.event_followers.is_empty() {
+                    let row = EventRow::new(&self.kernel, *service, record);
+                    self.event_followers.retain(|reply| {
+                        reply.try_send(Response::Events(vec![row.clone()])).is_ok()
+                    });
+                }
+            }
+            Effect::Notice { message } => tracing::warn!("{message}"),
+            Effect::ShutdownComplete => self.done = true,
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn spawn_service(&mut self, service: ServiceId, job: JobId, config: &ServiceConfig) {
+        let (argv, is_process) = match &config.kind {
+            Kind::Process { argv } => (argv, true),
+            Kind::Oneshot { argv, .. } => (argv, false),
+            Kind::Interface { .. } => return,
+        };
+        let instance = format!("{}.{}", std::process::id(), job.0);
+        let mut tasks = Vec::new();
+        let mut notify_fd = None;
+        let mut notify_read = None;
+        let mut notify_socket = None;
+        let failed = |e: String| Input::SpawnFailed {
+            service,
+            job,
+            error: e,
+        };
+        if is_process {
+            match &config.ready {
+                Readiness::NotifyFd(n) => match process::pipe() {
+                    Ok((r, w)) => {
+                        notify_fd = Some((*n, w));
+                        notify_read = Some(r);
+                    }
+                    Err(e) => return self.queue.push_back(failed(e.to_string())),
+                },
+                Readiness::SdNotify => {
+                    let path = self
+                        .state_dir
+                        .join("notify")
+                        .join(format!("{}.{}.sock", config.name, job.0));
+                    match bind_notify_socket(&path) {
+                        Ok(sock) => {
+                            tasks.push(self.read_sd_notify(sock, service, job));
+                            notify_socket = Some(path);
+                        }
+                        Err(e) => {
+                            return self.queue.push_back(failed(format!(
+                                "NOTIFY_SOCKET {}: {e}",
+                                path.display()
+                            )))
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let spec = SpawnSpec {
+            argv,
+            env: &config.env,
+            cwd: config.cwd.as_deref(),
+            user: config.user.as_deref(),
+            group: config.group.as_deref(),
+            base_dir: &self.base_dir,
+            service: &config.name,
+            instance: &instance,
+            notify_fd,
+            notify_socket: notify_socket.as_deref(),
+            capture_stdout: true,
+            capture_stderr: true,
+        };
+        let child = match process::spawn(spec) {
+            Ok(c) => c,
+            Err(e) => {
+                for t in tasks {
+                    t.abort();
+                }
+                if let Some(p) = notify_socket {
+                    let _ = std::fs::remove_file(p);
+                }
+                tracing::warn!(service = %config.name, "spawn failed: {e}");
+                return self.queue.push_back(failed(e.to_string()));
+            }
+        };
+        let pid = child.pid;
+        tracing::info!(service = %config.name, pid, "started {}", argv.join(" "));
+        if let Some(r) = notify_read {
+            tasks.push(self.read_notify_fd(r, service, job));
+        }
+        tasks.extend(self.read_output(&config.name, child.stdout, child.stderr));
+        if let Some(fd) = process::pidfd_open(pid) {
+            tasks.push(self.watch_pidfd(fd));
+        }
+        self.children.insert(pid, Role::Service(job));
+        self.procs.insert(
+            job,
+            ProcEntry {
+                service,
+                name: config.name.clone(),
+                pid,
+                instance,
+                is_process,
+                notify_socket,
+                tasks,
+            },
+        );
+        self.queue.push_back(Input::Spawned { service, job, pid });
+    }
+
+    fn start_check(
+        &mut self,
+        service: ServiceId,
+        job: JobId,
+        check: &Check,
+        timeout: Duration,
+        purpose: CheckPurpose,
+    ) {
+        let tx = self.tx.clone();
+        let done = move |result: CheckResult| {
+            Event::Input(Input::CheckDone {
+                service,
+                job,
+                result,
+            })
+        };
+        match check {
+            Check::Tcp(addr) => {
+                let addr = addr.clone();
+                tokio::task::spawn_local(async move {
+                    let result = checks::within(timeout, checks::tcp(&addr)).await;
+                    let _ = tx.send(done(result)).await;
+                });
+            }
+            Check::Unix(path) => {
+                let path = process::resolve(&self.base_dir, path);
+                tokio::task::spawn_local(async move {
+                    let result = checks::within(timeout, checks::unix(&path)).await;
+                    let _ = tx.send(done(result)).await;
+                });
+            }
+            Check::File(path) => {
+                let result = checks::file(&process::resolve(&self.base_dir, path));
+                self.queue.push_back(Input::CheckDone {
+                    service,
+                    job,
+                    result,
+                });
+            }
+            Check::Run(argv) => {
+                let Some(config) = self.kernel.slot(service).map(|s| s.config.clone()) else {
+                    return;
+                };
+                let condition = purpose == CheckPurpose::Probe
+                    && config
+                        .probe
+                        .as_ref()
+                        .is_some_and(|p| p.reports == Reports::Condition);
+                let instance = format!("{}.{}", std::process::id(), job.0);
+                let spec = SpawnSpec {
+                    argv,
+                    env: &config.env,
+                    cwd: config.cwd.as_deref(),
+                    user: config.user.as_deref(),
+                    group: config.group.as_deref(),
+                    base_dir: &self.base_dir,
+                    service: &config.name,
+                    instance: &instance,
+                    notify_fd: None,
+                    notify_socket: None,
+                    capture_stdout: condition,
+                    capture_stderr: false,
+                };
+                let child = match process::spawn(spec) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let result = CheckResult::Failed(e.to_string());
+                        return self.queue.push_back(Input::CheckDone {
+                            service,
+                            job,
+                            result,
+                        });
+                    }
+                };
+                let pid = child.pid;
+                let token = self.token();
+                let (status_tx, status_rx) = oneshot::channel();
+                self.children.insert(
+                    pid,
+                    Role::Check {
+                        token,
+                        tx: status_tx,
+                    },
+                );
+                let stdout = child.stdout;
+                tokio::task::spawn_local(async move {
+                    let run = async move {
+                        let line = match stdout {
+                            Some(fd) => first_line(fd).await,
+                            None => None,
+                        };
+                        let status = status_rx.await.unwrap_or(ExitStatus::Signal(9));
+                        match (line, status) {
+                            (Some(line), _) if condition => CheckResult::Condition(line),
+                            (_, s) if s.success() => CheckResult::Ok,
+                            (_, s) => CheckResult::Failed(s.to_string()),
+                        }
+                    };
+                    let result = match tokio::time::timeout(timeout, run).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            let _ = tx.send(Event::Expire { pid, token }).await;
+                            CheckResult::TimedOut
+                        }
+                    };
+                    let _ = tx.send(done(result)).await;
+                });
+            }
+        }
+    }
+
+    fn run_command(
+        &mut self,
+        service: ServiceId,
+        job: JobId,
+        argv: &[String],
+        purpose: CommandPurpose,
+    ) {
+        let Some(config) = self.kernel.slot(service).map(|s| s.config.clone()) else {
+            return;
+        };
+        let instance = format!("{}.{}", std::process::id(), job.0);
+        let spec = SpawnSpec {
+            argv,
+            env: &config.env,
+            cwd: config.cwd.as_deref(),
+            user: config.user.as_deref(),
+            group: config.group.as_deref(),
+            base_dir: &self.base_dir,
+            service: &config.name,
+            instance: &instance,
+            notify_fd: None,
+            notify_socket: None,
+            capture_stdout: true,
+            capture_stderr: true,
+        };
+        let child = match process::spawn(spec) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(service = %config.name, "{purpose:?} command: {e}");
+                // 127: what a shell answers for a command it cannot run.
+                let status = ExitStatus::Code(127);
+                return self.queue.push_back(Input::CommandDone {
+                    service,
+                    job,
+                    status,
+                });
+            }
+        };
+        let pid = child.pid;
+        tracing::info!(service = %config.name, pid, "{purpose:?} command: {}", argv.join(" "));
+        self.read_output(&config.name, child.stdout, child.stderr);
+        let token = self.token();
+        let tx = self.tx.clone();
+        let expiry = tokio::task::spawn_local(async move {
+            tokio::time::sleep(COMMAND_TIMEOUT).await;
+            let _ = tx.send(Event::Expire { pid, token }).await;
+        })
+        .abort_handle();
+        self.children.insert(
+            pid,
+            Role::Command {
+                service,
+                job,
+                token,
+                expiry,
+            },
+        );
+    }
+
+    // ----- tasks -------------------------------------------------------------------------------
+
+    fn read_output(
+        &self,
+        service: &str,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+    ) -> Vec<AbortHandle> {
+        let mut handles = Vec::new();
+        for (fd, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
+            let Some(fd) = fd else { continue };
+            let tx = self.tx.clone();
+            let service = service.to_string();
+            let task = tokio::task::spawn_local(async move {
+                let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd) else {
+                    return;
+                };
+                let mut splitter = LineSplitter::default();
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = match pipe.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let mut lines = Vec::new();
+                    splitter.feed(&buf[..n], |l| lines.push(l));
+                    for text in lines {
+                        let ev = Event::Line {
+                            service: service.clone(),
+                            stream,
+                            text,
+                        };
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if let Some(text) = splitter.finish() {
+                    let _ = tx
+                        .send(Event::Line {
+                            service,
+                            stream,
+                            text,
+                        })
+                        .await;
+                }
+            });
+            handles.push(task.abort_handle());
+        }
+        handles
+    }
+
+    fn read_notify_fd(&self, fd: OwnedFd, service: ServiceId, job: JobId) -> AbortHandle {
+        let tx = self.tx.clone();
+        tokio::task::spawn_local(async move {
+            let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd) else {
+                return;
+            };
+            let mut buf = [0u8; 256];
+            loop {
+                match pipe.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) if buf[..n].contains(&b'\n') => {
+                        let _ = tx
+                            .send(Event::Input(Input::ReadyNotified { service, job }))
+                            .await;
+                        return;
+                    }
+                    Ok(_) => {}
+                }
+            }
+        })
+        .abort_handle()
+    }
+
+    fn read_sd_notify(
+        &self,
+        sock: tokio::net::UnixDatagram,
+        service: ServiceId,
+        job: JobId,
+    ) -> AbortHandle {
+        let tx = self.tx.clone();
+        tokio::task::spawn_local(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf).await {
+                let ready = buf[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1");
+                if ready {
+                    let _ = tx
+                        .send(Event::Input(Input::ReadyNotified { service, job }))
+                        .await;
+                }
+            }
+        })
+        .abort_handle()
+    }
+
+    fn watch_pidfd(&self, fd: OwnedFd) -> AbortHandle {
+        let tx = self.tx.clone();
+        tokio::task::spawn_local(async move {
+            // SAFETY: the pidfd is owned by the `AsyncFd` and stays open as long as it.
+            let Ok(afd) = (unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) })
+            else {
+                return;
+            };
+            if afd.readable().await.is_ok() {
+                let _ = tx.send(Event::Children).await;
+            }
+        })
+        .abort_handle()
+    }
+
+    // ----- the control socket ------------------------------------------------------------------
+
+    /// Answers one control request from the kernel's and the loop's state.
+    fn answer(&mut self, call: Call) {
+        let Call { request, reply } = call;
+        let response = match &request {
+            Request::Status { services } => {
+                let links = self.links.as_ref().map(|l| l.table());
+                let view = |ifname: &str| {
+                    let v = links.as_ref()?.view(ifname)?;
+                    Some(LinkInfo {
+                        state: v.state,
+                        addresses: v.addresses,
+                    })
+                };
+                control::status_rows(&self.kernel, services, self.now(), view)
+                    .map_or_else(Response::Error, Response::Status)
+            }
+            Request::Start(_) | Request::Stop(_) | Request::Restart(_) | Request::Reload(_) => {
+                match request.operators(&self.kernel) {
+                    Some(Ok(ops)) => {
+                        for op in ops {
+                            self.queue.push_back(Input::Operator(op));
+                        }
+                        Response::Done
+                    }
+                    Some(Err(e)) => Response::Error(e),
+                    None => Response::Error("not an operator command".into()),
+                }
+            }
+            Request::History { service } => control::history_rows(&self.kernel, service)
+                .map_or_else(Response::Error, Response::History),
+            Request::Logs {
+                service,
+                lines,
+                follow,
+            } => {
+                if let Err(e) = control::history_rows(&self.kernel, service) {
+                    Response::Error(e)
+                } else {
+                    let tail = self
+                        .logs
+                        .get(service)
+                        .map(|ring| ring.tail(*lines as usize).map(|l| l.text.clone()).collect())
+                        .unwrap_or_default();
+                    if *follow {
+                        if self.followers() >= MAX_FOLLOWERS {
+                            Response::Error(format!(
+                                "more than {MAX_FOLLOWERS} followers; try again later"
+                            ))
+                        } else {
+                            if reply.try_send(Response::LogLines(tail)).is_ok() {
+                                self.log_followers.push((service.clone(), reply));
+                            }
+                            return;
+                        }
+                    } else {
+                        Response::LogLines(tail)
+                    }
+                }
+            }
+            Request::Events { follow } => {
+                let recent = Response::Events(control::recent_events(&self.kernel, RECENT_EVENTS));
+                if *follow {
+                    if self.followers() >= MAX_FOLLOWERS {
+                        Response::Error(format!(
+                            "more than {MAX_FOLLOWERS} followers; try again later"
+                        ))
+                    } else {
+                        if reply.try_send(recent).is_ok() {
+                            self.event_followers.push(reply);
+                        }
+                        return;
+                    }
+                } else {
+                    recent
+                }
+            }
+            Request::TraceSave { path } => {
+                let bytes = self.trace.to_file_bytes();
+                match std::fs::write(path, &bytes) {
+                    Ok(()) => Response::TraceSaved {
+                        bytes: bytes.len() as u64,
+                    },
+                    Err(e) => Response::Error(format!("cannot write the trace to {path}: {e}")),
+                }
+            }
+            Request::Ping => Response::Pong,
+        };
+        let _ = reply.try_send(response);
+    }
+
+    fn followers(&mut self) -> usize {
+        self.event_followers.retain(|r| !r.is_closed());
+        self.log_followers.retain(|(_, r)| !r.is_closed());
+        self.event_followers.len() + self.log_followers.len()
+    }
+}
+
+enum Woke {
+    Event(Event),
+    Call(Call),
+    Input(Input),
+    Files(io::Result<Vec<String>>),
+    Deadline,
+    ShutdownCap,
+}
+
+/// Creates the state directory with mode 0700 (the mode of an existing one is tightened).
+fn make_state_dir(dir: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |source| RuntimeError::StateDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// Binds the sd_notify datagram socket of one process.
+fn bind_notify_socket(path: &Path) -> io::Result<tokio::net::UnixDatagram> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let sock = tokio::net::UnixDatagram::bind(path)?;
+    // A service running as another user must be able to send to it.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(sock)
+}
+
+/// The first line a check printed (at most 256 bytes), or `None` when it printed nothing.
+async fn first_line(fd: OwnedFd) -> Option<String> {
+    let mut pipe = pipe::Receiver::from_owned_fd(fd).ok()?;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+        if bytes.contains(&b'\n') || bytes.len() >= 256 {
+            break;
+        }
+    }
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line).trim().to_string();
+    (!line.is_empty()).then_some(line)
+}

@@ -561,6 +561,7 @@ impl Kernel {
                 self.new_fact(id);
                 let slot = &mut self.slots[id.index()];
                 slot.wanted = true;
+                slot.stopped_for_needs = false; // the operator acts at once
                 if let Some(stop) = slot.proc.as_mut().and_then(|p| p.stop.as_mut()) {
                     stop.then = AfterStop::Start;
                 }
@@ -574,6 +575,7 @@ impl Kernel {
                 self.record(id, condition, Some(Heal::Restart), None, note, out);
                 self.new_fact(id);
                 self.slots[id.index()].wanted = true;
+                self.slots[id.index()].stopped_for_needs = false;
                 self.restart(id);
             }
             Operator::Reload(_) => {
@@ -838,6 +840,10 @@ impl Kernel {
             }
             Timer::Forgive => {
                 let slot = &mut self.slots[id.index()];
+                if slot.healthy && slot.needs_restarts > 0 {
+                    slot.needs_restarts = 0;
+                    slot.start_gate = now;
+                }
                 if slot.healthy && slot.strikes > 0 {
                     let note = format!(
                         "forgiven: healthy for {}, {} strikes cleared",
@@ -846,6 +852,9 @@ impl Kernel {
                     );
                     slot.strikes = 0;
                     slot.next_allowed = slot.settle_until;
+                    // An interface that gave up and then came back by itself is forgiven too.
+                    slot.given_up = false;
+                    self.timers.clear(&mut slot.timers, id, Timer::RetryAfter);
                     let condition = slot.condition.clone();
                     self.record(id, condition, None, None, note, out);
                 }
@@ -951,7 +960,7 @@ impl Kernel {
             slot.healthy = verdict_healthy;
             if verdict_healthy {
                 // Only a service with strikes has something to forgive: no idle wake-ups.
-                if slot.strikes > 0 {
+                if slot.strikes > 0 || slot.needs_restarts > 0 {
                     let at = now + slot.config.forgive_after;
                     self.timers.set(&mut slot.timers, id, Timer::Forgive, at);
                 }
@@ -1045,8 +1054,12 @@ impl Kernel {
             return;
         }
         if slot.unhealthy_needs > 0 {
-            // Upstream first: no start, no heal. Stop it if the config says so.
-            if slot.config.stop_when_needs_fail && slot.running().is_some() {
+            // Upstream first: no start, no heal. Stop it if the config says so (a oneshot
+            // that is done is up too, and must be undone, or what it needs waits for ever).
+            let up = slot.running().is_some()
+                || (slot.oneshot_done && slot.stop_command == StopCommand::Idle);
+            if slot.config.stop_when_needs_fail && up {
+                self.slots[id.index()].stopped_for_needs = true;
                 self.stop_service(id, AfterStop::Nothing);
                 self.advance_stop(id, out);
                 self.mark(id);
@@ -1062,9 +1075,27 @@ impl Kernel {
             && !slot.oneshot_done
             && slot.stop_command == StopCommand::Idle
         {
-            if self.after_satisfied(id) {
-                self.start(id, out);
+            if !self.after_satisfied(id) {
+                return;
             }
+            if slot.stopped_for_needs {
+                // Started again because its needs came back: a flapping need must not cycle
+                // it faster than a restart's settle time, doubling while the flapping goes on.
+                let now = self.now;
+                let slot = &mut self.slots[id.index()];
+                if now < slot.start_gate {
+                    let at = slot.start_gate;
+                    self.timers
+                        .set_earliest(&mut slot.timers, id, Timer::Retry, at);
+                    return;
+                }
+                slot.stopped_for_needs = false;
+                slot.needs_restarts = slot.needs_restarts.saturating_add(1);
+                let settle = Heal::Restart.default_settle();
+                slot.start_gate =
+                    now + backoff(settle, slot.needs_restarts, slot.config.max_backoff);
+            }
+            self.start(id, out);
             return;
         }
         match self.plan(id) {
@@ -1108,6 +1139,11 @@ impl Kernel {
             return Plan::Nothing(Some(format!("no heal for {}", slot.condition)));
         }
         if slot.strikes >= slot.config.give_up_after {
+            // The last intervention gets its whole settle time to work before giving up.
+            if self.now < slot.settle_until {
+                let at = slot.settle_until;
+                return Plan::Defer(at, format!("settling until {at}, then giving up"));
+            }
             return Plan::GiveUp;
         }
         let at = slot.settle_until.max(slot.next_allowed);
@@ -1200,7 +1236,16 @@ impl Kernel {
         let slot = &mut self.slots[id.index()];
         slot.problem = None;
         if slot.is_oneshot() {
-            slot.oneshot_done = false;
+            // Stop, then start: a done oneshot with a `stop` command is undone first; it
+            // starts again once that command has finished.
+            let undo = slot.oneshot_done
+                && slot.stop_command == StopCommand::Idle
+                && matches!(slot.config.kind, Kind::Oneshot { stop: Some(_), .. });
+            if undo {
+                slot.stop_command = StopCommand::Pending;
+            } else {
+                slot.oneshot_done = false;
+            }
         }
         if slot.proc.is_some() {
             self.stop_service(id, AfterStop::Start);
@@ -1253,6 +1298,7 @@ impl Kernel {
         self.timers.clear(&mut slot.timers, id, Timer::Memory);
         slot.ready_check = None;
         slot.probe_check = None;
+        let mut freed = false;
         match slot.proc.as_mut() {
             Some(p) => match p.stop.as_mut() {
                 Some(stop) => stop.then = then,
@@ -1270,7 +1316,11 @@ impl Kernel {
                         Kind::Oneshot { stop: Some(_), .. } => {
                             slot.stop_command = StopCommand::Pending;
                         }
-                        _ => slot.oneshot_done = false,
+                        _ => {
+                            // Undone at once: whatever waits for it to stop may go on.
+                            slot.oneshot_done = false;
+                            freed = true;
+                        }
                     }
                 }
             }
@@ -1279,6 +1329,9 @@ impl Kernel {
             slot.problem = None;
         }
         self.mark(id);
+        if freed {
+            self.mark_stop_waiters(id);
+        }
     }
 
     /// Sends the stop signal (or runs the oneshot's stop command) once every service that must

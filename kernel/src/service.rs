@@ -111,6 +111,12 @@ pub struct Slot {
     pub given_up: bool,
     /// Interventions since the service was last healthy for `forgive-after`.
     pub strikes: u32,
+    /// Stopped by `stop-when-needs-fail`; its next start waits for `start_gate`.
+    pub stopped_for_needs: bool,
+    /// Starts after a need came back, since the service was last healthy for `forgive-after`.
+    pub needs_restarts: u32,
+    /// No start after a need came back before this.
+    pub start_gate: Instant,
     /// No automatic intervention before this (the settle time of the last one).
     pub settle_until: Instant,
     /// No automatic intervention before this (settle or backoff, whichever is later).
@@ -157,6 +163,9 @@ impl Slot {
             healthy: false,
             given_up: false,
             strikes: 0,
+            stopped_for_needs: false,
+            needs_restarts: 0,
+            start_gate: Instant::ZERO,
             settle_until: Instant::ZERO,
             next_allowed: Instant::ZERO,
             pending_attempt: None,

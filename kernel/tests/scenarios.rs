@@ -54,7 +54,7 @@ fn crash_loop_backs_off_1_2_4_8_then_gives_up_and_an_operator_restart_revives_it
     assert!(last.contains("given up after 5 strikes"), "{last}");
     assert_eq!(
         w.kernel.next_deadline().map(|d| d.as_millis()),
-        Some(15_200 + 3_600_000),
+        Some(16_100 + 3_600_000), // the last restart (15.1 s) got its 1 s settle time first
         "only the retry-after timer is left"
     );
 
@@ -78,7 +78,7 @@ fn given_up_service_is_retried_after_retry_after() {
     .boot();
     crash_loop(&mut w, "flaky", 10_000);
     assert_eq!(w.condition("flaky"), "given-up");
-    let given_up_at = w.spawns("flaky").last().unwrap() + 100;
+    let given_up_at = w.spawns("flaky").last().unwrap() + 1_000; // after the settle time
     w.run_until(given_up_at + 60_000);
     assert_eq!(w.spawns("flaky").last(), Some(&(given_up_at + 60_000)));
     assert_eq!(w.condition("flaky"), "ready");
@@ -1091,4 +1091,38 @@ fn unknown_operator_targets_get_a_notice() {
     assert!(w.log.iter().any(
         |(_, e)| matches!(e, Effect::Notice { message } if message.contains("no service called `nope`"))
     ));
+}
+
+#[test]
+fn a_flapping_need_does_not_cycle_a_stop_when_needs_fail_dependent_faster_than_settle() {
+    let mut w = World::new(
+        r#"
+        [service.wan]
+        interface = "wan"
+        [service.tunnel]
+        run = ["/usr/sbin/xl2tpd", "-D"]
+        needs = ["wan"]
+        stop-when-needs-fail = true
+        forgive-after = "1m"
+        "#,
+    );
+    w.link("wan", link_ok());
+    let mut w = w.boot();
+    // 25 flaps, 40 ms apart.
+    for i in 0..25 {
+        w.run_until(1_000 + i * 40);
+        w.link("wan", link_no_carrier());
+        w.run_until(1_020 + i * 40);
+        w.link("wan", link_ok());
+    }
+    w.run_until(10_000);
+    // Boot, the first comeback at once, then 1 s later (the restart settle time); the flapping
+    // stopped, so the last start waits only for its gate.
+    assert_eq!(w.spawns("tunnel"), vec![0, 1_020, 2_020]);
+    assert_eq!(w.condition("tunnel"), "ready");
+    // A minute of health forgives the flapping: the next comeback is immediate again.
+    w.run_until(70_000);
+    w.link("wan", link_no_carrier());
+    w.link("wan", link_ok());
+    assert_eq!(w.spawns("tunnel").last(), Some(&70_000));
 }

@@ -1,0 +1,358 @@
+//! The command line (DESIGN.md §4): argument parsing, exit statuses, and one module per group
+//! of commands.
+//!
+//! Exit statuses: 0 done, 1 the operation failed, 2 bad usage or bad config, 3 no daemon
+//! answering.
+
+mod check;
+mod client;
+mod format;
+mod replay;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::daemon;
+
+/// Exit status: the operation failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status: bad usage or bad config (clap uses 2 for usage errors too).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: no daemon answering.
+pub const EXIT_NO_DAEMON: u8 = 3;
+
+/// `medic`, parsed.
+#[derive(Debug, Parser)]
+#[command(
+    name = "medic",
+    version,
+    about = "medic supervises the services of a small Linux device: daemons, one-shot set-up \
+             commands and network links.",
+    long_about = "medic supervises the services of a small Linux device: daemons, one-shot \
+                  set-up commands and network links. `medic daemon` runs the supervisor; the \
+                  other commands talk to it over the control socket in its state directory, \
+                  except `check` and `replay`, which work alone.\n\n\
+                  Exit status: 0 done, 1 the operation failed, 2 bad usage or bad config, \
+                  3 no daemon answering."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the config file is.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The config file [default: $MEDIC_CONFIG, else /etc/medic.toml].
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Which daemon to talk to.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The daemon's state directory, which holds control.sock [default: $MEDIC_STATE_DIR, else
+    /// the config's `[daemon] state-dir`, else /run/medic for root and $XDG_RUNTIME_DIR/medic
+    /// for other users].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Service names for the operator commands.
+#[derive(Debug, Args)]
+pub struct Services {
+    /// The services, by their names in the config.
+    #[arg(value_name = "SERVICE", required = true)]
+    pub services: Vec<String>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the supervisor in the foreground until SIGTERM or SIGINT.
+    #[command(
+        long_about = "Run the supervisor in the foreground until SIGTERM or SIGINT.\n\n\
+        Reads and validates the config first: with any problem it prints every one as \
+        file:line:col and exits 2 without starting anything. Then it starts every service as \
+        soon as its needs are healthy, watches them, heals them as the config says, and \
+        answers the other medic commands on control.sock in the state directory. SIGHUP \
+        re-reads the config and applies only the difference. SIGTERM or SIGINT stops every \
+        service, dependents first, then exits. Logs go to stderr (MEDIC_LOG=debug|info|warn|\
+        error, default info). As PID 1 it reaps orphans; otherwise it makes itself a child \
+        subreaper.\n\n\
+        The state directory is --state-dir, else $MEDIC_STATE_DIR, else the config's \
+        `[daemon] state-dir`, else /run/medic for root and $XDG_RUNTIME_DIR/medic (or \
+        /tmp/medic-UID) for other users."
+    )]
+    Daemon {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The state directory for control.sock [default: see above].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Validate a config and print its services in the order they start.
+    #[command(
+        long_about = "Validate a config and print its services in the order they start.\n\n\
+        Valid: prints one line per service (name, kind, needs, after, what it runs or watches), \
+        needs and after before the services that name them, and exits 0. Invalid: prints every \
+        problem as file:line:col: message on stderr and exits 2. Starts nothing and needs no \
+        daemon."
+    )]
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print one line per service: condition, health, pid, uptime, strikes.
+    #[command(
+        long_about = "Print one line per service: condition, health, pid, uptime, strikes.\n\n\
+        Without SERVICE, every service in config order. Health is coloured (green healthy, \
+        yellow on its way, red unhealthy) only when stdout is a terminal and NO_COLOR is \
+        unset. UPTIME is how long the process has run, or how long a service without a \
+        process has been ready. With --json, prints one JSON array, an object per service: \
+        name, kind, condition, healthy, pid (null when nothing runs), strikes, since_ms \
+        (milliseconds since the daemon started, when the condition began), needs, link (for \
+        interfaces: state and addresses, else null), uptime_ms (or null)."
+    )]
+    Status {
+        /// Only these services.
+        #[arg(value_name = "SERVICE")]
+        services: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Want each SERVICE up: start it now, whatever its backoff, and clear its strikes.
+    #[command(
+        long_about = "Want each SERVICE up: start it now, whatever its backoff, and \
+        clear its strikes and given-up.\n\n\
+        A service whose needs are not healthy waits for them. Returns once the daemon has taken \
+        the command, not when the service is ready: follow with `medic status`. An unknown \
+        name fails the whole command and nothing is done."
+    )]
+    Start(Services),
+    /// Stop each SERVICE, and what needs it first, and keep it stopped.
+    #[command(
+        long_about = "Stop each SERVICE, and what needs it first, and keep it stopped \
+        until `medic start` or `medic restart`.\n\n\
+        A process gets its stop-signal (default TERM) on its process group, then SIGKILL on the \
+        group after stop-timeout; a oneshot runs its `stop` command. Returns once the daemon \
+        has taken the command. An unknown name fails the whole command and nothing is done."
+    )]
+    Stop(Services),
+    /// Stop each SERVICE, then start it again at once; clear its strikes.
+    #[command(
+        long_about = "Stop each SERVICE, then start it again at once, whatever its \
+        backoff; clear its strikes and given-up.\n\n\
+        Returns once the daemon has taken the command. An unknown name fails the whole command \
+        and nothing is done."
+    )]
+    Restart(Services),
+    /// Reload each SERVICE as its `reload` says, or restart it when it has none.
+    #[command(
+        long_about = "Reload each SERVICE as its `reload` says (a signal or a command), \
+        or restart it when it has none.\n\n\
+        Returns once the daemon has taken the command. An unknown name fails the whole command \
+        and nothing is done."
+    )]
+    Reload(Services),
+    /// Print the medical history of SERVICE, oldest first.
+    #[command(
+        long_about = "Print the medical history of SERVICE, oldest first: when (seconds \
+        since the daemon started), its condition, the heal tried, its outcome, and why.\n\n\
+        The daemon keeps the last `history-size` records (default 64) per service. With \
+        --json, prints one JSON array of objects: at_ms, condition, heal (null when nothing \
+        was done), outcome (resolved, unresolved, pending or null), note."
+    )]
+    History {
+        /// The service.
+        #[arg(value_name = "SERVICE")]
+        service: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the last lines SERVICE wrote to stdout and stderr.
+    #[command(
+        long_about = "Print the last lines SERVICE wrote to stdout and stderr, as the \
+        daemon captured them, oldest first.\n\n\
+        With --follow, keeps printing new lines as they come until interrupted or the daemon \
+        stops."
+    )]
+    Logs {
+        /// The service.
+        #[arg(value_name = "SERVICE")]
+        service: String,
+        /// How many of the most recent lines.
+        #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 20)]
+        lines: u32,
+        /// Keep printing new lines as they come.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print recent transitions and interventions of every service.
+    #[command(
+        long_about = "Print recent transitions and interventions of every service, \
+        oldest first, one per line: when, service, condition, heal, outcome, why.\n\n\
+        With --follow, keeps printing them as they happen until interrupted or the daemon \
+        stops. With --json, prints one JSON object per line: service, at_ms, condition, heal, \
+        outcome, note."
+    )]
+    Events {
+        /// Keep printing events as they happen.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Save the daemon's in-memory trace of recent inputs.
+    #[command(subcommand)]
+    Trace(TraceCommand),
+    /// Re-run a trace file through the kernel and report the first step that diverges.
+    #[command(
+        long_about = "Re-run a trace file through the kernel and report the first step \
+        that diverges.\n\n\
+        Rebuilds the kernel from the trace's snapshot, feeds it every recorded input and \
+        compares the digest of what it does with the recorded one. Prints `N steps replayed, \
+        identical` and exits 0, or names the first divergent step and exits 1. A file that is \
+        not a readable trace exits 1. Needs no daemon."
+    )]
+    Replay {
+        /// The trace file (`medic trace save`, or one the simulator wrote).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Also print the header and every step replayed.
+        #[arg(short = 'v', long)]
+        verbose: bool,
+    },
+}
+
+/// `medic trace …`.
+#[derive(Debug, Subcommand)]
+pub enum TraceCommand {
+    /// Write the daemon's in-memory trace ring to FILE.
+    #[command(long_about = "Write the daemon's in-memory trace ring to FILE.\n\n\
+        The daemon writes the file itself, as its own user: FILE is made absolute against the \
+        current directory first. The trace holds the config, a snapshot of the kernel and the \
+        inputs since, up to `trace-size` bytes; `medic replay FILE` re-runs it.")]
+    Save {
+        /// Where to write it.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// A command that did not succeed: the exit status and what to print on stderr (nothing when
+/// empty: the command has said it already).
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit status.
+    pub status: u8,
+    /// The message, without the `medic: ` prefix.
+    pub message: String,
+}
+
+impl Failure {
+    /// The operation failed (exit 1).
+    pub fn failed(message: impl Into<String>) -> Failure {
+        Failure {
+            status: EXIT_FAILED,
+            message: message.into(),
+        }
+    }
+
+    /// Bad usage or bad config (exit 2).
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            status: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses the command line, runs the command, and returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon { .. }) {
+        // A client piped into `head` should end quietly, as Unix tools do; the daemon keeps
+        // SIGPIPE ignored so that a client hanging up never kills it.
+        // SAFETY: restoring a default signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    let result = match cli.command {
+        Command::Daemon { config, state_dir } => {
+            return match daemon::run(config.config, state_dir) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("medic: {e:#}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            };
+        }
+        Command::Check { config } => check::run(config.config),
+        Command::Replay { file, verbose } => replay::run(&file, verbose),
+        remote => client::run(remote),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if !failure.message.is_empty() {
+                eprintln!("medic: {}", failure.message);
+            }
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        for sub in Cli::command().get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no help", sub.get_name());
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_exit_status_2() {
+        let err = Cli::try_parse_from(["medic", "start"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "start needs a service");
+        let err = Cli::try_parse_from(["medic", "frobnicate"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let ok = Cli::try_parse_from(["medic", "logs", "ntpd", "-n", "5", "--follow"]).unwrap();
+        assert!(matches!(
+            ok.command,
+            Command::Logs {
+                lines: 5,
+                follow: true,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,421 @@
+//! Processes: spawning in a new session (own process group), signalling whole groups,
+//! reaping every child (managed or orphan) in one place, pidfds, and the `/proc` scans that
+//! find a service's processes for memory sampling and for the last SIGKILL sweep.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use medic_kernel::config::Signal;
+use medic_kernel::ExitStatus;
+use nix::sys::signal::{self as nsig, Signal as NixSignal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{Gid, Group, Pid, Uid, User};
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The command line is empty.
+    #[error("empty command line")]
+    EmptyArgv,
+    /// `user =` names no user.
+    #[error("no user called `{0}`")]
+    NoSuchUser(String),
+    /// `group =` names no group.
+    #[error("no group called `{0}`")]
+    NoSuchGroup(String),
+    /// A pipe or socket for the process could not be made.
+    #[error("setting up {what}: {source}")]
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// fork or exec failed.
+    #[error("{argv0}: {source}")]
+    Exec {
+        /// The program.
+        argv0: String,
+        /// The OS error (`No such file or directory`, `Permission denied`).
+        source: io::Error,
+    },
+}
+
+/// Everything needed to start one process.
+#[derive(Debug)]
+pub struct SpawnSpec<'a> {
+    /// The command line; a relative `argv[0]` containing a `/` is taken relative to `base_dir`.
+    pub argv: &'a [String],
+    /// Extra environment.
+    pub env: &'a BTreeMap<String, String>,
+    /// Working directory (relative to `base_dir`).
+    pub cwd: Option<&'a str>,
+    /// User name or numeric uid.
+    pub user: Option<&'a str>,
+    /// Group name or numeric gid.
+    pub group: Option<&'a str>,
+    /// The directory of the config file.
+    pub base_dir: &'a Path,
+    /// `MEDIC_SERVICE`.
+    pub service: &'a str,
+    /// `MEDIC_INSTANCE`: a tag unique to this process, inherited by what it forks, so that the
+    /// final sweep finds descendants that left the process group.
+    pub instance: &'a str,
+    /// s6-style readiness: the write end of a pipe, to appear in the child as this fd.
+    pub notify_fd: Option<(u32, OwnedFd)>,
+    /// sd_notify: the socket path for `NOTIFY_SOCKET`.
+    pub notify_socket: Option<&'a Path>,
+    /// Capture stdout (else /dev/null).
+    pub capture_stdout: bool,
+    /// Capture stderr (else /dev/null).
+    pub capture_stderr: bool,
+}
+
+/// A started process.
+#[derive(Debug)]
+pub struct Child {
+    /// Its pid, also its process group and session id.
+    pub pid: u32,
+    /// The read end of its stdout, when captured.
+    pub stdout: Option<OwnedFd>,
+    /// The read end of its stderr, when captured.
+    pub stderr: Option<OwnedFd>,
+}
+
+/// Resolves `path` against `base` when it is relative.
+pub fn resolve(base: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn lookup_user(user: &str) -> Result<(Uid, Gid), SpawnError> {
+    let found = match user.parse::<u32>() {
+        // A numeric uid need not have a passwd entry; its group is then the same number.
+        Ok(uid) => Some(
+            User::from_uid(Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map_or((Uid::from_raw(uid), Gid::from_raw(uid)), |u| (u.uid, u.gid)),
+        ),
+        Err(_) => User::from_name(user).ok().flatten().map(|u| (u.uid, u.gid)),
+    };
+    found.ok_or_else(|| SpawnError::NoSuchUser(user.to_string()))
+}
+
+fn lookup_group(group: &str) -> Result<Gid, SpawnError> {
+    match group.parse::<u32>() {
+        Ok(gid) => Ok(Gid::from_raw(gid)),
+        Err(_) => Group::from_name(group)
+            .ok()
+            .flatten()
+            .map(|g| g.gid)
+            .ok_or_else(|| SpawnError::NoSuchGroup(group.to_string())),
+    }
+}
+
+/// Starts a process in a new session (so its own process group, pgid = pid), stdin from
+/// /dev/null, never through a shell.
+pub fn spawn(spec: SpawnSpec<'_>) -> Result<Child, SpawnError> {
+    let argv0 = spec.argv.first().ok_or(SpawnError::EmptyArgv)?;
+    let program = if argv0.contains('/') {
+        resolve(spec.base_dir, argv0)
+    } else {
+        PathBuf::from(argv0)
+    };
+    let mut cmd = Command::new(&program);
+    cmd.arg0(argv0).args(&spec.argv[1..]);
+    cmd.env_remove("NOTIFY_SOCKET");
+    cmd.envs(spec.env);
+    cmd.env("MEDIC_SERVICE", spec.service);
+    cmd.env("MEDIC_INSTANCE", spec.instance);
+    if let Some(path) = spec.notify_socket {
+        cmd.env("NOTIFY_SOCKET", path);
+    }
+    if let Some(cwd) = spec.cwd {
+        cmd.current_dir(resolve(spec.base_dir, cwd));
+    }
+    if let Some(user) = spec.user {
+        let (uid, gid) = lookup_user(user)?;
+        cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        if let Ok(Some(u)) = User::from_uid(uid) {
+            cmd.env("USER", &u.name)
+                .env("LOGNAME", &u.name)
+                .env("HOME", &u.dir);
+        }
+    }
+    if let Some(group) = spec.group {
+        let gid = lookup_group(group)?;
+        cmd.gid(gid.as_raw());
+    }
+    cmd.stdin(Stdio::null());
+    cmd.stdout(if spec.capture_stdout {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stderr(if spec.capture_stderr {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let notify: Option<(RawFd, OwnedFd)> = spec.notify_fd.map(|(n, fd)| (n as RawFd, fd));
+    let notify_raw = notify.as_ref().map(|(n, fd)| (*n, fd.as_raw_fd()));
+    // SAFETY: the closure only makes async-signal-safe system calls (setsid, dup2, fcntl).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some((target, fd)) = notify_raw {
+                if fd == target {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
+        argv0: argv0.clone(),
+        source,
+    })?;
+    drop(notify); // the parent's copy of the write end: EOF once the child is gone
+    Ok(Child {
+        pid: child.id(),
+        stdout: child.stdout.take().map(OwnedFd::from),
+        stderr: child.stderr.take().map(OwnedFd::from),
+    })
+    // `child` is dropped without waiting: the one reaper ([`reap`]) collects every exit.
+}
+
+/// A pipe whose both ends are close-on-exec (the child's copy is made by `dup2`).
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Setup {
+        what: "the readiness pipe",
+        source: e.into(),
+    })
+}
+
+/// Collects every child that has ended, managed or orphan: `waitpid(-1, WNOHANG)` until none
+/// is left. The single place that reaps, so no exit status is ever stolen.
+pub fn reap() -> Vec<(u32, ExitStatus)> {
+    let mut ended = Vec::new();
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => {
+                ended.push((pid.as_raw() as u32, ExitStatus::Code(code)))
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                ended.push((pid.as_raw() as u32, ExitStatus::Signal(sig as i32)))
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+    ended
+}
+
+/// `pidfd_open(pid)`: a descriptor that becomes readable when the process ends (Linux ≥ 5.3).
+/// `None` on older kernels; SIGCHLD still triggers the reaper there.
+pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: plain system call; the returned descriptor is owned by us alone.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this fresh descriptor.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Makes the daemon a child subreaper, so orphans of services are re-parented to it (and reaped)
+/// instead of to PID 1. Not needed when the daemon is PID 1.
+pub fn become_subreaper() -> io::Result<()> {
+    if std::process::id() == 1 {
+        return Ok(());
+    }
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The platform signal for a config signal name.
+pub fn nix_signal(signal: Signal) -> NixSignal {
+    match signal {
+        Signal::Hup => NixSignal::SIGHUP,
+        Signal::Int => NixSignal::SIGINT,
+        Signal::Quit => NixSignal::SIGQUIT,
+        Signal::Kill => NixSignal::SIGKILL,
+        Signal::Usr1 => NixSignal::SIGUSR1,
+        Signal::Usr2 => NixSignal::SIGUSR2,
+        Signal::Alrm => NixSignal::SIGALRM,
+        Signal::Term => NixSignal::SIGTERM,
+        Signal::Cont => NixSignal::SIGCONT,
+        Signal::Stop => NixSignal::SIGSTOP,
+        Signal::Tstp => NixSignal::SIGTSTP,
+        Signal::Winch => NixSignal::SIGWINCH,
+        Signal::Pwr => NixSignal::SIGPWR,
+    }
+}
+
+/// Sends `signal` to the process group `pgid`. A group that is already gone is not an error.
+pub fn signal_group(pgid: u32, signal: NixSignal) -> io::Result<()> {
+    if pgid <= 1 {
+        return Ok(()); // never kill(-1) or kill(0)
+    }
+    match nsig::killpg(Pid::from_raw(pgid as i32), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One process as `/proc/PID/stat` describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Process id.
+    pub pid: u32,
+    /// Process group id.
+    pub pgrp: u32,
+    /// Session id.
+    pub session: u32,
+    /// Resident set size in pages.
+    pub rss_pages: u64,
+}
+
+/// Parses the text of `/proc/PID/stat` (the command name may hold spaces and parentheses).
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let (head, tail) = text.rsplit_once(')')?;
+    let pid = head.split_whitespace().next()?.parse().ok()?;
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    // fields[0] is field 3 (state) of proc(5).
+    Some(ProcStat {
+        pid,
+        pgrp: fields.get(2)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
+        rss_pages: fields.get(21)?.parse().ok()?,
+    })
+}
+
+fn proc_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+}
+
+fn read_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Whether `pid`'s environment holds `MEDIC_INSTANCE=instance`.
+fn has_instance(pid: u32, instance: &str) -> bool {
+    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let want = format!("MEDIC_INSTANCE={instance}");
+    env.split(|&b| b == 0)
+        .any(|kv| OsStr::from_bytes(kv) == OsStr::new(&want))
+}
+
+/// Summed RSS in bytes of every process in the process group or session `pgid` (the service's
+/// leader made both with `setsid`).
+pub fn group_rss_bytes(pgid: u32) -> u64 {
+    let page = page_size();
+    proc_pids()
+        .filter_map(read_stat)
+        .filter(|s| s.pgrp == pgid || s.session == pgid)
+        .map(|s| s.rss_pages * page)
+        .sum()
+}
+
+/// SIGKILL to every process of a service: its process group, its session, and whatever carries
+/// its `MEDIC_INSTANCE` tag (a double-forking daemon that left both). Returns how many were hit.
+pub fn sweep(pgid: u32, instance: &str) -> usize {
+    let _ = signal_group(pgid, NixSignal::SIGKILL);
+    let me = std::process::id();
+    let mut hit = 0;
+    for pid in proc_pids() {
+        if pid == me || pid <= 1 {
+            continue;
+        }
+        let Some(stat) = read_stat(pid) else { continue };
+        let member = stat.pgrp == pgid || stat.session == pgid || has_instance(pid, instance);
+        if member && nsig::kill(Pid::from_raw(pid as i32), NixSignal::SIGKILL).is_ok() {
+            hit += 1;
+        }
+    }
+    hit
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf with a constant.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}
+
+/// Total RAM in bytes (`sysinfo`).
+pub fn total_ram_bytes() -> u64 {
+    // SAFETY: sysinfo fills the zeroed struct.
+    unsafe {
+        let mut info: libc::sysinfo = std::mem::zeroed();
+        if libc::sysinfo(&mut info) == 0 {
+            return (info.totalram as u64).saturating_mul(info.mem_unit.max(1) as u64);
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_stat_handles_odd_names() {
+        let text = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 100 1000000 250 18446744073709551615 0 0";
+        let s = parse_stat(text).expect("parses");
+        assert_eq!(
+            (s.pid, s.pgrp, s.session, s.rss_pages),
+            (1234, 1234, 1234, 250)
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn own_stat_is_readable() {
+        let me = read_stat(std::process::id()).expect("own stat");
+        assert!(me.rss_pages > 0);
+        assert!(total_ram_bytes() > 0);
+    }
+
+    #[test]
+    fn resolve_keeps_absolute_paths() {
+        assert_eq!(
+            resolve(Path::new("/etc"), "/bin/sh"),
+            PathBuf::from("/bin/sh")
+        );
+        assert_eq!(
+            resolve(Path::new("/etc"), "x/y.sh"),
+            PathBuf::from("/etc/x/y.sh")
+        );
+    }
+}

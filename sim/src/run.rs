@@ -1,0 +1,883 @@
+//! The scenario runner: one seed → a graph, a world, faults; the kernel driven through a fault
+//! phase, a liveness phase with faults off, and a shutdown, with every property checked.
+
+use core::fmt;
+use core::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+
+use medic_kernel::config::{self, Kind};
+use medic_kernel::trace::{self, Trace};
+use medic_kernel::{
+    render_history, Effect, Input, Instant, Kernel, LinkState, Operator, ServiceId,
+};
+
+use crate::check::{Checker, Property, Violation};
+use crate::graph::{random_graph, Graph, PATHS};
+use crate::rng::Rng;
+use crate::world::{Faults, World, LINK_UP};
+use crate::Supervisor;
+
+/// One thing done to the world or by the operator. Scenarios are lists of these: the swarm
+/// draws them from the seed; proptest draws and shrinks them. Numbers pick a service (or link,
+/// or path) modulo how many there are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Let this many milliseconds pass (scripts only; the swarm times ops itself).
+    Wait(u32),
+    /// The process of a service crashes (segfault, OOM killer).
+    Crash(u8),
+    /// The process of a service stops answering its probe.
+    Hang(u8),
+    /// A link disappears (USB NIC unplugged, driver unloaded).
+    LinkAbsent(u8),
+    /// A link is set administratively down.
+    LinkAdminDown(u8),
+    /// A link loses carrier.
+    LinkNoCarrier(u8),
+    /// A link loses its addresses.
+    LinkNoAddress(u8),
+    /// A link is back, up, with carrier and addresses.
+    LinkRestore(u8),
+    /// A watched file changes.
+    FileChange(u8),
+    /// `medic start`.
+    Start(u8),
+    /// `medic stop`.
+    Stop(u8),
+    /// `medic restart`.
+    Restart(u8),
+    /// `medic reload`.
+    Reload(u8),
+    /// SIGHUP with an edited config.
+    Reconfigure,
+    /// SIGHUP with a config that does not validate.
+    BadConfig,
+}
+
+/// How to run scenarios.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Fewest services in a graph.
+    pub min_services: u32,
+    /// Most services in a graph.
+    pub max_services: u32,
+    /// Length of the fault phase (simulated time).
+    pub fault_time: Duration,
+    /// Write the trace of a failing seed to the temp dir.
+    pub write_trace: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            min_services: 1,
+            max_services: 40,
+            fault_time: Duration::from_secs(300),
+            write_trace: true,
+        }
+    }
+}
+
+/// What a passing scenario did.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Kernel steps.
+    pub steps: u64,
+    /// Digest of the whole trace (property 7 compares it across runs).
+    pub digest: u64,
+    /// Simulated time at the end.
+    pub end: Instant,
+    /// Services in the initial graph.
+    pub services: usize,
+    /// Automatic interventions seen.
+    pub interventions: u64,
+    /// The trace of the run.
+    pub trace: Trace,
+}
+
+/// A broken property, with everything needed to understand and reproduce it.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The seed.
+    pub seed: u64,
+    /// The first violation.
+    pub violation: Violation,
+    /// Every violation of the step that failed.
+    pub others: Vec<Violation>,
+    /// The kernel's medical history of the service.
+    pub history: Vec<String>,
+    /// The reference model's notes about the service.
+    pub notes: Vec<String>,
+    /// Where the trace was written.
+    pub trace_path: Option<PathBuf>,
+    /// The trace.
+    pub trace: Trace,
+}
+
+impl Failure {
+    /// The property broken.
+    pub fn property(&self) -> Property {
+        self.violation.property
+    }
+}
+
+/// The command that reruns one seed.
+pub fn reproduce_command(seed: u64) -> String {
+    format!("SIM_SEED={seed} cargo test -p medic-sim --test seeds -- --nocapture")
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = &self.violation;
+        writeln!(f, "medic-sim: property {} violated", v.property)?;
+        writeln!(f, "  seed:      {}", self.seed)?;
+        writeln!(f, "  service:   {}", v.name)?;
+        writeln!(f, "  at:        {}", v.at)?;
+        writeln!(f, "  what:      {}", v.what)?;
+        for o in self.others.iter().skip(1).take(5) {
+            writeln!(f, "  also:      {} {}: {}", o.property, o.name, o.what)?;
+        }
+        writeln!(f, "  history (kernel, newest last):")?;
+        for line in self.history.iter().rev().take(20).rev() {
+            writeln!(f, "    {line}")?;
+        }
+        writeln!(f, "  model:")?;
+        for line in &self.notes {
+            writeln!(f, "    {line}")?;
+        }
+        if let Some(p) = &self.trace_path {
+            writeln!(
+                f,
+                "  trace:     {} (medic replay {})",
+                p.display(),
+                p.display()
+            )?;
+        }
+        write!(f, "  reproduce: {}", reproduce_command(self.seed))
+    }
+}
+
+/// A scenario in progress.
+struct Sim<S: Supervisor> {
+    sup: S,
+    world: World,
+    checker: Checker,
+    graph: Graph,
+    trace: Trace,
+    now: Instant,
+    steps: u64,
+    effects: Vec<Effect>,
+    ops: VecDeque<(Instant, Op)>,
+    rng: Rng,
+    /// In the quiet window: any intervention or spawn is a liveness violation.
+    quiet: bool,
+    /// Consecutive ticks at one instant (a deadline that never advances).
+    stuck: u32,
+    /// `SIM_VERBOSE=1`: print every step.
+    verbose: bool,
+}
+
+const MAX_STEPS: u64 = 5_000_000;
+
+enum Stop {
+    Violated,
+    Reached,
+    Condition,
+}
+
+impl<S: Supervisor> Sim<S> {
+    fn step(&mut self, input: Input) -> bool {
+        self.effects.clear();
+        self.sup.step(self.now, input.clone(), &mut self.effects);
+        self.trace.push(self.now, input.clone(), &self.effects);
+        if self.verbose {
+            let shown = match &input {
+                Input::ReplaceConfig { text } => format!("ReplaceConfig ({} bytes)", text.len()),
+                i => format!("{i:?}"),
+            };
+            eprintln!("{} {shown}", self.now);
+            for e in &self.effects {
+                match e {
+                    Effect::Spawn { service, job, .. } => {
+                        eprintln!("    Spawn {service:?} {job:?}")
+                    }
+                    Effect::Event { service, record } => eprintln!(
+                        "    Event {} {}",
+                        self.sup.kernel().name(*service),
+                        medic_kernel::render_record(record)
+                    ),
+                    e => eprintln!("    {e:?}"),
+                }
+            }
+        }
+        self.world.apply(self.now, &self.effects);
+        self.checker.after_step(
+            self.now,
+            &input,
+            self.sup.kernel(),
+            &self.effects,
+            &self.world,
+        );
+        self.steps += 1;
+        if self.quiet {
+            for e in &self.effects {
+                let (id, what) = match e {
+                    Effect::Spawn { service, .. } => (*service, "spawned".to_string()),
+                    Effect::Event { service, record } if Checker::is_intervention(e) => {
+                        (*service, format!("intervened ({:?})", record.heal))
+                    }
+                    _ => continue,
+                };
+                let name = self.sup.kernel().name(id).to_string();
+                let what = format!("not quiet once everything was healthy: {what}");
+                self.checker
+                    .report(Property::Liveness, Some(id), &name, self.now, what);
+            }
+        }
+        if matches!(input, Input::ReplaceConfig { .. }) {
+            self.sync_links();
+        }
+        if self.steps > MAX_STEPS {
+            let what = format!("more than {MAX_STEPS} steps: the kernel never settles");
+            self.checker
+                .report(Property::Liveness, None, "-", self.now, what);
+        }
+        self.checker.violations.is_empty()
+    }
+
+    /// Makes every interface's link exist in the world (new services after a config change).
+    fn sync_links(&mut self) {
+        let mut interfaces = BTreeMap::new();
+        let mut new = Vec::new();
+        for s in self.sup.kernel().services() {
+            if let Kind::Interface { ifname, .. } = &s.config.kind {
+                interfaces.insert(s.id, ifname.clone());
+                if !self.world.links().any(|(n, _)| n == ifname) {
+                    new.push(ifname.clone());
+                }
+            }
+        }
+        self.world.set_interfaces(interfaces);
+        for ifname in new {
+            let input = self.world.add_link(&ifname, Some(LINK_UP));
+            self.step(input);
+        }
+    }
+
+    /// Runs until `end`, or until `until` holds after a step.
+    fn run_until(&mut self, end: Instant, mut until: impl FnMut(&Self) -> bool) -> Stop {
+        loop {
+            if !self.checker.violations.is_empty() {
+                return Stop::Violated;
+            }
+            if until(self) {
+                return Stop::Condition;
+            }
+            let kd = self.sup.next_deadline();
+            let wd = self.world.next_event();
+            let od = self.ops.front().map(|(t, _)| *t);
+            let Some(t) = [kd, wd, od].into_iter().flatten().min() else {
+                self.now = self.now.max(end);
+                return Stop::Reached;
+            };
+            if t > end {
+                self.now = self.now.max(end);
+                return Stop::Reached;
+            }
+            let t = t.max(self.now);
+            if t == self.now && kd.is_some_and(|d| d <= t) {
+                self.stuck += 1;
+                if self.stuck > 10_000 {
+                    let what = format!("next_deadline stays at {t}: ticks do not advance it");
+                    self.checker.report(Property::Liveness, None, "-", t, what);
+                    continue;
+                }
+            } else {
+                self.stuck = 0;
+            }
+            self.now = t;
+            if kd.is_some_and(|d| d <= t) {
+                self.step(Input::Tick);
+            } else if wd.is_some_and(|d| d <= t) {
+                if let Some(input) = self.world.pop_event(self.now) {
+                    self.step(input);
+                }
+            } else if let Some((_, op)) = self.ops.pop_front() {
+                self.apply_op(op);
+            }
+        }
+    }
+
+    fn service_id(&self, i: u8) -> Option<(ServiceId, String)> {
+        let k = self.sup.kernel();
+        let n = k.services().count();
+        if n == 0 {
+            return None;
+        }
+        let slot = k.services().nth(usize::from(i) % n)?;
+        Some((slot.id, slot.config.name.clone()))
+    }
+
+    fn link_name(&self, i: u8) -> Option<String> {
+        let names: Vec<&String> = self.world.links().map(|(n, _)| n).collect();
+        (!names.is_empty()).then(|| names[usize::from(i) % names.len()].clone())
+    }
+
+    fn link_op(&mut self, i: u8, f: impl FnOnce(&mut Option<LinkState>)) {
+        if let Some(ifname) = self.link_name(i) {
+            if let Some(input) = self.world.set_link(&ifname, f) {
+                self.step(input);
+            }
+        }
+    }
+
+    fn apply_op(&mut self, op: Op) {
+        let now = self.now;
+        match op {
+            Op::Wait(_) => {}
+            Op::Crash(i) => {
+                if let Some((id, _)) = self.service_id(i) {
+                    self.world.crash(now, id);
+                }
+            }
+            Op::Hang(i) => {
+                if let Some((id, _)) = self.service_id(i) {
+                    self.world.hang(id);
+                }
+            }
+            Op::LinkAbsent(i) => self.link_op(i, |l| *l = None),
+            Op::LinkAdminDown(i) => self.link_op(i, |l| {
+                if let Some(l) = l {
+                    l.admin_up = false;
+                }
+            }),
+            Op::LinkNoCarrier(i) => self.link_op(i, |l| {
+                if let Some(l) = l {
+                    l.carrier = false;
+                }
+            }),
+            Op::LinkNoAddress(i) => self.link_op(i, |l| {
+                if let Some(l) = l {
+                    l.ipv4 = false;
+                    l.ipv6_global = false;
+                }
+            }),
+            Op::LinkRestore(i) => self.link_op(i, |l| *l = Some(LINK_UP)),
+            Op::FileChange(i) => {
+                let path = PATHS[usize::from(i) % PATHS.len()];
+                if self.world.watched(path) {
+                    self.step(Input::FileChanged { path: path.into() });
+                }
+            }
+            Op::Start(i) | Op::Stop(i) | Op::Restart(i) | Op::Reload(i) => {
+                let Some((_, name)) = self.service_id(i) else {
+                    return;
+                };
+                let command = match op {
+                    Op::Start(_) => Operator::Start(name),
+                    Op::Stop(_) => Operator::Stop(name),
+                    Op::Restart(_) => Operator::Restart(name),
+                    _ => Operator::Reload(name),
+                };
+                self.step(Input::Operator(command));
+            }
+            Op::Reconfigure => {
+                let next = self.graph.mutate(&mut self.rng);
+                let text = next.render();
+                self.graph = next;
+                self.step(Input::ReplaceConfig { text });
+            }
+            Op::BadConfig => {
+                let text = format!(
+                    "{}\n[service.broken]\nneeds = [\"nowhere\"]\n",
+                    self.graph.render()
+                );
+                self.step(Input::ReplaceConfig { text });
+            }
+        }
+    }
+
+    fn failure(&self, seed: u64, opts: &Options) -> Failure {
+        let violation = self.checker.violations[0].clone();
+        let k = self.sup.kernel();
+        if self.verbose {
+            if let Some(slot) = violation.service.and_then(|id| k.slot(id)) {
+                for d in slot
+                    .dependents
+                    .iter()
+                    .chain(slot.successors.iter())
+                    .chain(Some(&slot.id))
+                {
+                    let d = k.slot(*d).expect("slot");
+                    eprintln!(
+                        "slot {}: condition {} wanted {} proc {:?} oneshot_done {} stop_command {:?} unhealthy_needs {} given_up {}",
+                        d.config.name, d.condition, d.wanted, d.proc, d.oneshot_done, d.stop_command,
+                        d.unhealthy_needs, d.given_up
+                    );
+                }
+            }
+        }
+        let (history, notes) = match violation.service {
+            Some(id) => (
+                k.history(id).map(render_history).unwrap_or_default(),
+                self.checker.notes(id),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let trace_path = opts.write_trace.then(|| {
+            let path = std::env::temp_dir().join(format!("medic-sim-{seed}.trace"));
+            match std::fs::write(&path, self.trace.to_file_bytes()) {
+                Ok(()) => Some(path),
+                Err(_) => None,
+            }
+        });
+        Failure {
+            seed,
+            violation,
+            others: self.checker.violations.clone(),
+            history,
+            notes,
+            trace_path: trace_path.flatten(),
+            trace: self.trace.clone(),
+        }
+    }
+
+    /// How long, after faults stop, every candidate may take to become healthy: per level of
+    /// the graph, the longest wait the medical rules allow (backoff or settle, `retry-after`,
+    /// a start and a stop timeout, a probe's failures, a memory sample, a debounce), plus slack.
+    fn liveness_bound(&self) -> Duration {
+        let k = self.sup.kernel();
+        let mut worst = Duration::ZERO;
+        for s in k.services() {
+            let c = &s.config;
+            let settles =
+                c.on.values()
+                    .filter_map(|o| o.settle)
+                    .max()
+                    .unwrap_or(Duration::ZERO)
+                    .max(Duration::from_secs(10));
+            let probe = c
+                .probe
+                .as_ref()
+                .map(|p| (p.every + p.timeout) * (p.failures + 1))
+                .unwrap_or_default();
+            let level = c.max_backoff.max(settles)
+                + c.retry_after.unwrap_or_default()
+                + c.start_timeout
+                + c.stop_timeout
+                + probe
+                + c.memory_every
+                + c.debounce
+                + Duration::from_secs(2);
+            worst = worst.max(level);
+        }
+        let depth = self.graph.depth().max(k.services().count().min(40) as u32);
+        worst * (depth + 2) + Duration::from_secs(30)
+    }
+
+    fn quiet_window(&self) -> Duration {
+        let mut w = Duration::from_secs(5);
+        for s in self.sup.kernel().services() {
+            if let Some(p) = &s.config.probe {
+                w = w.max((p.every + p.timeout) * (p.failures + 1));
+            }
+            if s.config.memory_max.is_some() {
+                w = w.max(s.config.memory_every * 2);
+            }
+        }
+        w * 2
+    }
+
+    /// Every candidate healthy, and no watched-file change still waiting for its debounce
+    /// (the restart it brings is not a fault).
+    fn all_candidates_healthy(&self) -> bool {
+        let k = self.sup.kernel();
+        k.services().all(|s| s.file_pending.is_none())
+            && self
+                .checker
+                .liveness_candidates(k)
+                .iter()
+                .all(|id| k.slot(*id).is_some_and(|s| s.healthy))
+    }
+
+    fn report_unhealthy(&mut self, why: &str) {
+        let k = self.sup.kernel();
+        let bad: Vec<(ServiceId, String, String)> = self
+            .checker
+            .liveness_candidates(k)
+            .into_iter()
+            .filter_map(|id| {
+                let s = k.slot(id)?;
+                (!s.healthy).then(|| (id, s.config.name.clone(), s.condition.to_string()))
+            })
+            .collect();
+        let now = self.now;
+        for (id, name, condition) in bad {
+            let what = format!("{why}: still {condition}");
+            self.checker
+                .report(Property::Liveness, Some(id), &name, now, what);
+        }
+    }
+
+    /// Faults off, then liveness, then shutdown. False when a property broke.
+    fn finish(&mut self) -> bool {
+        // Liveness: the world is repaired; every link is back.
+        self.ops.clear();
+        self.world.faults_off(self.now);
+        let links: Vec<String> = self.world.links().map(|(n, _)| n.clone()).collect();
+        for ifname in links {
+            if let Some(input) = self.world.set_link(&ifname, |l| *l = Some(LINK_UP)) {
+                if !self.step(input) {
+                    return false;
+                }
+            }
+        }
+        let bound = self.liveness_bound();
+        let deadline = self.now + bound;
+        match self.run_until(deadline, |s| s.all_candidates_healthy()) {
+            Stop::Violated => return false,
+            Stop::Reached => {
+                self.report_unhealthy(&format!(
+                    "not healthy {} after faults stopped",
+                    humantime_secs(bound)
+                ));
+                return false;
+            }
+            Stop::Condition => {}
+        }
+        self.quiet = true;
+        let end = self.now + self.quiet_window();
+        if let Stop::Violated = self.run_until(end, |_| false) {
+            return false;
+        }
+        if !self.all_candidates_healthy() {
+            self.report_unhealthy("fell ill again with faults off");
+            return false;
+        }
+        self.quiet = false;
+        // Services the operator stopped have no process left.
+        let k = self.sup.kernel();
+        let stray: Vec<(ServiceId, String)> = k
+            .services()
+            .filter(|s| {
+                !self.checker.wanted(&s.config.name) && self.world.groups_of(&s.config.name) > 0
+            })
+            .map(|s| (s.id, s.config.name.clone()))
+            .collect();
+        for (id, name) in stray {
+            let what = "still running long after the operator stopped it".to_string();
+            self.checker
+                .report(Property::OneInstance, Some(id), &name, self.now, what);
+        }
+        if !self.checker.violations.is_empty() {
+            return false;
+        }
+        // Shutdown.
+        if !self.step(Input::Operator(Operator::Shutdown)) {
+            return false;
+        }
+        let k = self.sup.kernel();
+        let per_level: Duration = k
+            .services()
+            .map(|s| s.config.stop_timeout)
+            .max()
+            .unwrap_or_default()
+            + Duration::from_secs(1);
+        let bound = per_level * (k.services().count() as u32 + 2);
+        let end = self.now + bound;
+        match self.run_until(end, |s| s.world.shutdown_complete) {
+            Stop::Violated => return false,
+            Stop::Reached => {
+                let what = format!(
+                    "shutdown not complete {} after it was asked for",
+                    humantime_secs(bound)
+                );
+                self.checker
+                    .report(Property::StopOrder, None, "-", self.now, what);
+                return false;
+            }
+            Stop::Condition => {}
+        }
+        let left: Vec<String> = self.world.procs().map(|(_, p)| p.name.clone()).collect();
+        if !left.is_empty() {
+            let what = format!("shutdown complete while {left:?} still run");
+            self.checker
+                .report(Property::OneInstance, None, "-", self.now, what);
+            return false;
+        }
+        true
+    }
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+/// The swarm's external events for a fault phase of `length`.
+/// Ops at instants.
+type Timed = Vec<(Instant, Op)>;
+
+fn swarm_ops(rng: &mut Rng, faults: &Faults, length: Duration) -> Timed {
+    let mut ops = Vec::new();
+    let end = Instant::ZERO + length;
+    let family = |rng: &mut Rng,
+                  every: Option<Duration>,
+                  ops: &mut Timed,
+                  f: &mut dyn FnMut(&mut Rng, Instant, &mut Timed)| {
+        let Some(every) = every else { return };
+        let mean = every.as_millis() as u64;
+        let mut t = Instant::ZERO;
+        loop {
+            t = t + Duration::from_millis(rng.range(mean / 4, mean * 2).max(1));
+            if t >= end {
+                break;
+            }
+            f(rng, t, ops);
+        }
+    };
+    family(rng, faults.link_every, &mut ops, &mut |rng, t, ops| {
+        let i = rng.below(256) as u8;
+        let op = match rng.below(5) {
+            0 => Op::LinkAbsent(i),
+            1 => Op::LinkAdminDown(i),
+            2 => Op::LinkNoCarrier(i),
+            3 => Op::LinkNoAddress(i),
+            _ => {
+                // Flapping: carrier on and off, each state held at least 100 ms.
+                let mut at = t;
+                for _ in 0..rng.range(2, 6) {
+                    ops.push((at, Op::LinkNoCarrier(i)));
+                    at = at + Duration::from_millis(rng.range(100, 2_000));
+                    ops.push((at, Op::LinkRestore(i)));
+                    at = at + Duration::from_millis(rng.range(100, 2_000));
+                }
+                return;
+            }
+        };
+        ops.push((t, op));
+        let held = Duration::from_millis(rng.range(500, 60_000));
+        ops.push((t + held, Op::LinkRestore(i)));
+    });
+    family(rng, faults.crash_every, &mut ops, &mut |rng, t, ops| {
+        let i = rng.below(256) as u8;
+        ops.push((
+            t,
+            if rng.ratio(3, 4) {
+                Op::Crash(i)
+            } else {
+                Op::Hang(i)
+            },
+        ));
+    });
+    family(rng, faults.file_every, &mut ops, &mut |rng, t, ops| {
+        ops.push((t, Op::FileChange(rng.below(256) as u8)));
+    });
+    family(rng, faults.operator_every, &mut ops, &mut |rng, t, ops| {
+        let i = rng.below(256) as u8;
+        match rng.below(4) {
+            0 => {
+                ops.push((t, Op::Stop(i)));
+                if rng.ratio(3, 4) {
+                    let later = Duration::from_millis(rng.range(10, 60_000));
+                    ops.push((t + later, Op::Start(i)));
+                }
+            }
+            1 => ops.push((t, Op::Start(i))),
+            2 => ops.push((t, Op::Restart(i))),
+            _ => ops.push((t, Op::Reload(i))),
+        }
+    });
+    family(
+        rng,
+        faults.reconfigure_every,
+        &mut ops,
+        &mut |rng, t, ops| {
+            ops.push((
+                t,
+                if rng.ratio(9, 10) {
+                    Op::Reconfigure
+                } else {
+                    Op::BadConfig
+                },
+            ));
+        },
+    );
+    // Stable: ops at the same instant keep their drawing order.
+    ops.sort_by_key(|(t, _)| *t);
+    ops
+}
+
+/// Runs one seed against the real kernel.
+pub fn run_seed(seed: u64, opts: &Options) -> Result<Report, Box<Failure>> {
+    run_with(seed, opts, None, |k| k)
+}
+
+/// Runs a scripted scenario: the graph and the processes' behaviours come from `seed`, the
+/// external events from `script` (proptest shrinks the script, never the seed).
+pub fn run_script(seed: u64, script: &[Op], opts: &Options) -> Result<Report, Box<Failure>> {
+    run_with(seed, opts, Some(script), |k| k)
+}
+
+/// Runs one seed against any [`Supervisor`] built from the kernel (the checkers' own tests
+/// use deliberately broken ones).
+pub fn run_with<S: Supervisor>(
+    seed: u64,
+    opts: &Options,
+    script: Option<&[Op]>,
+    wrap: impl FnOnce(Kernel) -> S,
+) -> Result<Report, Box<Failure>> {
+    let mut rng = Rng::new(seed);
+    let mut graph_rng = rng.fork();
+    let mut graph = random_graph(&mut graph_rng, opts.max_services);
+    while (graph.services.len() as u32) < opts.min_services {
+        graph = random_graph(&mut graph_rng, opts.max_services);
+    }
+    let faults = Faults::swarm(&mut rng);
+    run_inner(seed, rng, graph, faults, opts, script, wrap)
+}
+
+/// Runs a fixed config under fixed faults (golden traces, hand-written scenarios). `text` must
+/// list every service after the services it needs.
+pub fn run_config(
+    seed: u64,
+    text: &str,
+    faults: Faults,
+    script: &[Op],
+    opts: &Options,
+) -> Result<Report, Box<Failure>> {
+    let config = config::parse(text, "sim.toml").unwrap_or_else(|e| panic!("bad config:\n{e}"));
+    let graph = Graph::from_services(config.services.iter().map(|s| (**s).clone()).collect());
+    let mut rng = Rng::new(seed);
+    let _ = rng.fork();
+    let _ = Faults::swarm(&mut rng);
+    run_inner(seed, rng, graph, faults, opts, Some(script), |k| k)
+}
+
+fn run_inner<S: Supervisor>(
+    seed: u64,
+    mut rng: Rng,
+    graph: Graph,
+    faults: Faults,
+    opts: &Options,
+    script: Option<&[Op]>,
+    wrap: impl FnOnce(Kernel) -> S,
+) -> Result<Report, Box<Failure>> {
+    let world = World::new(rng.fork(), faults.clone());
+    let mut ops_rng = rng.fork();
+    let (ops, fault_end) = match script {
+        None => (
+            swarm_ops(&mut ops_rng, &faults, opts.fault_time),
+            Instant::ZERO + opts.fault_time,
+        ),
+        Some(script) => {
+            let mut t = Instant::ZERO;
+            let mut ops = Vec::new();
+            for op in script {
+                match op {
+                    Op::Wait(ms) => t = t + Duration::from_millis(u64::from(*ms)),
+                    op => ops.push((t, op.clone())),
+                }
+            }
+            (ops, t + Duration::from_secs(1))
+        }
+    };
+    let text = graph.render();
+    let config = config::parse(&text, "sim.toml").unwrap_or_else(|e| {
+        panic!("seed {seed}: the simulator rendered a bad config:\n{e}\n{text}")
+    });
+    let kernel = Kernel::new(config);
+    let checker = Checker::new(&kernel);
+    let trace = Trace::new(&text, kernel.clone());
+    let services = graph.services.len();
+    let mut sim = Sim {
+        sup: wrap(kernel),
+        world,
+        checker,
+        graph,
+        trace,
+        now: Instant::ZERO,
+        steps: 0,
+        effects: Vec::new(),
+        ops: ops.into(),
+        rng: ops_rng.fork(),
+        quiet: false,
+        stuck: 0,
+        verbose: std::env::var_os("SIM_VERBOSE").is_some(),
+    };
+    // The initial link dump, before boot; some links start broken when link faults are on.
+    let mut link_rng = rng.fork();
+    let ifnames: Vec<String> = sim
+        .graph
+        .services
+        .iter()
+        .filter_map(|s| match &s.kind {
+            Kind::Interface { ifname, .. } => Some(ifname.clone()),
+            _ => None,
+        })
+        .collect();
+    for ifname in ifnames {
+        let state = if faults.link_every.is_some() && link_rng.ratio(1, 4) {
+            *link_rng.pick(&[
+                None,
+                Some(LinkState {
+                    admin_up: false,
+                    ..LINK_UP
+                }),
+                Some(LinkState {
+                    carrier: false,
+                    ..LINK_UP
+                }),
+            ])
+        } else {
+            Some(LINK_UP)
+        };
+        let input = sim.world.add_link(&ifname, state);
+        sim.step(input);
+    }
+    sim.sync_links();
+    let ok = match sim.run_until(fault_end, |_| false) {
+        Stop::Violated => false,
+        _ => sim.finish(),
+    };
+    if !ok {
+        return Err(Box::new(sim.failure(seed, opts)));
+    }
+    Ok(Report {
+        seed,
+        steps: sim.steps,
+        digest: sim.trace.digest(),
+        end: sim.now,
+        services,
+        interventions: sim.checker.interventions,
+        trace: sim.trace,
+    })
+}
+
+/// Property 7 for one seed: run it twice, compare the digests, and replay the trace (through
+/// its file encoding) against a fresh kernel.
+pub fn check_determinism(seed: u64, opts: &Options, first: &Report) -> Result<(), String> {
+    let again = run_seed(seed, opts).map_err(|f| format!("second run failed:\n{f}"))?;
+    if again.digest != first.digest || again.steps != first.steps {
+        return Err(format!(
+            "seed {seed}: property 7 determinism: run twice, digests {:016x} ({} steps) and \
+             {:016x} ({} steps)\n  reproduce: {}",
+            first.digest,
+            first.steps,
+            again.digest,
+            again.steps,
+            reproduce_command(seed)
+        ));
+    }
+    let decoded = trace::decode(&first.trace.to_file_bytes()).map_err(|e| e.to_string())?;
+    let report = trace::replay(&decoded);
+    if !report.identical() || report.steps() != first.steps {
+        return Err(format!(
+            "seed {seed}: property 7 determinism: replay: {report}\n  reproduce: {}",
+            reproduce_command(seed)
+        ));
+    }
+    Ok(())
+}

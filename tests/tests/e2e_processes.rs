@@ -1,0 +1,183 @@
+//! End to end: real processes under the real daemon: crashes, crash loops, stops that need
+//! SIGKILL, double-forking daemons, memory limits, oneshot retries.
+
+use medic_tests::{pids_in, process_gone, wait_for, Daemon};
+
+fn heals(history: &[serde_json::Value], heal: &str) -> Vec<u64> {
+    history
+        .iter()
+        .filter(|r| {
+            r["heal"] == heal && r["note"].as_str().is_some_and(|n| n.starts_with("strike"))
+        })
+        .filter(|r| {
+            r["outcome"] == "pending" || r["outcome"] == "resolved" || r["outcome"] == "unresolved"
+        })
+        .filter_map(|r| r["at_ms"].as_u64())
+        .collect()
+}
+
+#[test]
+fn a_crashed_process_is_restarted() {
+    let d = Daemon::start(
+        r#"
+[service.crashy]
+run = ["/bin/sh", "-c", "echo $$ >> @DIR@/pids; if [ -e @DIR@/crashed ]; then exec sleep 1000; fi; touch @DIR@/crashed; sleep 0.3; exit 3"]
+"#,
+    );
+    wait_for(
+        "two starts",
+        || (pids_in(&d.path("pids")).len() >= 2).then_some(()),
+        || d.describe("crashy"),
+    );
+    let s = d.wait_condition("crashy", "ready");
+    let pids = pids_in(&d.path("pids"));
+    assert_eq!(
+        s["pid"].as_u64(),
+        Some(pids[1] as u64),
+        "the second process runs"
+    );
+    let history = d.history("crashy");
+    assert!(
+        history
+            .iter()
+            .any(|r| r["condition"] == "exited" && r["heal"] == "restart"),
+        "a restart after the exit: {history:#?}"
+    );
+    assert!(history
+        .iter()
+        .any(|r| r["note"].as_str().unwrap_or("").contains("exit code 3")));
+}
+
+#[test]
+fn a_crash_loop_backs_off_gives_up_and_an_operator_restart_revives_it() {
+    let d = Daemon::start(
+        r#"
+[service.looper]
+run = ["/bin/sh", "-c", "if [ -e @DIR@/fixed ]; then exec sleep 1000; fi; sleep 0.1; exit 1"]
+give-up-after = 4
+retry-after = "never"
+"#,
+    );
+    d.wait_condition("looper", "given-up");
+    let history = d.history("looper");
+    let at = heals(&history, "restart");
+    assert_eq!(at.len(), 4, "four restarts before giving up: {history:#?}");
+    let gaps: Vec<u64> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    // Settle 1 s, then backoff 1 s, 2 s, 4 s between automatic restarts: the spacing grows.
+    for w in gaps.windows(2) {
+        assert!(
+            w[1] * 10 >= w[0] * 15,
+            "spacing must grow: gaps {gaps:?} ms\n{history:#?}"
+        );
+    }
+    assert!(
+        gaps[0] >= 900,
+        "no two restarts closer than the settle time: {gaps:?}"
+    );
+    // Still given up a while later: no automatic intervention without a new fact.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(d.condition("looper"), "given-up");
+    assert_eq!(heals(&d.history("looper"), "restart").len(), 4);
+
+    std::fs::write(d.path("fixed"), "").unwrap();
+    d.medic_ok(&["restart", "looper"]);
+    let s = d.wait_condition("looper", "ready");
+    assert_eq!(s["strikes"], 0, "an operator restart clears the strikes");
+}
+
+#[test]
+fn a_sigterm_ignorer_and_a_double_forking_daemon_are_gone_after_stop() {
+    let d = Daemon::start(
+        r#"
+[service.ignorer]
+run = ["/bin/sh", "-c", "trap '' TERM; echo $$ >> @DIR@/ignorer.pids; sleep 1000 & echo $! >> @DIR@/ignorer.pids; wait"]
+stop-timeout = "1s"
+
+[service.forker]
+run = ["/bin/sh", "-c", "setsid sh -c 'echo $$ >> @DIR@/forker.pids; exec sleep 1000' & (sleep 1000 & echo $! >> @DIR@/forker.pids) ; echo $$ >> @DIR@/forker.pids; wait"]
+"#,
+    );
+    d.wait_condition("ignorer", "ready");
+    d.wait_condition("forker", "ready");
+    let ignorer = wait_for(
+        "the ignorer's pids",
+        || Some(pids_in(&d.path("ignorer.pids"))).filter(|p| p.len() == 2),
+        || d.log(),
+    );
+    let forker = wait_for(
+        "the forker's pids",
+        || Some(pids_in(&d.path("forker.pids"))).filter(|p| p.len() == 3),
+        || d.log(),
+    );
+    d.medic_ok(&["stop", "ignorer", "forker"]);
+    d.wait_condition("ignorer", "stopped");
+    d.wait_condition("forker", "stopped");
+    for pid in ignorer.iter().chain(&forker) {
+        wait_for(
+            &format!("process {pid} to be gone"),
+            || process_gone(*pid).then_some(()),
+            || d.log(),
+        );
+    }
+    let history = d.history("ignorer");
+    assert!(
+        history
+            .iter()
+            .any(|r| r["note"].as_str().unwrap_or("").contains("SIGKILL")),
+        "the ignorer needed SIGKILL: {history:#?}"
+    );
+}
+
+#[test]
+fn a_memory_hog_is_killed_and_restarted() {
+    let d = Daemon::start(
+        r#"
+[service.hog]
+run = ["/bin/sh", "-c", "echo $$ >> @DIR@/hog.pids; if [ $(wc -l < @DIR@/hog.pids) -le 1 ]; then x=$(seq 1 6000000); fi; sleep 1000 & wait"]
+memory-max = "24MiB"
+memory-every = "200ms"
+"#,
+    );
+    wait_for(
+        "a second hog process",
+        || (pids_in(&d.path("hog.pids")).len() >= 2).then_some(()),
+        || d.describe("hog"),
+    );
+    let first = pids_in(&d.path("hog.pids"))[0];
+    wait_for(
+        "the first hog to be gone",
+        || process_gone(first).then_some(()),
+        || d.describe("hog"),
+    );
+    d.wait_condition("hog", "ready");
+    let history = d.history("hog");
+    assert!(
+        history
+            .iter()
+            .any(|r| r["condition"] == "memory-high" && r["heal"] == "kill"),
+        "killed for memory: {history:#?}"
+    );
+}
+
+#[test]
+fn a_failed_oneshot_is_retried_until_it_succeeds() {
+    let d = Daemon::start(
+        r#"
+[service.setup]
+oneshot = ["/bin/sh", "-c", "echo try >> @DIR@/tries; [ $(wc -l < @DIR@/tries) -ge 3 ]"]
+
+[service.after-setup]
+run = ["/bin/sh", "-c", "exec sleep 1000"]
+needs = ["setup"]
+"#,
+    );
+    d.wait_condition("setup", "ready");
+    d.wait_condition("after-setup", "ready");
+    assert_eq!(d.read("tries").lines().count(), 3);
+    let history = d.history("setup");
+    let failures = history
+        .iter()
+        .filter(|r| r["condition"] == "failed" && r["heal"] == "restart")
+        .count();
+    assert_eq!(failures, 2, "two failures, each retried: {history:#?}");
+}
