@@ -314,11 +314,17 @@ pub fn status_rows(
     Ok(rows)
 }
 
+/// The id of service `name`, or an error that names it and suggests the nearest one: for
+/// requests about one service (`history`, `logs`).
+pub fn service_id(kernel: &Kernel, name: &str) -> Result<ServiceId, String> {
+    kernel
+        .lookup(name)
+        .ok_or_else(|| unknown_service(kernel, name))
+}
+
 /// The rows of [`Response::History`] for service `name`, oldest first.
 pub fn history_rows(kernel: &Kernel, name: &str) -> Result<Vec<HistoryRow>, String> {
-    let id = kernel
-        .lookup(name)
-        .ok_or_else(|| unknown_service(kernel, name))?;
+    let id = service_id(kernel, name)?;
     let history = kernel.history(id).map(|h| h.iter()).into_iter().flatten();
     Ok(history.map(HistoryRow::from_record).collect())
 }

@@ -46,6 +46,11 @@ use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
 use crate::netlink;
 use crate::process::{self, SpawnSpec};
 
+thread_local! {
+    /// The read buffer of every output reader.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 4096]);
+}
+
 /// A heal, reload or stop command still running after this is killed (with its group).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound of the queue of events from tasks to the loop; a task waits when it is full.
@@ -172,6 +177,9 @@ pub struct Runtime {
     queue: VecDeque<Input>,
     tx: mpsc::Sender<Event>,
     procs: BTreeMap<JobId, ProcEntry>,
+    /// Groups whose leader exited, to sweep once the replacement is started (the sweep scans
+    /// `/proc`; a restart should not wait for it, and it cannot hit the new instance).
+    sweeps: Vec<(String, u32, String)>,
     children: HashMap<u32, Role>,
     next_token: u64,
     logs: BTreeMap<String, LogRing>,
@@ -233,6 +241,7 @@ impl Runtime {
             queue: VecDeque::new(),
             tx,
             procs: BTreeMap::new(),
+            sweeps: Vec::new(),
             children: HashMap::new(),
             next_token: 1,
             logs: BTreeMap::new(),
@@ -286,6 +295,12 @@ impl Runtime {
         loop {
             while let Some(input) = self.queue.pop_front() {
                 self.feed(input);
+            }
+            for (name, pgid, instance) in std::mem::take(&mut self.sweeps) {
+                let killed = process::sweep(pgid, &instance);
+                if killed > 0 {
+                    tracing::info!("{name}: killed {killed} leftover processes of its group");
+                }
             }
             if self.done {
                 break;
@@ -483,11 +498,11 @@ impl Runtime {
                         .and_then(|s| s.proc)
                         .is_some_and(|p| p.job == job && p.stop.is_some());
                     if entry.is_process || stopping {
-                        // Nothing the service forked outlives it.
-                        let killed = process::sweep(entry.pid, &entry.instance);
-                        if killed > 0 {
-                            tracing::info!(service = %entry.name, "killed {killed} leftover processes of the group");
-                        }
+                        // Nothing the service forked outlives it: SIGKILL to the group now, the
+                        // full sweep after this round of inputs.
+                        let _ = process::signal_group(entry.pid, nix::sys::signal::Signal::SIGKILL);
+                        self.sweeps
+                            .push((entry.name.clone(), entry.pid, entry.instance.clone()));
                     }
                     tracing::debug!(service = %entry.name, pid, "{status}");
                     self.queue.push_back(Input::Exited {
@@ -882,18 +897,28 @@ impl Runtime {
             let tx = self.tx.clone();
             let service = service.to_string();
             let task = tokio::task::spawn_local(async move {
-                let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd) else {
+                let Ok(pipe) = pipe::Receiver::from_owned_fd(fd) else {
                     return;
                 };
                 let mut splitter = LineSplitter::default();
-                let mut buf = vec![0u8; 4096];
                 loop {
-                    let n = match pipe.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
+                    // One scratch buffer for every reader (they all run on this thread), so an
+                    // idle service costs no buffer.
+                    if pipe.readable().await.is_err() {
+                        break;
+                    }
                     let mut lines = Vec::new();
-                    splitter.feed(&buf[..n], |l| lines.push(l));
+                    let read = SCRATCH.with_borrow_mut(|buf| {
+                        let n = pipe.try_read(buf)?;
+                        splitter.feed(&buf[..n], |l| lines.push(l));
+                        Ok::<usize, io::Error>(n)
+                    });
+                    match read {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(_) => break,
+                    }
                     for text in lines {
                         let ev = Event::Line {
                             service: service.clone(),

@@ -336,7 +336,18 @@ impl Kernel {
             self.timers.clear(&mut slot.timers, id, kind);
         }
         self.mark_stop_waiters(id);
+        self.mark_successors(id);
         proc
+    }
+
+    /// Services ordered `after` this one re-check their ordering: it was tried, became ready
+    /// or ended, which its condition alone does not always show (a blocked service stays
+    /// `blocked` while its process becomes ready).
+    fn mark_successors(&mut self, id: ServiceId) {
+        for i in 0..self.slots[id.index()].successors.len() {
+            let s = self.slots[id.index()].successors[i];
+            self.mark(s);
+        }
     }
 
     fn mark_stop_waiters(&mut self, id: ServiceId) {
@@ -365,6 +376,7 @@ impl Kernel {
             self.timers.set(&mut slot.timers, id, Timer::Probe, at);
         }
         self.mark(id);
+        self.mark_successors(id);
     }
 
     fn on_check_done(&mut self, id: ServiceId, job: JobId, result: CheckResult) {

@@ -261,3 +261,50 @@ fn forgiveness_clears_given_up_too() {
     );
     r.invariants();
 }
+
+/// Seed 7990: a service ordered `after` another whose process became ready while that one was
+/// `blocked` was never started: readiness did not change the blocked one's condition, so
+/// nothing told the service after it to look again.
+#[test]
+fn after_ordering_sees_readiness_of_a_blocked_service() {
+    let mut r = Run::new(
+        "[service.wan]\ninterface = \"eth0\"\n\n[service.a]\nrun = [\"/bin/a\"]\nneeds = [\"wan\"]\n\
+         ready = \"sd-notify\"\n\n[service.b]\nrun = [\"/bin/b\"]\nafter = [\"a\"]\n",
+    );
+    let a = r.id("a");
+    r.at(
+        0,
+        Input::LinkChanged {
+            ifname: "eth0".into(),
+            link: Some(LINK_UP),
+        },
+    );
+    let boot = r.at(0, Input::Tick);
+    let job = r.spawned(&boot, "a").expect("a started");
+    assert!(
+        r.spawned(&boot, "b").is_none(),
+        "b waits until a has been tried"
+    );
+    r.at(
+        1,
+        Input::Spawned {
+            service: a,
+            job,
+            pid: 10,
+        },
+    );
+    r.at(
+        2,
+        Input::LinkChanged {
+            ifname: "eth0".into(),
+            link: None,
+        },
+    );
+    assert_eq!(r.condition("a"), Condition::Blocked);
+    let effects = r.at(3, Input::ReadyNotified { service: a, job });
+    assert!(
+        r.spawned(&effects, "b").is_some(),
+        "b starts once a is ready: {effects:?}"
+    );
+    r.invariants();
+}

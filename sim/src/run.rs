@@ -172,8 +172,9 @@ struct Sim<S: Supervisor> {
     effects: Vec<Effect>,
     ops: VecDeque<(Instant, Op)>,
     rng: Rng,
-    /// In the quiet window: any intervention or spawn is a liveness violation.
-    quiet: bool,
+    /// In the quiet window: the candidates that were healthy when it began; an intervention
+    /// on or a spawn of one of them is a liveness violation.
+    quiet: Option<Vec<ServiceId>>,
     /// Consecutive ticks at one instant (a deadline that never advances).
     stuck: u32,
     /// `SIM_VERBOSE=1`: print every step.
@@ -222,7 +223,7 @@ impl<S: Supervisor> Sim<S> {
             &self.world,
         );
         self.steps += 1;
-        if self.quiet {
+        if let Some(quiet) = &self.quiet {
             for e in &self.effects {
                 let (id, what) = match e {
                     Effect::Spawn { service, .. } => (*service, "spawned".to_string()),
@@ -231,6 +232,9 @@ impl<S: Supervisor> Sim<S> {
                     }
                     _ => continue,
                 };
+                if !quiet.contains(&id) {
+                    continue; // a service that could not be healthy before, now can
+                }
                 let name = self.sup.kernel().name(id).to_string();
                 let what = format!("not quiet once everything was healthy: {what}");
                 self.checker
@@ -537,27 +541,36 @@ impl<S: Supervisor> Sim<S> {
         }
         let bound = self.liveness_bound();
         let deadline = self.now + bound;
-        match self.run_until(deadline, |s| s.all_candidates_healthy()) {
-            Stop::Violated => return false,
-            Stop::Reached => {
-                self.report_unhealthy(&format!(
-                    "not healthy {} after faults stopped",
-                    humantime_secs(bound)
-                ));
+        // A service that could not become healthy (a need given up for good) may become able
+        // to when that need recovers: then liveness is required of it too, in another round.
+        for round in 0.. {
+            match self.run_until(deadline, |s| s.all_candidates_healthy()) {
+                Stop::Violated => return false,
+                Stop::Reached => {
+                    self.report_unhealthy(&format!(
+                        "not healthy {} after faults stopped",
+                        humantime_secs(bound)
+                    ));
+                    return false;
+                }
+                Stop::Condition => {}
+            }
+            let before = self.checker.liveness_candidates(self.sup.kernel());
+            self.quiet = Some(before.clone());
+            let end = self.now + self.quiet_window();
+            if let Stop::Violated = self.run_until(end, |_| false) {
                 return false;
             }
-            Stop::Condition => {}
+            self.quiet = None;
+            let after = self.checker.liveness_candidates(self.sup.kernel());
+            if after.iter().all(|id| before.contains(id)) || round == 8 {
+                if !self.all_candidates_healthy() {
+                    self.report_unhealthy("fell ill again with faults off");
+                    return false;
+                }
+                break;
+            }
         }
-        self.quiet = true;
-        let end = self.now + self.quiet_window();
-        if let Stop::Violated = self.run_until(end, |_| false) {
-            return false;
-        }
-        if !self.all_candidates_healthy() {
-            self.report_unhealthy("fell ill again with faults off");
-            return false;
-        }
-        self.quiet = false;
         // Services the operator stopped have no process left.
         let k = self.sup.kernel();
         let stray: Vec<(ServiceId, String)> = k
@@ -803,7 +816,7 @@ fn run_inner<S: Supervisor>(
         effects: Vec::new(),
         ops: ops.into(),
         rng: ops_rng.fork(),
-        quiet: false,
+        quiet: None,
         stuck: 0,
         verbose: std::env::var_os("SIM_VERBOSE").is_some(),
     };

@@ -334,7 +334,9 @@ impl World {
                 }
                 let p = self.procs.remove(&job)?;
                 let oneshot = matches!(p.config.kind, Kind::Oneshot { .. });
-                if oneshot && status.success() && !p.dying {
+                // A oneshot asked to stop that still finishes its job counts as stopped, as the
+                // kernel sees it (its `stop` command is not run: see the simulator's report).
+                if oneshot && status.success() && !p.dying && p.stop_deadline.is_none() {
                     self.oneshots_up.insert(p.service);
                 }
                 Some(Input::Exited {
