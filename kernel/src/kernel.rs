@@ -490,26 +490,13 @@ impl Kernel {
             return;
         };
         if slot.stop_command == StopCommand::Running(job) {
-            slot.stop_command = StopCommand::Idle;
-            slot.oneshot_done = false;
-            self.timers.clear(&mut slot.timers, id, Timer::StopTimeout);
+            self.finish_stop_command(id);
             if !status.success() {
-                let condition = slot.condition.clone();
-                self.record(
-                    id,
-                    condition,
-                    None,
-                    None,
-                    format!("stop command: {status}"),
-                    out,
-                );
+                self.note(id, format!("stop command: {status}"), out);
             }
-            self.mark_stop_waiters(id);
-            self.mark(id);
         } else if !status.success() {
             // A heal or reload command that failed: worth a line; the settle time decides.
-            let condition = slot.condition.clone();
-            self.record(id, condition, None, None, format!("command: {status}"), out);
+            self.note(id, format!("command: {status}"), out);
         }
     }
 
@@ -679,8 +666,7 @@ impl Kernel {
         self.config = new;
         self.rebuild_indexes();
         for id in changed {
-            let condition = self.slots[id.index()].condition.clone();
-            self.record(id, condition, None, None, "definition changed".into(), out);
+            self.note(id, "definition changed".into(), out);
             self.new_fact(id);
             self.restart(id);
         }
@@ -785,18 +771,8 @@ impl Kernel {
                         }
                     }
                 } else if let StopCommand::Running(_) = slot.stop_command {
-                    slot.stop_command = StopCommand::Idle;
-                    slot.oneshot_done = false;
-                    let condition = slot.condition.clone();
-                    self.record(
-                        id,
-                        condition,
-                        None,
-                        None,
-                        "stop command timed out".into(),
-                        out,
-                    );
-                    self.mark_stop_waiters(id);
+                    self.finish_stop_command(id);
+                    self.note(id, "stop command timed out".into(), out);
                 }
             }
             Timer::ReadyPoll => {
@@ -845,8 +821,7 @@ impl Kernel {
             Timer::Debounce => self.on_debounced(id, out),
             Timer::RetryAfter => {
                 if self.slots[id.index()].given_up {
-                    let condition = self.slots[id.index()].condition.clone();
-                    self.record(id, condition, None, None, "retry-after elapsed".into(), out);
+                    self.note(id, "retry-after elapsed".into(), out);
                     self.new_fact(id);
                 }
             }
@@ -867,8 +842,7 @@ impl Kernel {
                     // An interface that gave up and then came back by itself is forgiven too.
                     slot.given_up = false;
                     self.timers.clear(&mut slot.timers, id, Timer::RetryAfter);
-                    let condition = slot.condition.clone();
-                    self.record(id, condition, None, None, note, out);
+                    self.note(id, note, out);
                 }
             }
         }
@@ -1031,6 +1005,23 @@ impl Kernel {
             .map(|n| self.slots[n.index()].config.name.as_str())
             .collect();
         names.join(", ")
+    }
+
+    /// Writes a plain note (no heal, no outcome) at the service's current condition.
+    fn note(&mut self, id: ServiceId, note: String, out: &mut Vec<Effect>) {
+        let condition = self.slots[id.index()].condition.clone();
+        self.record(id, condition, None, None, note, out);
+    }
+
+    /// A oneshot's stop command is over (finished or given up on): it is undone, and what
+    /// waited for it to stop may go on.
+    fn finish_stop_command(&mut self, id: ServiceId) {
+        let slot = &mut self.slots[id.index()];
+        slot.stop_command = StopCommand::Idle;
+        slot.oneshot_done = false;
+        self.timers.clear(&mut slot.timers, id, Timer::StopTimeout);
+        self.mark_stop_waiters(id);
+        self.mark(id);
     }
 
     fn record(
