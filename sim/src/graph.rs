@@ -254,10 +254,9 @@ fn random_overrides(rng: &mut Rng, s: &mut ServiceConfig) {
                     Condition::Failed,
                     VerdictOverride {
                         healthy: None,
-                        heal: Some(vec![
-                            Heal::Restart,
-                            Heal::Run(vec![format!("/bin/fix-{}", s.name)]),
-                        ]),
+                        // Every rung runs the oneshot again: a `run` rung would leave it
+                        // failed for ever once reached (see the simulator's report).
+                        heal: Some(vec![Heal::Restart, Heal::Reload]),
                         settle: settle(rng),
                     },
                 );
