@@ -2,14 +2,15 @@
 //! reaping every child (managed or orphan) in one place, pidfds, and the `/proc` scans that
 //! find a service's processes for memory sampling and for the last SIGKILL sweep.
 
-use std::collections::BTreeMap;
-use std::ffi::OsStr;
-use std::io;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CString, OsStr, OsString};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use medic_kernel::config::Signal;
 use medic_kernel::ExitStatus;
@@ -125,6 +126,12 @@ fn lookup_group(group: &str) -> Result<Gid, SpawnError> {
 
 /// Starts a process in a new session (so its own process group, pgid = pid), stdin from
 /// /dev/null, never through a shell.
+///
+/// The common case (no `user`, `group` or `cwd`, and no `PATH` of its own when the program is
+/// looked up in `PATH`) uses `posix_spawn` with `POSIX_SPAWN_SETSID`: a vfork-style clone that
+/// copies no page tables and whose child execs at once. The rest forks through
+/// [`std::process::Command`]. Both report a failed exec as an error, both leave the child with
+/// the same environment, descriptors, signal mask and dispositions.
 pub fn spawn(spec: SpawnSpec<'_>) -> Result<Child, SpawnError> {
     let argv0 = spec.argv.first().ok_or(SpawnError::EmptyArgv)?;
     let program = if argv0.contains('/') {
@@ -132,6 +139,16 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Child, SpawnError> {
     } else {
         PathBuf::from(argv0)
     };
+    let own_path = !argv0.contains('/') && spec.env.contains_key("PATH");
+    if spec.user.is_none() && spec.group.is_none() && spec.cwd.is_none() && !own_path {
+        match spawn_fast(&spec, &program) {
+            // A script without `#!`: posix_spawn will not run it, execvp hands it to /bin/sh.
+            Err(SpawnError::Exec { source, .. })
+                if source.raw_os_error() == Some(libc::ENOEXEC) => {}
+            // `spec` (with the parent's copy of the readiness pipe) is dropped on return.
+            result => return result,
+        }
+    }
     let mut cmd = Command::new(&program);
     cmd.arg0(argv0).args(&spec.argv[1..]);
     cmd.env_remove("NOTIFY_SOCKET");
@@ -202,6 +219,227 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Child, SpawnError> {
     // `child` is dropped without waiting: the one reaper ([`reap`]) collects every exit.
 }
 
+/// The environment a child gets: the daemon's, without `NOTIFY_SOCKET`, with the service's
+/// `env` and medic's own variables on top (in the order [`Command`] would give it).
+fn child_env(spec: &SpawnSpec<'_>) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    env.remove(OsStr::new("NOTIFY_SOCKET"));
+    for (k, v) in spec.env {
+        env.insert(k.into(), v.into());
+    }
+    env.insert("MEDIC_SERVICE".into(), spec.service.into());
+    env.insert("MEDIC_INSTANCE".into(), spec.instance.into());
+    if let Some(path) = spec.notify_socket {
+        env.insert("NOTIFY_SOCKET".into(), path.into());
+    }
+    env
+}
+
+fn cstring(bytes: &[u8], argv0: &str) -> Result<CString, SpawnError> {
+    CString::new(bytes).map_err(|_| SpawnError::Exec {
+        argv0: argv0.to_string(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "nul byte in an argument"),
+    })
+}
+
+/// `fd` moved to a number above 2 and other than `avoid`, so that no `dup2` of the spawn can
+/// overwrite a descriptor another one still needs.
+fn high_fd(fd: OwnedFd, avoid: RawFd) -> io::Result<OwnedFd> {
+    let raw = fd.as_raw_fd();
+    if raw > 2 && raw != avoid {
+        return Ok(fd);
+    }
+    // SAFETY: fcntl on a descriptor we own; the new one is owned by the returned value.
+    let new = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 3.max(avoid + 1)) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Owns the `posix_spawn` attribute and file-action objects (each destroyed if initialised).
+struct SpawnAttrs {
+    attr: libc::posix_spawnattr_t,
+    actions: libc::posix_spawn_file_actions_t,
+    attr_init: bool,
+    actions_init: bool,
+}
+
+impl SpawnAttrs {
+    /// Both objects, initialised in place (boxed, so they never move once initialised).
+    fn new() -> Result<Box<SpawnAttrs>, SpawnError> {
+        // SAFETY: both are plain C structs for which all-zero is a valid "not yet initialised".
+        let mut attrs = Box::new(unsafe {
+            SpawnAttrs {
+                attr: std::mem::zeroed(),
+                actions: std::mem::zeroed(),
+                attr_init: false,
+                actions_init: false,
+            }
+        });
+        // SAFETY: initialising the objects in place.
+        check("spawn attributes", unsafe {
+            libc::posix_spawnattr_init(&mut attrs.attr)
+        })?;
+        attrs.attr_init = true;
+        // SAFETY: as above.
+        check("spawn file actions", unsafe {
+            libc::posix_spawn_file_actions_init(&mut attrs.actions)
+        })?;
+        attrs.actions_init = true;
+        Ok(attrs)
+    }
+}
+
+impl Drop for SpawnAttrs {
+    fn drop(&mut self) {
+        // SAFETY: each is destroyed only if its init succeeded.
+        unsafe {
+            if self.actions_init {
+                libc::posix_spawn_file_actions_destroy(&mut self.actions);
+            }
+            if self.attr_init {
+                libc::posix_spawnattr_destroy(&mut self.attr);
+            }
+        }
+    }
+}
+
+fn check(what: &'static str, ret: libc::c_int) -> Result<(), SpawnError> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(SpawnError::Setup {
+            what,
+            source: io::Error::from_raw_os_error(ret),
+        })
+    }
+}
+
+fn spawn_fast(spec: &SpawnSpec<'_>, program: &Path) -> Result<Child, SpawnError> {
+    let argv0 = &spec.argv[0];
+    let notify_target = spec.notify_fd.as_ref().map_or(-1, |(n, _)| *n as RawFd);
+    let setup = |what: &'static str| move |source: io::Error| SpawnError::Setup { what, source };
+    let pipe_high = || -> Result<(OwnedFd, OwnedFd), SpawnError> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| setup("an output pipe")(e.into()))?;
+        Ok((
+            r,
+            high_fd(w, notify_target).map_err(setup("an output pipe"))?,
+        ))
+    };
+    let stdout = spec.capture_stdout.then(pipe_high).transpose()?;
+    let stderr = spec.capture_stderr.then(pipe_high).transpose()?;
+    // The readiness pipe stays `spec`'s; a copy is made only when its number is in the way.
+    let mut moved_notify = None;
+    let notify: Option<(RawFd, RawFd)> = match &spec.notify_fd {
+        Some((n, fd)) if fd.as_raw_fd() > 2 && fd.as_raw_fd() != *n as RawFd => {
+            Some((*n as RawFd, fd.as_raw_fd()))
+        }
+        Some((n, fd)) => {
+            let copy = fd.try_clone().map_err(setup("the readiness pipe"))?;
+            let copy = high_fd(copy, notify_target).map_err(setup("the readiness pipe"))?;
+            let raw = copy.as_raw_fd();
+            moved_notify = Some(copy);
+            Some((*n as RawFd, raw))
+        }
+        None => None,
+    };
+
+    let program_c = cstring(program.as_os_str().as_bytes(), argv0)?;
+    let mut args = Vec::with_capacity(spec.argv.len());
+    for a in spec.argv {
+        args.push(cstring(a.as_bytes(), argv0)?);
+    }
+    let mut envs = Vec::new();
+    for (k, v) in child_env(spec) {
+        let mut kv = k.into_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        envs.push(cstring(&kv, argv0)?);
+    }
+    let mut argv_p: Vec<*mut libc::c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv_p.push(std::ptr::null_mut());
+    let mut envp_p: Vec<*mut libc::c_char> = envs.iter().map(|e| e.as_ptr().cast_mut()).collect();
+    envp_p.push(std::ptr::null_mut());
+
+    let dev_null = c"/dev/null";
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: the attribute and file-action objects are initialised before use and destroyed
+    // by `SpawnAttrs`; every pointer handed to posix_spawn outlives the call.
+    let ret = unsafe {
+        let mut attrs = SpawnAttrs::new()?;
+        let a = &mut attrs.attr;
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        check(
+            "spawn attributes",
+            libc::posix_spawnattr_setsigmask(a, &empty),
+        )?;
+        let mut default: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut default);
+        libc::sigaddset(&mut default, libc::SIGPIPE);
+        check(
+            "spawn attributes",
+            libc::posix_spawnattr_setsigdefault(a, &default),
+        )?;
+        let flags = libc::POSIX_SPAWN_SETSID
+            | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short
+            | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short;
+        check("spawn attributes", libc::posix_spawnattr_setflags(a, flags))?;
+        let fa = &mut attrs.actions;
+        check(
+            "stdin",
+            libc::posix_spawn_file_actions_addopen(fa, 0, dev_null.as_ptr(), libc::O_RDONLY, 0),
+        )?;
+        for (target, pipe) in [(1, &stdout), (2, &stderr)] {
+            let ret = match pipe {
+                Some((_, w)) => libc::posix_spawn_file_actions_adddup2(fa, w.as_raw_fd(), target),
+                None => libc::posix_spawn_file_actions_addopen(
+                    fa,
+                    target,
+                    dev_null.as_ptr(),
+                    libc::O_WRONLY,
+                    0,
+                ),
+            };
+            check("an output descriptor", ret)?;
+        }
+        if let Some((target, fd)) = notify {
+            let ret = libc::posix_spawn_file_actions_adddup2(fa, fd, target);
+            check("the readiness pipe", ret)?;
+        }
+        let spawn = if argv0.contains('/') {
+            libc::posix_spawn
+        } else {
+            libc::posix_spawnp
+        };
+        spawn(
+            &mut pid,
+            program_c.as_ptr(),
+            &attrs.actions,
+            &attrs.attr,
+            argv_p.as_ptr(),
+            envp_p.as_ptr(),
+        )
+    };
+    if ret != 0 {
+        return Err(SpawnError::Exec {
+            argv0: argv0.clone(),
+            source: io::Error::from_raw_os_error(ret),
+        });
+    }
+    // The parent's copies of the write ends close here (the readiness pipe's with `spec`):
+    // EOF once the child is gone.
+    drop(moved_notify);
+    Ok(Child {
+        pid: pid as u32,
+        stdout: stdout.map(|(r, _)| r),
+        stderr: stderr.map(|(r, _)| r),
+    })
+}
+
 /// A pipe whose both ends are close-on-exec (the child's copy is made by `dup2`).
 pub fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Setup {
@@ -241,16 +479,22 @@ pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Whether orphans of services are re-parented to the daemon (it is a child subreaper or PID 1),
+/// so that everything a service ever forked is a descendant of the daemon.
+static ADOPTS_ORPHANS: AtomicBool = AtomicBool::new(false);
+
 /// Makes the daemon a child subreaper, so orphans of services are re-parented to it (and reaped)
 /// instead of to PID 1. Not needed when the daemon is PID 1.
 pub fn become_subreaper() -> io::Result<()> {
     if std::process::id() == 1 {
+        ADOPTS_ORPHANS.store(true, Ordering::Relaxed);
         return Ok(());
     }
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    ADOPTS_ORPHANS.store(true, Ordering::Relaxed);
     Ok(())
 }
 
@@ -289,6 +533,8 @@ pub fn signal_group(pgid: u32, signal: NixSignal) -> io::Result<()> {
 pub struct ProcStat {
     /// Process id.
     pub pid: u32,
+    /// Parent process id.
+    pub ppid: u32,
     /// Process group id.
     pub pgrp: u32,
     /// Session id.
@@ -305,6 +551,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     // fields[0] is field 3 (state) of proc(5).
     Some(ProcStat {
         pid,
+        ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
         session: fields.get(3)?.parse().ok()?,
         rss_pages: fields.get(21)?.parse().ok()?,
@@ -319,26 +566,62 @@ fn proc_pids() -> impl Iterator<Item = u32> {
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
 }
 
-fn read_stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-/// Whether `pid`'s environment holds `MEDIC_INSTANCE=instance`.
-fn has_instance(pid: u32, instance: &str) -> bool {
-    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+/// Reads a small `/proc` file into `buf` (cleared first) with one `read` per 4 KiB and no
+/// `stat` of the file, which `/proc` could not answer anyway.
+fn read_proc(path: &str, buf: &mut Vec<u8>) -> bool {
+    buf.clear();
+    let Ok(mut file) = std::fs::File::open(path) else {
         return false;
     };
-    let want = format!("MEDIC_INSTANCE={instance}");
-    env.split(|&b| b == 0)
-        .any(|kv| OsStr::from_bytes(kv) == OsStr::new(&want))
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+fn read_stat_into(pid: u32, path: &mut String, buf: &mut Vec<u8>) -> Option<ProcStat> {
+    use std::fmt::Write as _;
+    path.clear();
+    let _ = write!(path, "/proc/{pid}/stat");
+    if !read_proc(path, buf) {
+        return None;
+    }
+    parse_stat(std::str::from_utf8(buf).ok()?)
+}
+
+#[cfg(test)]
+fn read_stat(pid: u32) -> Option<ProcStat> {
+    read_stat_into(pid, &mut String::new(), &mut Vec::new())
+}
+
+/// Whether `pid`'s environment holds the entry `want` (`MEDIC_INSTANCE=…`).
+fn has_instance(pid: u32, want: &[u8], path: &mut String, buf: &mut Vec<u8>) -> bool {
+    use std::fmt::Write as _;
+    path.clear();
+    let _ = write!(path, "/proc/{pid}/environ");
+    read_proc(path, buf) && buf.split(|&b| b == 0).any(|kv| kv == want)
+}
+
+/// Every process `/proc` lists now.
+fn proc_stats() -> Vec<ProcStat> {
+    let mut path = String::new();
+    let mut buf = Vec::with_capacity(4096);
+    proc_pids()
+        .filter_map(|pid| read_stat_into(pid, &mut path, &mut buf))
+        .collect()
 }
 
 /// Summed RSS in bytes of every process in the process group or session `pgid` (the service's
 /// leader made both with `setsid`).
 pub fn group_rss_bytes(pgid: u32) -> u64 {
     let page = page_size();
-    proc_pids()
-        .filter_map(read_stat)
+    proc_stats()
+        .into_iter()
         .filter(|s| s.pgrp == pgid || s.session == pgid)
         .map(|s| s.rss_pages * page)
         .sum()
@@ -346,16 +629,48 @@ pub fn group_rss_bytes(pgid: u32) -> u64 {
 
 /// SIGKILL to every process of a service: its process group, its session, and whatever carries
 /// its `MEDIC_INSTANCE` tag (a double-forking daemon that left both). Returns how many were hit.
+///
+/// Reading every process's environment is the expensive part, so it is read only for processes
+/// that can be a service's: when orphans are re-parented to the daemon (subreaper or PID 1),
+/// whatever a service forked descends from the daemon, so only the daemon's descendants, and any
+/// process whose ancestry the scan could not follow, are read. Otherwise every process is.
 pub fn sweep(pgid: u32, instance: &str) -> usize {
     let _ = signal_group(pgid, NixSignal::SIGKILL);
     let me = std::process::id();
+    let want = format!("MEDIC_INSTANCE={instance}");
+    let stats = proc_stats();
+    let adopts = ADOPTS_ORPHANS.load(Ordering::Relaxed);
+    let parent: HashMap<u32, u32> = if adopts {
+        stats.iter().map(|s| (s.pid, s.ppid)).collect()
+    } else {
+        HashMap::new()
+    };
+    let may_be_ours = |pid: u32| -> bool {
+        if !adopts {
+            return true;
+        }
+        let mut p = pid;
+        for _ in 0..parent.len() + 1 {
+            match parent.get(&p) {
+                Some(&pp) if pp == me => return true,
+                Some(&0) => return false, // reached init or kthreadd
+                Some(&pp) => p = pp,
+                None => return true, // an ancestor vanished meanwhile: cannot tell, so look
+            }
+        }
+        true
+    };
+    let mut path = String::new();
+    let mut buf = Vec::with_capacity(4096);
     let mut hit = 0;
-    for pid in proc_pids() {
+    for stat in &stats {
+        let pid = stat.pid;
         if pid == me || pid <= 1 {
             continue;
         }
-        let Some(stat) = read_stat(pid) else { continue };
-        let member = stat.pgrp == pgid || stat.session == pgid || has_instance(pid, instance);
+        let member = stat.pgrp == pgid
+            || stat.session == pgid
+            || (may_be_ours(pid) && has_instance(pid, want.as_bytes(), &mut path, &mut buf));
         if member && nsig::kill(Pid::from_raw(pid as i32), NixSignal::SIGKILL).is_ok() {
             hit += 1;
         }
