@@ -78,6 +78,32 @@ pub struct SpawnSpec<'a> {
     pub capture_stderr: bool,
 }
 
+impl<'a> SpawnSpec<'a> {
+    /// A spec that runs `argv` as `config`'s service would (its env, cwd, user and group),
+    /// capturing stdout and stderr, with no readiness channel.
+    pub fn for_service(
+        argv: &'a [String],
+        config: &'a medic_kernel::ServiceConfig,
+        base_dir: &'a Path,
+        instance: &'a str,
+    ) -> SpawnSpec<'a> {
+        SpawnSpec {
+            argv,
+            env: &config.env,
+            cwd: config.cwd.as_deref(),
+            user: config.user.as_deref(),
+            group: config.group.as_deref(),
+            base_dir,
+            service: &config.name,
+            instance,
+            notify_fd: None,
+            notify_socket: None,
+            capture_stdout: true,
+            capture_stderr: true,
+        }
+    }
+}
+
 /// A started process.
 #[derive(Debug)]
 pub struct Child {

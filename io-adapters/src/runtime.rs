@@ -662,18 +662,9 @@ impl Runtime {
             }
         }
         let spec = SpawnSpec {
-            argv,
-            env: &config.env,
-            cwd: config.cwd.as_deref(),
-            user: config.user.as_deref(),
-            group: config.group.as_deref(),
-            base_dir: &self.base_dir,
-            service: &config.name,
-            instance: &instance,
             notify_fd,
             notify_socket: notify_socket.as_deref(),
-            capture_stdout: true,
-            capture_stderr: true,
+            ..SpawnSpec::for_service(argv, config, &self.base_dir, &instance)
         };
         let child = match process::spawn(spec) {
             Ok(c) => c,
@@ -763,18 +754,9 @@ impl Runtime {
                         .is_some_and(|p| p.reports == Reports::Condition);
                 let instance = format!("{}.{}", std::process::id(), job.0);
                 let spec = SpawnSpec {
-                    argv,
-                    env: &config.env,
-                    cwd: config.cwd.as_deref(),
-                    user: config.user.as_deref(),
-                    group: config.group.as_deref(),
-                    base_dir: &self.base_dir,
-                    service: &config.name,
-                    instance: &instance,
-                    notify_fd: None,
-                    notify_socket: None,
                     capture_stdout: condition,
                     capture_stderr: false,
+                    ..SpawnSpec::for_service(argv, &config, &self.base_dir, &instance)
                 };
                 let child = match process::spawn(spec) {
                     Ok(c) => c,
@@ -835,20 +817,7 @@ impl Runtime {
             return;
         };
         let instance = format!("{}.{}", std::process::id(), job.0);
-        let spec = SpawnSpec {
-            argv,
-            env: &config.env,
-            cwd: config.cwd.as_deref(),
-            user: config.user.as_deref(),
-            group: config.group.as_deref(),
-            base_dir: &self.base_dir,
-            service: &config.name,
-            instance: &instance,
-            notify_fd: None,
-            notify_socket: None,
-            capture_stdout: true,
-            capture_stderr: true,
-        };
+        let spec = SpawnSpec::for_service(argv, &config, &self.base_dir, &instance);
         let child = match process::spawn(spec) {
             Ok(c) => c,
             Err(e) => {
