@@ -548,7 +548,7 @@ impl Checker {
         let still_up: Vec<String> = k
             .services()
             .filter(|d| d.config.needs.contains(&name))
-            .filter(|d| world.is_up(d.id, &d.config))
+            .filter(|d| world.is_up(d.id, &d.config, now))
             .map(|d| d.config.name.clone())
             .collect();
         if !still_up.is_empty() {

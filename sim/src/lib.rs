@@ -64,5 +64,10 @@ pub fn seeds_from_env(default: u64) -> Vec<u64> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default);
-    (0..n).collect()
+    // `SIM_SEED_START=S` shifts the range, so a long soak can be resumed or split.
+    let start: u64 = std::env::var("SIM_SEED_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (start..start.saturating_add(n)).collect()
 }

@@ -181,6 +181,11 @@ pub struct World {
     procs: BTreeMap<JobId, Proc>,
     /// Oneshots whose command succeeded and whose `stop` command has not run yet.
     oneshots_up: BTreeSet<ServiceId>,
+    /// When the kernel abandons a oneshot's running stop command (its start + `stop-timeout`):
+    /// from then on what waited for it may stop, whether or not the command has finished.
+    stop_abandoned_at: BTreeMap<ServiceId, Instant>,
+    /// `stop-timeout` of each oneshot that is up, for `stop_abandoned_at`.
+    stop_timeouts: BTreeMap<ServiceId, core::time::Duration>,
     links: BTreeMap<String, Option<LinkState>>,
     watched: BTreeSet<String>,
     interfaces: BTreeMap<ServiceId, String>,
@@ -241,6 +246,8 @@ impl World {
             traits: BTreeMap::new(),
             procs: BTreeMap::new(),
             oneshots_up: BTreeSet::new(),
+            stop_abandoned_at: BTreeMap::new(),
+            stop_timeouts: BTreeMap::new(),
             links: BTreeMap::new(),
             watched: BTreeSet::new(),
             interfaces: BTreeMap::new(),
@@ -338,6 +345,8 @@ impl World {
                 // kernel sees it (its `stop` command is not run: see the simulator's report).
                 if oneshot && status.success() && !p.dying && p.stop_deadline.is_none() {
                     self.oneshots_up.insert(p.service);
+                    self.stop_timeouts.insert(p.service, p.config.stop_timeout);
+                    self.stop_abandoned_at.remove(&p.service);
                 }
                 Some(Input::Exited {
                     service: p.service,
@@ -500,6 +509,10 @@ impl World {
                 purpose,
                 ..
             } => {
+                if *purpose == CommandPurpose::Stop {
+                    let timeout = self.stop_timeouts.get(service).copied().unwrap_or_default();
+                    self.stop_abandoned_at.insert(*service, now + timeout);
+                }
                 let fail = *purpose == CommandPurpose::Heal
                     && self.rng.ratio(self.faults.command_fail, 1000);
                 let took = self.latency(if *purpose == CommandPurpose::Stop {
@@ -755,10 +768,16 @@ impl World {
 
     /// Whether the service is up in the world: a live process, or a oneshot that succeeded and
     /// has not been undone by its `stop` command.
-    pub fn is_up(&self, service: ServiceId, config: &ServiceConfig) -> bool {
+    /// A oneshot whose stop command has run past `stop-timeout` is not up any more: the kernel
+    /// abandons such a command (DESIGN.md leaves this open; see kernel `Timer::StopTimeout`).
+    pub fn is_up(&self, service: ServiceId, config: &ServiceConfig, now: Instant) -> bool {
         let undoable = matches!(config.kind, Kind::Oneshot { stop: Some(_), .. });
+        let abandoned = self
+            .stop_abandoned_at
+            .get(&service)
+            .is_some_and(|at| now >= *at);
         self.procs.values().any(|p| p.service == service)
-            || (undoable && self.oneshots_up.contains(&service))
+            || (undoable && !abandoned && self.oneshots_up.contains(&service))
     }
 
     /// Tells the world which services are interfaces on which links (after a config change).

@@ -1,7 +1,8 @@
 //! The full scenario on many seeds: faults, safety after every step, liveness with faults
 //! off, shutdown; and the determinism self-check on a sample of them.
 //!
-//! `SIM_SEEDS=N` runs seeds `0..N` (default 1000); `SIM_SEED=S` runs only `S`.
+//! `SIM_SEEDS=N` runs seeds `0..N` (default 1000), `SIM_SEED_START=S` shifts that range to
+//! `S..S+N`; `SIM_SEED=S` runs only `S`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -64,4 +65,24 @@ fn seeds() {
         seeds.len() as f64 / secs,
         steps.load(Ordering::Relaxed)
     );
+}
+
+/// Seeds that once failed, named after what they found; each must stay green.
+#[test]
+fn regression_seeds() {
+    let opts = Options::default();
+    for (seed, what) in [
+        (
+            99022,
+            "a heal ladder that could never restart a dead process (generator)",
+        ),
+        (
+            71978,
+            "a oneshot's stop command past stop-timeout is abandoned, and what it needs may stop",
+        ),
+    ] {
+        if let Err(failure) = run_seed(seed, &opts) {
+            panic!("seed {seed} ({what}) fails again:\n{failure}");
+        }
+    }
 }
