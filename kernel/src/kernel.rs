@@ -187,7 +187,7 @@ impl Kernel {
                 service,
                 job,
                 status,
-            } => self.on_exited(service, job, status, out),
+            } => self.on_exited(service, job, status),
             Input::ReadyNotified { service, job } => {
                 if self.proc_job(service) == Some(job) {
                     self.mark_ready(service);
@@ -288,7 +288,7 @@ impl Kernel {
         }
     }
 
-    fn on_exited(&mut self, id: ServiceId, job: JobId, status: ExitStatus, out: &mut Vec<Effect>) {
+    fn on_exited(&mut self, id: ServiceId, job: JobId, status: ExitStatus) {
         if self.proc_job(id) != Some(job) {
             return;
         }
@@ -296,16 +296,8 @@ impl Kernel {
         let failure = self.failure_condition(id);
         let slot = &mut self.slots[id.index()];
         match proc.stop {
-            Some(stop) => {
-                slot.problem = None;
-                if stop.then == AfterStop::Nothing
-                    && !slot.wanted
-                    && slot.is_oneshot()
-                    && slot.oneshot_done
-                {
-                    slot.oneshot_done = false;
-                }
-            }
+            // Expected: a stop we asked for (a running oneshot is never also done).
+            Some(_) => slot.problem = None,
             None if slot.is_oneshot() && status.success() => {
                 slot.oneshot_done = true;
                 slot.problem = None;
@@ -315,7 +307,6 @@ impl Kernel {
                 slot.problem_note = status.to_string();
             }
         }
-        let _ = out;
         self.mark(id);
     }
 
@@ -937,10 +928,7 @@ impl Kernel {
         let slot = &mut self.slots[id.index()];
         slot.condition = condition.clone();
         slot.since = now;
-        let successors = slot.successors.clone();
-        for s in successors {
-            self.mark(s);
-        }
+        self.mark_successors(id);
         let slot = &mut self.slots[id.index()];
         if verdict_healthy != slot.healthy {
             slot.healthy = verdict_healthy;
@@ -1238,19 +1226,10 @@ impl Kernel {
     fn restart(&mut self, id: ServiceId) {
         let slot = &mut self.slots[id.index()];
         slot.problem = None;
-        if slot.is_oneshot() {
-            // Stop, then start: a done oneshot with a `stop` command is undone first; it
-            // starts again once that command has finished.
-            let undo = slot.oneshot_done
-                && slot.stop_command == StopCommand::Idle
-                && matches!(slot.config.kind, Kind::Oneshot { stop: Some(_), .. });
-            if undo {
-                slot.stop_command = StopCommand::Pending;
-            } else {
-                slot.oneshot_done = false;
-            }
-        }
-        if slot.proc.is_some() {
+        // Stop, then start: a done oneshot is undone first (its `stop` command, if it has one);
+        // it starts again once that is over.
+        self.undo_oneshot(id);
+        if self.slots[id.index()].proc.is_some() {
             self.stop_service(id, AfterStop::Start);
         }
         self.mark(id);
@@ -1301,7 +1280,9 @@ impl Kernel {
         self.timers.clear(&mut slot.timers, id, Timer::Memory);
         slot.ready_check = None;
         slot.probe_check = None;
-        let mut freed = false;
+        if then == AfterStop::Nothing {
+            slot.problem = None;
+        }
         match slot.proc.as_mut() {
             Some(p) => match p.stop.as_mut() {
                 Some(stop) => stop.then = then,
@@ -1313,26 +1294,23 @@ impl Kernel {
                     })
                 }
             },
-            None => {
-                if slot.oneshot_done && then == AfterStop::Nothing {
-                    match &slot.config.kind {
-                        Kind::Oneshot { stop: Some(_), .. } => {
-                            slot.stop_command = StopCommand::Pending;
-                        }
-                        _ => {
-                            // Undone at once: whatever waits for it to stop may go on.
-                            slot.oneshot_done = false;
-                            freed = true;
-                        }
-                    }
-                }
-            }
-        }
-        if then == AfterStop::Nothing {
-            slot.problem = None;
+            None if then == AfterStop::Nothing => self.undo_oneshot(id),
+            None => {}
         }
         self.mark(id);
-        if freed {
+    }
+
+    /// Undoes a done oneshot: its `stop` command runs once what needs it has stopped; with
+    /// none, it is undone at once and whatever waited for it may go on.
+    fn undo_oneshot(&mut self, id: ServiceId) {
+        let slot = &mut self.slots[id.index()];
+        if !slot.oneshot_done || slot.stop_command != StopCommand::Idle {
+            return;
+        }
+        if matches!(slot.config.kind, Kind::Oneshot { stop: Some(_), .. }) {
+            slot.stop_command = StopCommand::Pending;
+        } else {
+            slot.oneshot_done = false;
             self.mark_stop_waiters(id);
         }
     }
