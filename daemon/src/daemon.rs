@@ -14,9 +14,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use medic_io::runtime::{self, Setup};
 
-/// Exit status for bad usage or a bad config (DESIGN.md §4).
-pub const EXIT_BAD_CONFIG: u8 = 2;
-
 /// The config file to use: `explicit`, else `$MEDIC_CONFIG`, else `/etc/medic.toml`.
 pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
     explicit
@@ -24,13 +21,21 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/etc/medic.toml"))
 }
 
-/// The state directory when neither `--state-dir` nor the config names one:
-/// `$MEDIC_STATE_DIR`, else `/run/medic` for root, else `$XDG_RUNTIME_DIR/medic`
-/// (`/tmp/medic-UID` when that is unset).
+/// The state directory: `explicit` (`--state-dir`), else `$MEDIC_STATE_DIR`, else what the
+/// config names (`configured`, asked only when needed), else [`default_state_dir`].
+pub fn state_dir(
+    explicit: Option<PathBuf>,
+    configured: impl FnOnce() -> Option<PathBuf>,
+) -> PathBuf {
+    explicit
+        .or_else(|| std::env::var_os("MEDIC_STATE_DIR").map(PathBuf::from))
+        .or_else(configured)
+        .unwrap_or_else(default_state_dir)
+}
+
+/// The state directory when nothing names one: `/run/medic` for root, else
+/// `$XDG_RUNTIME_DIR/medic` (`/tmp/medic-UID` when that is unset).
 pub fn default_state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("MEDIC_STATE_DIR") {
-        return PathBuf::from(dir);
-    }
     let uid = nix_uid();
     if uid == 0 {
         return PathBuf::from("/run/medic");
@@ -52,28 +57,16 @@ pub fn run(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> anyhow::Resul
     init_logging();
     let config_path = config_path(config);
     let name = config_path.display().to_string();
-    let config_text = match std::fs::read_to_string(&config_path) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("medic: cannot read the config {name}: {e}");
-            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+    let (config_text, config) = match crate::cli::check::load(&config_path) {
+        Ok(loaded) => loaded,
+        Err(failure) => {
+            eprintln!("medic: {}; nothing was started", failure.message);
+            return Ok(ExitCode::from(failure.status));
         }
     };
-    let config = match medic_kernel::config::parse(&config_text, &name) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!(
-                "medic: {name} has {} problem(s); nothing was started",
-                errors.errors.len()
-            );
-            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
-        }
-    };
-    let state_dir = state_dir
-        .or_else(|| std::env::var_os("MEDIC_STATE_DIR").map(PathBuf::from))
-        .or_else(|| config.daemon.state_dir.as_ref().map(PathBuf::from))
-        .unwrap_or_else(default_state_dir);
+    let state_dir = self::state_dir(state_dir, || {
+        config.daemon.state_dir.as_ref().map(PathBuf::from)
+    });
     tracing::info!(
         "medic {} supervising {} services from {name}, state in {}",
         env!("CARGO_PKG_VERSION"),

@@ -415,14 +415,12 @@ fn render_service(t: &mut String, s: &ServiceConfig) {
             }
         }
         Kind::Interface { ifname, ready_when } => {
-            let rw = match ready_when {
-                LinkReady::Present => "present",
-                LinkReady::Up => "up",
-                LinkReady::Carrier => "carrier",
-                LinkReady::Ipv4 => "ipv4",
-                LinkReady::Ipv6Global => "ipv6-global",
-            };
-            let _ = writeln!(t, "interface = {}\nready-when = {}", q(ifname), q(rw));
+            let _ = writeln!(
+                t,
+                "interface = {}\nready-when = {}",
+                q(ifname),
+                q(ready_when.name())
+            );
         }
     }
     if !s.needs.is_empty() {

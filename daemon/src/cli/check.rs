@@ -3,33 +3,36 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use medic_kernel::config::{Config, Kind, LinkReady};
+use medic_kernel::config::{Config, Kind};
 
 use super::format::{table, Cell};
 use super::Failure;
 use crate::daemon;
 
-/// Reads and validates the config at `path`. Every problem is printed on stderr as a
-/// `file:line:col: message` line; the failure counts them.
-pub fn load(path: &Path) -> Result<Config, Failure> {
+/// Reads and validates the config at `path`; returns its text and its model. Every problem is
+/// printed on stderr as a `file:line:col: message` line; the failure counts them.
+pub fn load(path: &Path) -> Result<(String, Config), Failure> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         Failure::usage(format!(
             "cannot read the config {name}: {e}; name another with -c FILE or MEDIC_CONFIG"
         ))
     })?;
-    medic_kernel::config::parse(&text, &name).map_err(|errors| {
-        eprintln!("{errors}");
-        let n = errors.errors.len();
-        let problems = if n == 1 { "problem" } else { "problems" };
-        Failure::usage(format!("{name}: {n} {problems}"))
-    })
+    match medic_kernel::config::parse(&text, &name) {
+        Ok(config) => Ok((text, config)),
+        Err(errors) => {
+            eprintln!("{errors}");
+            let n = errors.errors.len();
+            let problems = if n == 1 { "problem" } else { "problems" };
+            Err(Failure::usage(format!("{name}: {n} {problems}")))
+        }
+    }
 }
 
 /// `medic check [-c FILE]`.
 pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
     let path = daemon::config_path(config);
-    let config = load(&path)?;
+    let (_, config) = load(&path)?;
     let n = config.services.len();
     let services = if n == 1 { "service" } else { "services" };
     println!(
@@ -72,14 +75,7 @@ fn what(kind: &Kind) -> String {
     match kind {
         Kind::Process { argv } | Kind::Oneshot { argv, .. } => argv.join(" "),
         Kind::Interface { ifname, ready_when } => {
-            let when = match ready_when {
-                LinkReady::Present => "present",
-                LinkReady::Up => "up",
-                LinkReady::Carrier => "carrier",
-                LinkReady::Ipv4 => "ipv4",
-                LinkReady::Ipv6Global => "ipv6-global",
-            };
-            format!("link {ifname}, ready when {when}")
+            format!("link {ifname}, ready when {}", ready_when.name())
         }
     }
 }

@@ -14,13 +14,7 @@ use crate::daemon;
 /// else the `[daemon] state-dir` of the config (`$MEDIC_CONFIG` or `/etc/medic.toml`, when it
 /// reads and validates), else the default state dir for this user.
 pub fn socket_path(target: &Target) -> PathBuf {
-    let dir = target
-        .state_dir
-        .clone()
-        .or_else(|| std::env::var_os("MEDIC_STATE_DIR").map(PathBuf::from))
-        .or_else(config_state_dir)
-        .unwrap_or_else(daemon::default_state_dir);
-    dir.join(control::SOCKET_NAME)
+    daemon::state_dir(target.state_dir.clone(), config_state_dir).join(control::SOCKET_NAME)
 }
 
 /// The `[daemon] state-dir` of the default config, if it names one.

@@ -112,7 +112,7 @@ pub fn human_ms(ms: u64) -> String {
 
 /// Milliseconds since the daemon started as `12.345s`, the way the kernel writes instants.
 pub fn at(ms: u64) -> String {
-    format!("{}.{:03}s", ms / 1000, ms % 1000)
+    medic_kernel::Instant::from_millis(ms).to_string()
 }
 
 /// The health cell of a service: `-` for a service nobody wants up (its health says nothing),

@@ -4,7 +4,7 @@
 //! Exit statuses: 0 done, 1 the operation failed, 2 bad usage or bad config, 3 no daemon
 //! answering.
 
-mod check;
+pub(crate) mod check;
 mod client;
 mod format;
 mod replay;

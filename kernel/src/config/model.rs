@@ -155,6 +155,28 @@ pub enum LinkReady {
     Ipv6Global,
 }
 
+impl LinkReady {
+    /// Every value, in the order of the design.
+    pub const ALL: [LinkReady; 5] = [
+        LinkReady::Present,
+        LinkReady::Up,
+        LinkReady::Carrier,
+        LinkReady::Ipv4,
+        LinkReady::Ipv6Global,
+    ];
+
+    /// The name in the config: `present`, `up`, `carrier`, `ipv4`, `ipv6-global`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkReady::Present => "present",
+            LinkReady::Up => "up",
+            LinkReady::Carrier => "carrier",
+            LinkReady::Ipv4 => "ipv4",
+            LinkReady::Ipv6Global => "ipv6-global",
+        }
+    }
+}
+
 /// `ready =`: when a started process counts as ready.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Readiness {

@@ -148,7 +148,7 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
                 }
             }
             "ready-when" => {
-                let when = cx.choice(f, &LINK_READY);
+                let when = cx.choice(f, &LinkReady::ALL.map(|r| (r.name(), r)));
                 if let (Some(Kind::Interface { ready_when, .. }), Some(when)) = (&mut kind, when) {
                     *ready_when = when;
                 }
@@ -199,14 +199,6 @@ fn set<T>(slot: &mut T, value: Option<T>) {
         *slot = value;
     }
 }
-
-const LINK_READY: [(&str, LinkReady); 5] = [
-    ("present", LinkReady::Present),
-    ("up", LinkReady::Up),
-    ("carrier", LinkReady::Carrier),
-    ("ipv4", LinkReady::Ipv4),
-    ("ipv6-global", LinkReady::Ipv6Global),
-];
 
 /// `run = […]`, `oneshot = […]` or `interface = "…"`; a bad value still gives the kind.
 fn read_kind(cx: &mut Ctx, f: Field) -> Kind {
