@@ -571,19 +571,7 @@ pub fn bind(path: &Path) -> io::Result<Server> {
     })
 }
 
-/// Binds `path` and serves it until the receiver of `tx` is dropped (see [`bind`] and
-/// [`Server::run`]).
-pub async fn serve(path: &Path, tx: mpsc::Sender<Call>) -> io::Result<()> {
-    bind(path)?.run(tx).await;
-    Ok(())
-}
-
 impl Server {
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Accepts connections, one task each, and hands their requests to `tx`, until the
     /// receiver of `tx` is dropped; then removes the socket file.
     pub async fn run(self, tx: mpsc::Sender<Call>) {
@@ -674,14 +662,8 @@ async fn serve_connection(mut stream: UnixStream, tx: mpsc::Sender<Call>, own_ui
                 .await;
                 if let Err(e) = written {
                     if let FrameError::TooLarge { .. } = e {
-                        let message = format!("the answer is too large to send: {e}");
-                        let _ = write_frame(
-                            &mut to_client,
-                            &Response::Error(message),
-                            MAX_RESPONSE_BYTES,
-                            Some(WRITE_TIMEOUT),
-                        )
-                        .await;
+                        answer_error(&mut to_client, format!("the answer is too large to send: {e}"))
+                            .await;
                     }
                     return;
                 }
@@ -697,20 +679,14 @@ async fn serve_connection(mut stream: UnixStream, tx: mpsc::Sender<Call>, own_ui
     }
     if !answered {
         let message = "the daemon dropped the request without an answer".to_string();
-        let _ = write_frame(
-            &mut to_client,
-            &Response::Error(message),
-            MAX_RESPONSE_BYTES,
-            Some(WRITE_TIMEOUT),
-        )
-        .await;
+        answer_error(&mut to_client, message).await;
     }
 }
 
 /// Best effort: the client may already be gone.
-async fn answer_error(stream: &mut UnixStream, message: String) {
+async fn answer_error<W: AsyncWrite + Unpin>(w: &mut W, message: String) {
     let error = Response::Error(message);
-    let _ = write_frame(stream, &error, MAX_RESPONSE_BYTES, Some(WRITE_TIMEOUT)).await;
+    let _ = write_frame(w, &error, MAX_RESPONSE_BYTES, Some(WRITE_TIMEOUT)).await;
 }
 
 // ----- the client ----------------------------------------------------------------------------
