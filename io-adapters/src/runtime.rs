@@ -188,7 +188,6 @@ pub struct Runtime {
     watcher: Option<Watcher>,
     links: Option<netlink::LinkWatcher>,
     config_path: PathBuf,
-    config_text: String,
     base_dir: PathBuf,
     state_dir: PathBuf,
     shutting_down: Option<tokio::time::Instant>,
@@ -250,7 +249,6 @@ impl Runtime {
             watcher,
             links: None,
             config_path: setup.config_path,
-            config_text: setup.config_text,
             base_dir,
             state_dir: setup.state_dir,
             shutting_down: None,
@@ -481,7 +479,6 @@ impl Runtime {
             return;
         }
         tracing::info!("SIGHUP: applying {path}");
-        self.config_text = text.clone();
         self.feed(Input::ReplaceConfig { text });
     }
 
@@ -548,9 +545,13 @@ impl Runtime {
                     }
                 }
             }
+            // SIGKILL to the group; whatever left it is swept when the leader is reaped (the
+            // kernel only kills processes it is stopping).
             Effect::Kill { job, .. } => {
                 if let Some(entry) = self.procs.get(job) {
-                    process::sweep(entry.pid, &entry.instance);
+                    if let Err(e) = process::signal_group(entry.pid, nix::sys::signal::SIGKILL) {
+                        tracing::warn!(service = %entry.name, "SIGKILL to group {}: {e}", entry.pid);
+                    }
                 }
             }
             Effect::Check {
@@ -1010,7 +1011,7 @@ impl Runtime {
                 lines,
                 follow,
             } => {
-                if let Err(e) = control::history_rows(&self.kernel, service) {
+                if let Err(e) = control::service_id(&self.kernel, service) {
                     Response::Error(e)
                 } else {
                     let tail = self
@@ -1018,37 +1019,36 @@ impl Runtime {
                         .get(service)
                         .map(|ring| ring.tail(*lines as usize).map(|l| l.text.clone()).collect())
                         .unwrap_or_default();
-                    if *follow {
-                        if self.followers() >= MAX_FOLLOWERS {
-                            Response::Error(format!(
-                                "more than {MAX_FOLLOWERS} followers; try again later"
-                            ))
-                        } else {
-                            if reply.try_send(Response::LogLines(tail)).is_ok() {
-                                self.log_followers.push((service.clone(), reply));
-                            }
-                            return;
-                        }
+                    let tail = Response::LogLines(tail);
+                    if !*follow {
+                        tail
                     } else {
-                        Response::LogLines(tail)
+                        match self.admit_follower(&reply, tail) {
+                            Err(refusal) => refusal,
+                            Ok(admitted) => {
+                                if admitted {
+                                    self.log_followers.push((service.clone(), reply));
+                                }
+                                return;
+                            }
+                        }
                     }
                 }
             }
             Request::Events { follow } => {
                 let recent = Response::Events(control::recent_events(&self.kernel, RECENT_EVENTS));
-                if *follow {
-                    if self.followers() >= MAX_FOLLOWERS {
-                        Response::Error(format!(
-                            "more than {MAX_FOLLOWERS} followers; try again later"
-                        ))
-                    } else {
-                        if reply.try_send(recent).is_ok() {
-                            self.event_followers.push(reply);
-                        }
-                        return;
-                    }
-                } else {
+                if !*follow {
                     recent
+                } else {
+                    match self.admit_follower(&reply, recent) {
+                        Err(refusal) => refusal,
+                        Ok(admitted) => {
+                            if admitted {
+                                self.event_followers.push(reply);
+                            }
+                            return;
+                        }
+                    }
                 }
             }
             Request::TraceSave { path } => {
@@ -1063,6 +1063,21 @@ impl Runtime {
             Request::Ping => Response::Pong,
         };
         let _ = reply.try_send(response);
+    }
+
+    /// Sends a new follower its first answer; `Ok(false)` when it is already gone, `Err` with
+    /// the refusal to send when there are [`MAX_FOLLOWERS`] already.
+    fn admit_follower(
+        &mut self,
+        reply: &mpsc::Sender<Response>,
+        first: Response,
+    ) -> Result<bool, Response> {
+        if self.followers() >= MAX_FOLLOWERS {
+            return Err(Response::Error(format!(
+                "more than {MAX_FOLLOWERS} followers; try again later"
+            )));
+        }
+        Ok(reply.try_send(first).is_ok())
     }
 
     fn followers(&mut self) -> usize {
