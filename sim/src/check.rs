@@ -183,8 +183,6 @@ pub struct Checker {
     pub interventions: u64,
     /// Health of every slot after the current step, by index (kept to reuse its allocation).
     post: Vec<bool>,
-    /// Spawns seen, in total.
-    pub spawns: u64,
 }
 
 fn healthy(config: &ServiceConfig, condition: &Condition) -> bool {
@@ -202,7 +200,8 @@ impl Checker {
         c
     }
 
-    fn violation(
+    /// Records a violation (the checkers' own, and the runner's: liveness, determinism).
+    pub fn report(
         &mut self,
         property: Property,
         service: Option<ServiceId>,
@@ -232,11 +231,6 @@ impl Checker {
         self.wanted.get(name).copied().unwrap_or(false)
     }
 
-    /// Whether shutdown was asked for.
-    pub fn shutting_down(&self) -> bool {
-        self.shutting_down
-    }
-
     fn unhealthy_needs_now(k: &Kernel, config: &ServiceConfig) -> Vec<String> {
         config
             .needs
@@ -262,7 +256,7 @@ impl Checker {
     ) {
         if let Err(broken) = k.check_invariants() {
             for b in broken {
-                self.violation(Property::Invariant, None, "-", now, b);
+                self.report(Property::Invariant, None, "-", now, b);
             }
         }
         // Definitions: a changed one is a new fact; a new service starts a fresh model. Only
@@ -362,13 +356,12 @@ impl Checker {
                 Effect::Spawn {
                     service, config, ..
                 } => {
-                    self.spawns += 1;
                     let unhealthy: Vec<String> = Self::unhealthy_needs_now(k, config)
                         .into_iter()
                         .filter(|n| self.was_unhealthy(k, n))
                         .collect();
                     if !unhealthy.is_empty() {
-                        self.violation(
+                        self.report(
                             Property::UpstreamFirst,
                             Some(*service),
                             &config.name,
@@ -397,7 +390,7 @@ impl Checker {
                 if m.strikes < m.config.give_up_after {
                     let (name, strikes, limit) =
                         (m.config.name.clone(), m.strikes, m.config.give_up_after);
-                    self.violation(
+                    self.report(
                         Property::BoundedHealing,
                         Some(slot.id),
                         &name,
@@ -437,7 +430,7 @@ impl Checker {
                     "forgave its strikes after {:?} healthy (healthy now: {}), forgive-after is {:?}",
                     healthy_for, m.healthy, m.config.forgive_after
                 );
-                self.violation(Property::BoundedHealing, Some(id), &name, now, what);
+                self.report(Property::BoundedHealing, Some(id), &name, now, what);
                 return;
             }
             m.reset(now, "forgiven");
@@ -454,7 +447,7 @@ impl Checker {
                     "retried a given-up service early: last intervention {:?}, retry-after {:?}",
                     m.last_intervention, m.config.retry_after
                 );
-                self.violation(Property::BoundedHealing, Some(id), &name, now, what);
+                self.report(Property::BoundedHealing, Some(id), &name, now, what);
                 return;
             }
             m.reset(now, "retry-after elapsed");
@@ -494,20 +487,20 @@ impl Checker {
                 heal.describe(),
                 last.map(|l| l.to_string()).unwrap_or_default()
             );
-            self.violation(Property::Settle, Some(id), &name, now, what);
+            self.report(Property::Settle, Some(id), &name, now, what);
         }
         if given_up {
             let what = format!(
                 "intervened ({}) while given-up, with no new fact",
                 heal.describe()
             );
-            self.violation(Property::BoundedHealing, Some(id), &name, now, what);
+            self.report(Property::BoundedHealing, Some(id), &name, now, what);
         } else if strikes > config.give_up_after {
             let what = format!(
                 "intervention number {strikes} since the last new fact, give-up-after is {}",
                 config.give_up_after
             );
-            self.violation(Property::BoundedHealing, Some(id), &name, now, what);
+            self.report(Property::BoundedHealing, Some(id), &name, now, what);
         }
         if record.condition.heal_forbidden() {
             let what = format!(
@@ -515,7 +508,7 @@ impl Checker {
                 heal.describe(),
                 record.condition
             );
-            self.violation(Property::UpstreamFirst, Some(id), &name, now, what);
+            self.report(Property::UpstreamFirst, Some(id), &name, now, what);
         }
         let down: Vec<String> = Self::unhealthy_needs_now(k, &config)
             .into_iter()
@@ -526,7 +519,7 @@ impl Checker {
                 "intervened ({}) while its needs {down:?} are unhealthy",
                 heal.describe()
             );
-            self.violation(Property::UpstreamFirst, Some(id), &name, now, what);
+            self.report(Property::UpstreamFirst, Some(id), &name, now, what);
         }
     }
 
@@ -545,16 +538,17 @@ impl Checker {
         };
         let Some(slot) = k.slot(service) else { return };
         let name = slot.config.name.clone();
-        let still_up: Vec<String> = k
-            .services()
-            .filter(|d| d.config.needs.contains(&name))
+        let still_up: Vec<String> = slot
+            .dependents
+            .iter()
+            .filter_map(|d| k.slot(*d))
             .filter(|d| world.is_up(d.id, &d.config, now))
             .map(|d| d.config.name.clone())
             .collect();
         if !still_up.is_empty() {
             let what =
                 format!("{what} during shutdown while {still_up:?}, which need it, are still up");
-            self.violation(Property::StopOrder, Some(service), &name, now, what);
+            self.report(Property::StopOrder, Some(service), &name, now, what);
         }
     }
 
@@ -574,7 +568,7 @@ impl Checker {
             if n > 1 {
                 let id = k.lookup(name);
                 let what = format!("{n} live process groups");
-                self.violation(Property::OneInstance, id, name, now, what);
+                self.report(Property::OneInstance, id, name, now, what);
             }
         }
         for (id, name, job, deadline) in late {
@@ -584,7 +578,7 @@ impl Checker {
                 job.0,
                 deadline.map(|d| d.to_string()).unwrap_or_default()
             );
-            self.violation(Property::OneInstance, Some(id), &name, now, what);
+            self.report(Property::OneInstance, Some(id), &name, now, what);
         }
     }
 
@@ -651,17 +645,5 @@ impl Checker {
             Effect::Event { record, .. }
                 if record.heal.is_some() && record.outcome == Some(Outcome::Pending)
         )
-    }
-
-    /// Records a violation found by the runner (liveness, determinism).
-    pub fn report(
-        &mut self,
-        property: Property,
-        service: Option<ServiceId>,
-        name: &str,
-        at: Instant,
-        what: String,
-    ) {
-        self.violation(property, service, name, at, what);
     }
 }

@@ -171,6 +171,15 @@ enum Event {
     LinkPresent { ifname: String },
 }
 
+/// A oneshot whose command succeeded and that has not been undone yet.
+#[derive(Clone, Copy, Debug)]
+struct OneshotUp {
+    /// Its `stop-timeout`: how long the kernel waits for its `stop` command.
+    stop_timeout: core::time::Duration,
+    /// When the kernel abandons its running `stop` command, once one runs.
+    abandoned_at: Option<Instant>,
+}
+
 /// The simulated world.
 #[derive(Clone, Debug)]
 pub struct World {
@@ -180,12 +189,7 @@ pub struct World {
     traits: BTreeMap<String, ServiceTraits>,
     procs: BTreeMap<JobId, Proc>,
     /// Oneshots whose command succeeded and whose `stop` command has not run yet.
-    oneshots_up: BTreeSet<ServiceId>,
-    /// When the kernel abandons a oneshot's running stop command (its start + `stop-timeout`):
-    /// from then on what waited for it may stop, whether or not the command has finished.
-    stop_abandoned_at: BTreeMap<ServiceId, Instant>,
-    /// `stop-timeout` of each oneshot that is up, for `stop_abandoned_at`.
-    stop_timeouts: BTreeMap<ServiceId, core::time::Duration>,
+    oneshots_up: BTreeMap<ServiceId, OneshotUp>,
     links: BTreeMap<String, Option<LinkState>>,
     watched: BTreeSet<String>,
     interfaces: BTreeMap<ServiceId, String>,
@@ -245,9 +249,7 @@ impl World {
             faults,
             traits: BTreeMap::new(),
             procs: BTreeMap::new(),
-            oneshots_up: BTreeSet::new(),
-            stop_abandoned_at: BTreeMap::new(),
-            stop_timeouts: BTreeMap::new(),
+            oneshots_up: BTreeMap::new(),
             links: BTreeMap::new(),
             watched: BTreeSet::new(),
             interfaces: BTreeMap::new(),
@@ -344,9 +346,11 @@ impl World {
                 // A oneshot asked to stop that still finishes its job counts as stopped, as the
                 // kernel sees it (its `stop` command is not run: see the simulator's report).
                 if oneshot && status.success() && !p.dying && p.stop_deadline.is_none() {
-                    self.oneshots_up.insert(p.service);
-                    self.stop_timeouts.insert(p.service, p.config.stop_timeout);
-                    self.stop_abandoned_at.remove(&p.service);
+                    let up = OneshotUp {
+                        stop_timeout: p.config.stop_timeout,
+                        abandoned_at: None,
+                    };
+                    self.oneshots_up.insert(p.service, up);
                 }
                 Some(Input::Exited {
                     service: p.service,
@@ -510,8 +514,9 @@ impl World {
                 ..
             } => {
                 if *purpose == CommandPurpose::Stop {
-                    let timeout = self.stop_timeouts.get(service).copied().unwrap_or_default();
-                    self.stop_abandoned_at.insert(*service, now + timeout);
+                    if let Some(up) = self.oneshots_up.get_mut(service) {
+                        up.abandoned_at = Some(now + up.stop_timeout);
+                    }
                 }
                 let fail = *purpose == CommandPurpose::Heal
                     && self.rng.ratio(self.faults.command_fail, 1000);
@@ -772,12 +777,12 @@ impl World {
     /// abandons such a command (DESIGN.md leaves this open; see kernel `Timer::StopTimeout`).
     pub fn is_up(&self, service: ServiceId, config: &ServiceConfig, now: Instant) -> bool {
         let undoable = matches!(config.kind, Kind::Oneshot { stop: Some(_), .. });
-        let abandoned = self
-            .stop_abandoned_at
-            .get(&service)
-            .is_some_and(|at| now >= *at);
         self.procs.values().any(|p| p.service == service)
-            || (undoable && !abandoned && self.oneshots_up.contains(&service))
+            || (undoable
+                && self
+                    .oneshots_up
+                    .get(&service)
+                    .is_some_and(|up| up.abandoned_at.is_none_or(|at| now < at)))
     }
 
     /// Tells the world which services are interfaces on which links (after a config change).
