@@ -1,4 +1,4 @@
-//! How answers look: aligned tables for people, JSON for scripts (DESIGN.md §4).
+//! How answers look: aligned tables for people, JSON for scripts (architecture.md §4).
 
 use std::io::IsTerminal;
 
