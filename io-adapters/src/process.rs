@@ -554,6 +554,17 @@ pub fn signal_group(pgid: u32, signal: NixSignal) -> io::Result<()> {
     }
 }
 
+/// `signal` to the one process `pid` (a service's main process: reload, a signal heal).
+pub fn signal_main(pid: u32, signal: NixSignal) -> io::Result<()> {
+    if pid <= 1 {
+        return Ok(()); // never kill(-1), kill(0) or init
+    }
+    match nsig::kill(Pid::from_raw(pid as i32), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// One process as `/proc/PID/stat` describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcStat {
@@ -643,14 +654,16 @@ fn proc_stats() -> Vec<ProcStat> {
 }
 
 /// Summed RSS in bytes of every process in the process group or session `pgid` (the service's
-/// leader made both with `setsid`).
-pub fn group_rss_bytes(pgid: u32) -> u64 {
+/// leader made both with `setsid`); `None` when no such process can be read (no `/proc`, or
+/// the group is gone): unknown, never 0.
+pub fn group_rss_bytes(pgid: u32) -> Option<u64> {
     let page = page_size();
-    proc_stats()
+    let mut members = proc_stats()
         .into_iter()
         .filter(|s| s.pgrp == pgid || s.session == pgid)
-        .map(|s| s.rss_pages * page)
-        .sum()
+        .peekable();
+    members.peek()?;
+    Some(members.map(|s| s.rss_pages * page).sum())
 }
 
 /// SIGKILL to every process of a service: its process group, its session, and whatever carries
@@ -714,16 +727,17 @@ fn page_size() -> u64 {
     }
 }
 
-/// Total RAM in bytes (`sysinfo`).
-pub fn total_ram_bytes() -> u64 {
+/// Total RAM in bytes (`sysinfo`); `None` when the system will not say.
+pub fn total_ram_bytes() -> Option<u64> {
     // SAFETY: sysinfo fills the zeroed struct.
-    unsafe {
+    let total = unsafe {
         let mut info: libc::sysinfo = std::mem::zeroed();
-        if libc::sysinfo(&mut info) == 0 {
-            return (info.totalram as u64).saturating_mul(info.mem_unit.max(1) as u64);
+        if libc::sysinfo(&mut info) != 0 {
+            return None;
         }
-    }
-    0
+        (info.totalram as u64).saturating_mul(info.mem_unit.max(1) as u64)
+    };
+    (total > 0).then_some(total)
 }
 
 #[cfg(test)]
@@ -745,7 +759,12 @@ mod tests {
     fn own_stat_is_readable() {
         let me = read_stat(std::process::id()).expect("own stat");
         assert!(me.rss_pages > 0);
-        assert!(total_ram_bytes() > 0);
+        assert!(total_ram_bytes().is_some_and(|t| t > 0));
+        let me = std::process::id();
+        let own_group = read_stat(me).expect("own stat").pgrp;
+        assert!(group_rss_bytes(own_group).is_some_and(|b| b > 0));
+        // No process has pgid 0 in /proc's view of groups we may read: unknown, not 0.
+        assert_eq!(group_rss_bytes(u32::MAX), None);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use medic_kernel::config::{Check, Kind, Readiness, Reports, ServiceConfig};
 use medic_kernel::trace::TraceRing;
 use medic_kernel::{
     CheckResult, CommandPurpose, Config, Effect, Exec, ExitStatus, Input, JobId, Kernel, Operator,
-    ServiceId,
+    ServiceId, SignalTarget,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, Interest};
@@ -420,10 +420,18 @@ impl Runtime {
                 job,
                 config,
             } => self.spawn_service(*service, *job, config),
-            Effect::Signal { job, signal, .. } => {
+            Effect::Signal {
+                job, signal, to, ..
+            } => {
                 if let Some(entry) = self.children.service(*job) {
-                    if let Err(e) = process::signal_group(entry.pid, process::nix_signal(*signal)) {
-                        tracing::warn!(service = %entry.name, "SIG{} to group {}: {e}", signal.name(), entry.pid);
+                    let sig = process::nix_signal(*signal);
+                    let (sent, whom) = match to {
+                        SignalTarget::Group => (process::signal_group(entry.pid, sig), "group"),
+                        SignalTarget::Main => (process::signal_main(entry.pid, sig), "process"),
+                    };
+                    if let Err(e) = sent {
+                        let (name, pid) = (&entry.name, entry.pid);
+                        tracing::warn!(service = %name, "SIG{} to {whom} {pid}: {e}", signal.name());
                     }
                 }
             }

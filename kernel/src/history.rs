@@ -44,21 +44,68 @@ pub struct Record {
     pub heal: Option<Heal>,
     /// The intervention's outcome, if there was one.
     pub outcome: Option<Outcome>,
+    /// When the outcome was decided (the end of the settle time); `None` while pending.
+    pub outcome_at: Option<Instant>,
     /// Why, in words: `"exit code 1"`, `"blocked by wan"`, `"settling until 12.000s"`,
     /// `"given up after 10 strikes"`, `"operator restart"`.
     pub note: String,
 }
 
-/// One record as `12.000s exited restart (pending): strike 1 of 10`: the one rendering of a
+/// One record as `12.000s exited restart (resolved at 13.000s): strike 1 of 10` (or
+/// `(pending)` before the settle time ends): the one rendering of a
 /// history line, for the daemon's log, the CLI and tests.
 impl core::fmt::Display for Record {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} {}", self.at, self.condition)?;
-        if let Some(h) = &self.heal {
-            write!(f, " {}", h.describe())?;
+        let heal = self.heal.as_ref().map(|h| h.describe());
+        let line = Line {
+            at: &self.at,
+            service: None,
+            condition: self.condition.name(),
+            heal: heal.as_deref(),
+            outcome: self.outcome.map(Outcome::name),
+            outcome_at: self
+                .outcome_at
+                .as_ref()
+                .map(|a| a as &dyn core::fmt::Display),
+            note: &self.note,
+        };
+        line.fmt(f)
+    }
+}
+
+/// The parts of one history line, however they are held (a kernel [`Record`], or the rows of
+/// the control socket): one rendering for the daemon's log, `medic history` and `medic events`.
+pub struct Line<'a> {
+    /// When (`12.000s`).
+    pub at: &'a dyn core::fmt::Display,
+    /// Whose, for a line of the event stream.
+    pub service: Option<&'a str>,
+    /// The condition's name.
+    pub condition: &'a str,
+    /// The heal, described.
+    pub heal: Option<&'a str>,
+    /// The outcome's name.
+    pub outcome: Option<&'a str>,
+    /// When the outcome was decided.
+    pub outcome_at: Option<&'a dyn core::fmt::Display>,
+    /// Why.
+    pub note: &'a str,
+}
+
+impl core::fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.at)?;
+        if let Some(service) = self.service {
+            write!(f, " {service}")?;
         }
-        if let Some(o) = self.outcome {
-            write!(f, " ({})", o.name())?;
+        write!(f, " {}", self.condition)?;
+        if let Some(h) = self.heal {
+            write!(f, " {h}")?;
+        }
+        match (self.outcome, self.outcome_at) {
+            (Some(o), Some(at)) => write!(f, " ({o} at {at})")?,
+            (Some(o), None) => write!(f, " ({o})")?,
+            (None, _) => {}
         }
         if !self.note.is_empty() {
             write!(f, ": {}", self.note)?;
@@ -100,6 +147,7 @@ impl History {
             condition,
             heal,
             outcome,
+            outcome_at: None,
             note,
         };
         self.next_seq += 1;
@@ -110,12 +158,14 @@ impl History {
         record
     }
 
-    /// Sets the outcome of record `seq` if it is still in the ring; returns the updated record.
-    pub fn settle(&mut self, seq: u64, outcome: Outcome) -> Option<Record> {
+    /// Sets the outcome of record `seq`, decided `at`, if it is still in the ring; returns the
+    /// updated record.
+    pub fn settle(&mut self, seq: u64, outcome: Outcome, at: Instant) -> Option<Record> {
         let first = self.records.front()?.seq;
         let idx = seq.checked_sub(first)? as usize;
         let record = self.records.get_mut(idx)?;
         record.outcome = Some(outcome);
+        record.outcome_at = Some(at);
         Some(record.clone())
     }
 

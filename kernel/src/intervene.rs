@@ -5,8 +5,11 @@
 use core::time::Duration;
 
 use crate::config::{defaults, Action, Check, Heal, Kind, Readiness, Reports};
+use crate::health::Condition;
 use crate::kernel::Kernel;
-use crate::protocol::{CheckPurpose, CommandPurpose, Effect, Exec, JobId, Operator, ServiceId};
+use crate::protocol::{
+    CheckPurpose, CommandPurpose, Effect, Exec, JobId, Operator, ServiceId, SignalTarget,
+};
 use crate::rules::Plan;
 use crate::service::{AfterStop, FileAction, Proc, StopCommand};
 use crate::timers::Timer;
@@ -111,6 +114,12 @@ impl Kernel {
         self.timers
             .set(&mut slot.timers, id, Timer::Settle, settle_at);
         self.apply_heal(id, heal, out);
+        // A process contained for its memory is gone: whatever the heal of `memory-high` (a
+        // `run` or a signal meant for a live process), the intervention starts it again.
+        let slot = &self.slots[id.index()];
+        if slot.problem == Some(Condition::MemoryHigh) && slot.proc.is_none() {
+            self.restart(id);
+        }
         self.mark(id);
     }
 
@@ -126,6 +135,7 @@ impl Kernel {
                         service: id,
                         job: p.job,
                         signal,
+                        to: SignalTarget::Main,
                     });
                 }
             }
@@ -154,10 +164,13 @@ impl Kernel {
         out: &mut Vec<Effect>,
     ) -> JobId {
         let job = self.new_job();
-        let config = &self.slots[id.index()].config;
-        let timeout = match purpose {
-            CommandPurpose::Stop => config.stop_timeout,
-            CommandPurpose::Heal | CommandPurpose::Reload => defaults::COMMAND_TIMEOUT,
+        let slot = &self.slots[id.index()];
+        // A stop command is the running instance's own.
+        let (config, timeout) = match purpose {
+            CommandPurpose::Stop => (&slot.instance, slot.instance.stop_timeout),
+            CommandPurpose::Heal | CommandPurpose::Reload => {
+                (&slot.config, defaults::COMMAND_TIMEOUT)
+            }
         };
         out.push(Effect::RunCommand {
             service: id,
@@ -241,6 +254,7 @@ impl Kernel {
                 service: id,
                 job: p.job,
                 signal,
+                to: SignalTarget::Main,
             }),
             (Some(_), Some(Action::Run(argv))) => {
                 self.run_command(id, argv, CommandPurpose::Reload, out);
@@ -266,6 +280,8 @@ impl Kernel {
         slot.ever_started = true;
         slot.probe_failures = 0;
         slot.ready_poll_every = defaults::READY_POLL_FIRST;
+        slot.memory_unknown_noted = false;
+        slot.instance = slot.config.clone();
         let config = slot.config.clone();
         out.push(Effect::Spawn {
             service: id,
@@ -321,19 +337,24 @@ impl Kernel {
         let note = format!("operator {verb}");
         match op {
             Operator::Start(_) => {
-                self.record(id, condition, None, None, note, out);
-                self.new_fact(id);
-                let slot = &mut self.slots[id.index()];
-                slot.wanted = true;
-                slot.medical.stopped_for_needs = false; // the operator acts at once
-                if let Some(stop) = slot.proc.as_mut().and_then(|p| p.stop.as_mut()) {
-                    stop.then = AfterStop::Start;
+                // Its needs first (as s6-rc, dinit and systemd do): what it needs is wanted too.
+                for n in self.closure(id, |s| &s.needs) {
+                    if !self.slots[n.index()].wanted {
+                        let why = format!("operator start of {name}, which needs it");
+                        self.operator_start(n, why, out);
+                    }
                 }
+                self.operator_start(id, note, out);
             }
             Operator::Stop(_) => {
-                self.record(id, condition, None, None, note, out);
-                self.slots[id.index()].wanted = false;
-                self.stop_service(id, AfterStop::Nothing);
+                // What needs it first, transitively; the stop order then waits for them.
+                for d in self.closure(id, |s| &s.dependents) {
+                    if self.slots[d.index()].wanted {
+                        let why = format!("operator stop of {name}, which it needs");
+                        self.operator_stop(d, why, out);
+                    }
+                }
+                self.operator_stop(id, note, out);
             }
             Operator::Restart(_) => {
                 self.record(id, condition, Some(Heal::Restart), None, note, out);
@@ -351,6 +372,52 @@ impl Kernel {
             Operator::Shutdown => unreachable!("handled above"),
         }
         self.mark(id);
+    }
+
+    /// The operator wants `id` up: a new fact, at once (no gate for flapping needs).
+    fn operator_start(&mut self, id: ServiceId, note: String, out: &mut Vec<Effect>) {
+        let condition = self.slots[id.index()].condition.clone();
+        self.record(id, condition, None, None, note, out);
+        self.new_fact(id);
+        let slot = &mut self.slots[id.index()];
+        slot.wanted = true;
+        slot.medical.stopped_for_needs = false;
+        if let Some(stop) = slot.proc.as_mut().and_then(|p| p.stop.as_mut()) {
+            stop.then = AfterStop::Start;
+        }
+        self.mark(id);
+    }
+
+    /// The operator wants `id` down.
+    fn operator_stop(&mut self, id: ServiceId, note: String, out: &mut Vec<Effect>) {
+        let condition = self.slots[id.index()].condition.clone();
+        self.record(id, condition, None, None, note, out);
+        self.slots[id.index()].wanted = false;
+        self.stop_service(id, AfterStop::Nothing);
+    }
+
+    /// Every service reachable from `id` along `edges` (not `id` itself), nearest first.
+    fn closure(
+        &self,
+        id: ServiceId,
+        edges: impl Fn(&crate::service::Slot) -> &Vec<ServiceId>,
+    ) -> Vec<ServiceId> {
+        let mut seen = vec![false; self.slots.len()];
+        seen[id.index()] = true;
+        let mut found = Vec::new();
+        let mut i = 0;
+        let mut frontier = vec![id];
+        while i < frontier.len() {
+            for &n in edges(&self.slots[frontier[i].index()]) {
+                if !seen[n.index()] {
+                    seen[n.index()] = true;
+                    found.push(n);
+                    frontier.push(n);
+                }
+            }
+            i += 1;
+        }
+        found
     }
 
     /// Watched files changed and the debounce time is over: a new fact, and the reload or

@@ -190,7 +190,7 @@ impl Kernel {
                 job,
                 rss_bytes,
                 total_bytes,
-            } => self.on_memory(service, job, rss_bytes, total_bytes),
+            } => self.on_memory(service, job, rss_bytes, total_bytes, out),
             Input::CommandDone {
                 service,
                 job,
@@ -320,22 +320,14 @@ impl Kernel {
         }
     }
 
-    /// The settle time of the last intervention is over: its outcome is written.
+    /// The settle time of the last intervention is over: its outcome is decided and written
+    /// (healthy now, and not fallen ill since, is resolved).
     fn settle_outcome(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
+        let now = self.now;
         let slot = &mut self.slots[id.index()];
-        let outcome = if slot.healthy {
-            Outcome::Resolved
-        } else {
-            Outcome::Unresolved
-        };
-        self.finish_attempt(id, outcome, out);
-    }
-
-    /// Writes the outcome of the pending intervention, if any.
-    fn finish_attempt(&mut self, id: ServiceId, outcome: Outcome, out: &mut Vec<Effect>) {
-        let slot = &mut self.slots[id.index()];
+        let outcome = slot.medical.outcome(slot.healthy);
         if let Some(seq) = slot.medical.pending_attempt.take() {
-            if let Some(record) = slot.history.settle(seq, outcome) {
+            if let Some(record) = slot.history.settle(seq, outcome, now) {
                 out.push(Effect::Event {
                     service: id,
                     record,
@@ -469,8 +461,10 @@ impl Kernel {
                     let at = now + slot.config.forgive_after;
                     self.timers.set(&mut slot.timers, id, Timer::Forgive, at);
                 }
-                self.finish_attempt(id, Outcome::Resolved, out);
             } else {
+                if slot.medical.pending_attempt.is_some() {
+                    slot.medical.relapsed = true;
+                }
                 self.timers.clear(&mut slot.timers, id, Timer::Forgive);
             }
             let dependents = self.slots[id.index()].dependents.clone();

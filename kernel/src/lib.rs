@@ -72,7 +72,7 @@ pub use history::{History, Outcome, Record};
 pub use kernel::Kernel;
 pub use protocol::{
     CheckPurpose, CheckResult, CommandPurpose, Effect, Exec, ExitStatus, Input, JobId, LinkState,
-    Operator, ServiceId,
+    Operator, ServiceId, SignalTarget,
 };
 pub use rules::backoff;
 pub use time::Instant;

@@ -8,7 +8,7 @@ use crate::config::{defaults, Kind, Readiness, Reports};
 use crate::health::Condition;
 use crate::kernel::Kernel;
 use crate::protocol::{CheckPurpose, CheckResult, Effect, ExitStatus, JobId, ServiceId};
-use crate::service::{Proc, Slot, StopCommand};
+use crate::service::{AfterStop, Proc, Slot, Stop, StopCommand};
 use crate::time::Instant;
 use crate::timers::{Timer, Timers};
 
@@ -73,21 +73,40 @@ impl Slot {
     }
 
     /// A memory sample of the process group: over `memory-max` is `memory-high`, under it
-    /// cures that. `false` when the service has no limit to judge by.
-    fn memory_sampled(&mut self, rss: u64, total: u64) -> bool {
+    /// cures that. Unknown is never taken for 0: a sample or a limit that cannot be known is
+    /// not judged.
+    fn memory_sampled(&mut self, rss: Option<u64>, total: Option<u64>) -> Memory {
         let Some(limit) = self.config.memory_max else {
-            return false;
+            return Memory::NoLimit;
         };
-        let limit = limit.bytes(total);
+        let Some(rss) = rss else {
+            return Memory::Unknown("the process group's memory could not be read");
+        };
+        let Some(limit) = limit.bytes(total) else {
+            return Memory::Unknown("the machine's total RAM is unknown");
+        };
         if rss > limit {
             self.observe(Condition::MemoryHigh, || {
-                format!("rss {} KiB > limit {} KiB", rss / 1024, limit / 1024)
+                format!(
+                    "rss {} KiB > limit {} KiB: killed",
+                    rss / 1024,
+                    limit / 1024
+                )
             });
+            Memory::Over
         } else {
             self.cure(|c| *c == Condition::MemoryHigh);
+            Memory::Under
         }
-        true
     }
+}
+
+/// What a memory sample says.
+enum Memory {
+    NoLimit,
+    Unknown(&'static str),
+    Over,
+    Under,
 }
 
 impl Kernel {
@@ -136,6 +155,8 @@ impl Kernel {
             out.push(Effect::Sweep { service: id, job });
         }
         match proc.stop {
+            // Contained: the problem stands until the rules restart it.
+            Some(stop) if stop.then == AfterStop::Contain => {}
             // Expected: a stop we asked for (a running oneshot is never also done).
             Some(_) => slot.problem = None,
             None if slot.is_oneshot() && status.success() => {
@@ -202,13 +223,57 @@ impl Kernel {
         }
     }
 
-    pub(crate) fn on_memory(&mut self, id: ServiceId, job: JobId, rss: u64, total: u64) {
+    pub(crate) fn on_memory(
+        &mut self,
+        id: ServiceId,
+        job: JobId,
+        rss: Option<u64>,
+        total: Option<u64>,
+        out: &mut Vec<Effect>,
+    ) {
         if self.proc_job(id) != Some(job) {
             return;
         }
-        if self.slots[id.index()].memory_sampled(rss, total) {
-            self.mark(id);
+        match self.slots[id.index()].memory_sampled(rss, total) {
+            Memory::NoLimit => return,
+            Memory::Unknown(why) => {
+                let slot = &mut self.slots[id.index()];
+                if !slot.memory_unknown_noted {
+                    slot.memory_unknown_noted = true;
+                    self.note(id, format!("memory-max not enforced: {why}"), out);
+                }
+            }
+            Memory::Over => self.contain(id, out),
+            Memory::Under => {}
         }
+        self.mark(id);
+    }
+
+    /// Over its memory limit: SIGKILL to the group at once, every time, whatever the backoff
+    /// (containment is not an intervention); when to start it again is the rules' decision.
+    fn contain(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
+        let now = self.now;
+        let slot = &mut self.slots[id.index()];
+        let Some(p) = slot.proc.as_mut() else { return };
+        if p.stop.is_some() {
+            return; // already being stopped or killed
+        }
+        out.push(Effect::Kill {
+            service: id,
+            job: p.job,
+        });
+        p.stop = Some(Stop {
+            signaled: true,
+            killed: true,
+            then: AfterStop::Contain,
+        });
+        self.timers
+            .clear_each(&mut slot.timers, id, &Timer::OF_RUNNING_PROCESS);
+        slot.ready_check = None;
+        slot.probe_check = None;
+        let at = now + defaults::KILL_GRACE;
+        self.timers
+            .set(&mut slot.timers, id, Timer::StopTimeout, at);
     }
 
     pub(crate) fn on_command_done(

@@ -151,10 +151,10 @@ pub enum Input {
         service: ServiceId,
         /// The process job that was sampled.
         job: JobId,
-        /// Summed resident set size in bytes.
-        rss_bytes: u64,
-        /// Total RAM of the machine in bytes (for `memory-max = "90%"`).
-        total_bytes: u64,
+        /// Summed resident set size in bytes; `None` when it could not be read (no `/proc`).
+        rss_bytes: Option<u64>,
+        /// Total RAM of the machine in bytes (for `memory-max = "90%"`); `None` when unknown.
+        total_bytes: Option<u64>,
     },
     /// A heal, reload or stop command finished.
     CommandDone {
@@ -216,6 +216,16 @@ impl Exec {
     }
 }
 
+/// Who a signal is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignalTarget {
+    /// The service's main process only (`s6-svc -h`, systemd's `$MAINPID`): a reload or a
+    /// `{ signal = … }` heal.
+    Main,
+    /// Every process of its group: the stop signal.
+    Group,
+}
+
 /// Why a [`Check`] is run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CheckPurpose {
@@ -251,7 +261,7 @@ pub enum Effect {
         /// The definition to start it from.
         config: Arc<ServiceConfig>,
     },
-    /// Send `signal` to the process group of `job`.
+    /// Send `signal` to the process of `job`, or to its whole process group.
     Signal {
         /// The service.
         service: ServiceId,
@@ -259,6 +269,8 @@ pub enum Effect {
         job: JobId,
         /// Which signal.
         signal: Signal,
+        /// The main process (reload, a `{ signal = … }` heal) or its whole group (stop).
+        to: SignalTarget,
     },
     /// SIGKILL to the whole process group of `job`.
     Kill {

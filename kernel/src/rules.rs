@@ -26,6 +26,8 @@ pub(crate) struct Medical {
     pub next_allowed: Instant,
     /// The history record of the intervention whose outcome is not known yet.
     pub pending_attempt: Option<u64>,
+    /// The service fell ill again after that intervention had made it healthy.
+    pub relapsed: bool,
     /// Stopped by `stop-when-needs-fail`; its next start waits for `start_gate`.
     pub stopped_for_needs: bool,
     /// Starts after a need came back, since the service was last healthy for `forgive-after`.
@@ -108,7 +110,18 @@ impl Medical {
         let wait = backoff(settle, self.strikes, max_backoff);
         self.settle_until = now + settle;
         self.next_allowed = now + settle.max(wait);
+        self.relapsed = false;
         self.strikes
+    }
+
+    /// The outcome of the pending intervention at the end of its settle time: healthy then,
+    /// and not fallen ill since it was made, is resolved.
+    pub fn outcome(&self, healthy: bool) -> crate::history::Outcome {
+        if healthy && !self.relapsed {
+            crate::history::Outcome::Resolved
+        } else {
+            crate::history::Outcome::Unresolved
+        }
     }
 
     /// A new fact (architecture.md §2): strikes and `given-up` are cleared. The settle time of the

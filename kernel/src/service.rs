@@ -24,6 +24,9 @@ pub(crate) enum AfterStop {
     Nothing,
     /// Start it again (a restart or kill heal, an operator restart, a changed definition).
     Start,
+    /// It was killed for using too much memory: the problem stands, and the medical rules
+    /// decide when it starts again (containment is immediate; the restart is a heal).
+    Contain,
 }
 
 /// A stop in progress.
@@ -79,6 +82,9 @@ pub(crate) struct Slot {
     pub id: ServiceId,
     /// The definition in force.
     pub config: Arc<ServiceConfig>,
+    /// The definition the current instance (a process, or a done oneshot) was started from:
+    /// it is stopped as it was started, whatever a new config says.
+    pub instance: Arc<ServiceConfig>,
     /// Removed from the config; stopped and then forgotten.
     pub removed: bool,
     /// Resolved `needs`.
@@ -125,6 +131,8 @@ pub(crate) struct Slot {
     pub ready_poll_every: Duration,
     /// A watched-file action waiting for its debounce time.
     pub file_pending: Option<FileAction>,
+    /// The process's memory could not be judged and the history says so already.
+    pub memory_unknown_noted: bool,
     /// Pending timers.
     pub timers: ServiceTimers,
     /// The medical history.
@@ -147,6 +155,7 @@ impl Slot {
     pub fn new(id: ServiceId, config: Arc<ServiceConfig>, history_len: u32) -> Slot {
         Slot {
             id,
+            instance: config.clone(),
             config,
             removed: false,
             needs: Vec::new(),
@@ -170,6 +179,7 @@ impl Slot {
             probe_check: None,
             ready_poll_every: crate::config::defaults::READY_POLL_FIRST,
             file_pending: None,
+            memory_unknown_noted: false,
             timers: ServiceTimers::default(),
             history: History::new(history_len),
         }

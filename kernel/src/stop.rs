@@ -4,7 +4,7 @@
 use crate::config::{defaults, Kind};
 use crate::graph;
 use crate::kernel::Kernel;
-use crate::protocol::{CommandPurpose, Effect, ServiceId};
+use crate::protocol::{CommandPurpose, Effect, ServiceId, SignalTarget};
 use crate::service::{AfterStop, Stop, StopCommand};
 use crate::timers::Timer;
 
@@ -63,7 +63,7 @@ impl Kernel {
         if !slot.oneshot_done || slot.stop_command != StopCommand::Idle {
             return;
         }
-        if matches!(slot.config.kind, Kind::Oneshot { stop: Some(_), .. }) {
+        if matches!(slot.instance.kind, Kind::Oneshot { stop: Some(_), .. }) {
             slot.stop_command = StopCommand::Pending;
         } else {
             slot.oneshot_done = false;
@@ -87,7 +87,9 @@ impl Kernel {
         }
         let now = self.now;
         let slot = &mut self.slots[id.index()];
-        let stop_timeout = slot.config.stop_timeout;
+        // The instance stops as it was started, whatever a new config says.
+        let instance = slot.instance.clone();
+        let stop_timeout = instance.stop_timeout;
         if waiting_signal {
             let Some(p) = slot.proc.as_mut() else { return };
             if let Some(stop) = p.stop.as_mut() {
@@ -96,13 +98,14 @@ impl Kernel {
             out.push(Effect::Signal {
                 service: id,
                 job: p.job,
-                signal: slot.config.stop_signal,
+                signal: instance.stop_signal,
+                to: SignalTarget::Group,
             });
             self.timers
                 .set(&mut slot.timers, id, Timer::StopTimeout, now + stop_timeout);
         } else if let Kind::Oneshot {
             stop: Some(argv), ..
-        } = &slot.config.kind
+        } = &instance.kind
         {
             let argv = argv.clone();
             let job = self.run_command(id, argv, CommandPurpose::Stop, out);
@@ -148,8 +151,8 @@ impl Kernel {
                 .set(&mut slot.timers, id, Timer::StopTimeout, at);
             let note = format!(
                 "still running {} after SIG{}: SIGKILL to the group",
-                humantime::format_duration(slot.config.stop_timeout),
-                slot.config.stop_signal.name()
+                humantime::format_duration(slot.instance.stop_timeout),
+                slot.instance.stop_signal.name()
             );
             self.note(id, note, out);
             return;

@@ -37,7 +37,9 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 /// * 1: first format.
 /// * 2: the kernel snapshot gained `stopped_for_needs`, `needs_restarts` and `start_gate`.
 /// * 3: `RunCommand` carries the service's `Exec` context and a timeout, `Check` its `reports`
-///   and context; `Effect::Sweep`; the snapshot keeps the medical record as one sub-state.
+///   and context; `Effect::Sweep`; `Signal` says main process or group; a memory sample may
+///   be unknown; a record carries when its outcome was decided; the snapshot keeps the medical
+///   record as one sub-state and each instance's own definition.
 pub const FORMAT_VERSION: u32 = 3;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{link_admin_down, link_no_carrier, link_ok, World};
-use medic_kernel::{CheckResult, Effect, Input, Kernel, Operator};
+use medic_kernel::{CheckResult, Effect, Input, Kernel, Operator, SignalTarget};
 
 /// Crashes `name` 100 ms after each of its spawns until `until_ms`.
 fn crash_loop(w: &mut World, name: &str, until_ms: u64) {
@@ -347,15 +347,26 @@ fn settle_time_holds_the_next_intervention_and_records_the_outcome() {
     assert!(
         history
             .iter()
-            .any(|l| l.contains("signal USR1 (unresolved)")),
+            .any(|l| l.contains("signal USR1 (unresolved at 31.000s)")),
         "{history:#?}"
     );
     assert_eq!(w.heals("x").len(), 2, "settle over: second attempt");
-    // It recovers: the attempt is resolved at once.
+    // It recovers: the attempt stays pending until its settle time ends, then is resolved.
     w.wait(1_000);
     w.answer_check("x", CheckResult::Ok);
     assert_eq!(w.condition("x"), "ready");
-    assert!(w.history("x").iter().any(|l| l.contains("(resolved)")));
+    assert!(w
+        .history("x")
+        .iter()
+        .any(|l| l.contains("strike 2") && l.contains("(pending)")));
+    w.run_until(61_000);
+    let history = w.history("x");
+    assert!(
+        history
+            .iter()
+            .any(|l| l.contains("signal USR1 (resolved at 61.000s): strike 2")),
+        "{history:#?}"
+    );
 }
 
 #[test]
@@ -415,7 +426,14 @@ fn an_absent_link_can_be_healed_by_a_configured_command() {
     assert_eq!(w.condition("wan"), "no-address");
     w.link("eth0", link_ok());
     assert_eq!(w.condition("wan"), "ready");
-    assert!(w.history("wan").iter().any(|l| l.contains("(resolved)")));
+    // The outcome is decided when the settle time ends, not when the link came up.
+    assert!(w.history("wan").iter().any(|l| l.contains("(pending)")));
+    w.run_until(10_000);
+    let history = w.history("wan");
+    assert!(
+        history.iter().any(|l| l.contains("(resolved at 10.000s)")),
+        "{history:#?}"
+    );
 }
 
 #[test]
@@ -435,16 +453,16 @@ fn memory_high_kills_the_group_and_starts_again() {
     w.input(Input::MemorySampled {
         service: id,
         job,
-        rss_bytes: 10 << 20,
-        total_bytes: 1 << 30,
+        rss_bytes: Some(10 << 20),
+        total_bytes: Some(1 << 30),
     });
     assert_eq!(w.condition("leaky"), "ready");
     w.run_until(10_000);
     w.input(Input::MemorySampled {
         service: id,
         job,
-        rss_bytes: 49 << 20,
-        total_bytes: 1 << 30,
+        rss_bytes: Some(49 << 20),
+        total_bytes: Some(1 << 30),
     });
     assert_eq!(
         w.effects_of("leaky"),
@@ -479,15 +497,15 @@ fn memory_max_as_a_percentage_of_ram() {
     w.input(Input::MemorySampled {
         service: id,
         job,
-        rss_bytes: 500,
-        total_bytes: 1000,
+        rss_bytes: Some(500),
+        total_bytes: Some(1000),
     });
     assert_eq!(w.condition("leaky"), "ready");
     w.input(Input::MemorySampled {
         service: id,
         job,
-        rss_bytes: 501,
-        total_bytes: 1000,
+        rss_bytes: Some(501),
+        total_bytes: Some(1000),
     });
     assert_eq!(w.heals("leaky"), vec![(1_000, "kill".to_string())]);
 }
@@ -990,7 +1008,7 @@ fn notify_readiness_gates_dependents_and_start_timeout_applies() {
 }
 
 #[test]
-fn operator_stop_of_a_need_stops_dependents_that_must_stop_first() {
+fn operator_stop_of_a_need_stops_what_needs_it_first_transitively() {
     let mut w = World::new(
         r#"
         [service.xl2tpd]
@@ -1002,35 +1020,79 @@ fn operator_stop_of_a_need_stops_dependents_that_must_stop_first() {
         [service.bystander]
         run = ["/bin/bystander"]
         needs = ["xl2tpd"]
+        [service.bystander-user]
+        run = ["/bin/bystander-user"]
+        needs = ["bystander"]
+        [service.unrelated]
+        run = ["/bin/unrelated"]
         "#,
     )
     .boot();
     w.ignore_term.insert("tunnel-user".into());
     w.run_until(1_000);
     w.operator(Operator::Stop("xl2tpd".into()));
+    // Everything that needs it, directly or not, is asked to stop first, leaves first.
     assert_eq!(
         w.effects_of("tunnel-user"),
         vec!["0ms spawn", "1000ms signal TERM"]
+    );
+    assert_eq!(
+        w.effects_of("bystander-user"),
+        vec!["0ms spawn", "1000ms signal TERM"]
+    );
+    assert_eq!(
+        w.effects_of("bystander"),
+        vec!["0ms spawn", "1000ms signal TERM"],
+        "its own dependent exited at once"
     );
     assert_eq!(
         w.effects_of("xl2tpd"),
         vec!["0ms spawn"],
         "waits for tunnel-user"
     );
-    assert_eq!(w.condition("bystander"), "blocked");
+    assert!(w
+        .history("bystander-user")
+        .iter()
+        .any(|l| l.contains("operator stop of xl2tpd, which it needs")));
     w.run_until(6_000);
     assert_eq!(w.effects_of("tunnel-user").last().unwrap(), "6000ms kill");
     assert_eq!(w.effects_of("xl2tpd").last().unwrap(), "6000ms signal TERM");
-    assert_eq!(w.condition("xl2tpd"), "stopped");
-    assert!(
-        w.is_running("bystander"),
-        "blocked, not stopped: it has no stop-when-needs-fail"
-    );
-    // Started again: the dependent comes back with it, and nobody counted a strike.
+    for name in ["xl2tpd", "tunnel-user", "bystander", "bystander-user"] {
+        assert_eq!(w.condition(name), "stopped", "{name}");
+    }
+    assert_eq!(w.effects_of("unrelated"), vec!["0ms spawn"]);
+    // Started again: only it (and what it needs); what the operator stopped stays stopped.
     w.operator(Operator::Start("xl2tpd".into()));
-    assert_eq!(w.condition("tunnel-user"), "ready");
-    assert_eq!(w.condition("bystander"), "ready");
+    assert_eq!(w.condition("xl2tpd"), "ready");
+    assert_eq!(w.condition("bystander"), "stopped");
     assert_eq!(w.strikes("tunnel-user") + w.strikes("bystander"), 0);
+}
+
+#[test]
+fn operator_start_brings_the_needs_up_first() {
+    let mut w = World::new(
+        r#"
+        [service.wan-dhcp]
+        run = ["/sbin/udhcpc"]
+        [service.ntpd]
+        run = ["/usr/sbin/ntpd"]
+        needs = ["wan-dhcp"]
+        "#,
+    )
+    .boot();
+    w.run_until(1_000);
+    w.operator(Operator::Stop("wan-dhcp".into()));
+    w.run_until(2_000);
+    assert_eq!(w.condition("ntpd"), "stopped");
+    assert_eq!(w.condition("wan-dhcp"), "stopped");
+    w.operator(Operator::Start("ntpd".into()));
+    assert_eq!(w.spawns("wan-dhcp"), vec![0, 2_000], "its need first");
+    assert_eq!(w.spawns("ntpd"), vec![0, 2_000]);
+    assert_eq!(w.condition("ntpd"), "ready");
+    assert!(w
+        .history("wan-dhcp")
+        .iter()
+        .any(|l| l.contains("operator start of ntpd, which needs it")));
 }
 
 #[test]
@@ -1121,4 +1183,219 @@ fn a_flapping_need_does_not_cycle_a_stop_when_needs_fail_dependent_faster_than_s
     w.link("wan", link_no_carrier());
     w.link("wan", link_ok());
     assert_eq!(w.spawns("tunnel").last(), Some(&70_000));
+}
+
+/// Feeds a memory sample of `rss` bytes for the current process of `name` (1 GiB of RAM).
+fn sample(w: &mut World, name: &str, rss: u64) {
+    let (service, job) = (w.id(name), w.job(name));
+    w.input(Input::MemorySampled {
+        service,
+        job,
+        rss_bytes: Some(rss),
+        total_bytes: Some(1 << 30),
+    });
+}
+
+#[test]
+fn memory_over_the_limit_is_killed_at_once_and_only_the_restart_backs_off() {
+    let mut w = World::new(
+        r#"
+        [service.hog]
+        run = ["/bin/hog"]
+        memory-max = "48MiB"
+        memory-every = "500ms"
+        give-up-after = 2
+        "#,
+    )
+    .boot();
+    w.run_until(500);
+    sample(&mut w, "hog", 49 << 20); // strike 1: killed and started again at once
+    w.run_until(1_000);
+    sample(&mut w, "hog", 49 << 20); // killed at once; the restart waits for the settle time
+    assert!(!w.is_running("hog"), "contained while the restart waits");
+    assert_eq!(w.condition("hog"), "memory-high");
+    w.run_until(2_000);
+    sample(&mut w, "hog", 49 << 20); // strike 2 was the last: killed, then given up
+    w.run_until(60_000);
+    assert_eq!(
+        w.effects_of("hog"),
+        vec![
+            "0ms spawn",
+            "500ms sample",
+            "500ms kill",
+            "500ms spawn",
+            "1000ms sample",
+            "1000ms kill",
+            "1500ms spawn",
+            "2000ms sample",
+            "2000ms kill",
+        ]
+    );
+    assert_eq!(w.condition("hog"), "given-up");
+    assert!(!w.is_running("hog"), "never left running over its limit");
+    let history = w.history("hog");
+    assert!(
+        history
+            .iter()
+            .any(|l| l.contains("memory-high: rss 50176 KiB > limit 49152 KiB: killed")),
+        "{history:#?}"
+    );
+}
+
+#[test]
+fn a_given_up_service_over_its_memory_limit_is_still_killed() {
+    let mut w = World::new(
+        r#"
+        [service.x]
+        run = ["/bin/x"]
+        memory-max = "48MiB"
+        memory-every = "1s"
+        probe = { run = ["/bin/check"], every = "1s", failures = 1 }
+        give-up-after = 1
+        "#,
+    )
+    .boot();
+    // Unresponsive, restarted once, unresponsive again: given up, left running.
+    w.wait(1_000);
+    w.answer_check("x", CheckResult::Failed("no".into()));
+    w.wait(2_000);
+    w.answer_check("x", CheckResult::Failed("no".into()));
+    w.wait(2_000);
+    assert_eq!(w.condition("x"), "given-up");
+    assert!(w.is_running("x"));
+    sample(&mut w, "x", 49 << 20);
+    assert!(!w.is_running("x"), "killed although given up");
+    assert_eq!(w.condition("x"), "given-up");
+}
+
+#[test]
+fn memory_that_cannot_be_judged_is_not_enforced_and_said_once() {
+    let mut w = World::new(
+        r#"
+        [service.x]
+        run = ["/bin/x"]
+        memory-max = "50%"
+        memory-every = "1s"
+        "#,
+    )
+    .boot();
+    for t in 1..=3 {
+        w.run_until(t * 1_000);
+        let (service, job) = (w.id("x"), w.job("x"));
+        w.input(Input::MemorySampled {
+            service,
+            job,
+            rss_bytes: Some(u64::MAX),
+            total_bytes: None,
+        });
+    }
+    assert_eq!(w.condition("x"), "ready");
+    assert!(w.is_running("x"));
+    let notes: Vec<String> = w
+        .history("x")
+        .into_iter()
+        .filter(|l| l.contains("memory-max not enforced: the machine's total RAM is unknown"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+}
+
+#[test]
+fn outcomes_are_decided_when_the_settle_time_ends() {
+    let mut w = World::new("[service.x]\nrun = [\"/bin/x\"]\n").boot();
+    w.run_until(100);
+    w.crash("x", 1); // restarted at once: strike 1, settle 1 s
+    w.run_until(600);
+    w.crash("x", 1); // healthy in between, failed again within the settle time
+    w.run_until(1_100);
+    let history = w.history("x");
+    assert!(
+        history
+            .iter()
+            .any(|l| l == "0.100s exited restart (unresolved at 1.100s): strike 1 of 10"),
+        "{history:#?}"
+    );
+    assert!(
+        !history.iter().any(|l| l.contains("(resolved")),
+        "{history:#?}"
+    );
+    // The second attempt holds: resolved when its settle time ends.
+    w.run_until(5_000);
+    let history = w.history("x");
+    assert!(
+        history
+            .iter()
+            .any(|l| l == "1.100s exited restart (resolved at 2.100s): strike 2 of 10"),
+        "{history:#?}"
+    );
+}
+
+#[test]
+fn reload_and_signal_heals_go_to_the_main_process_and_stop_to_the_group() {
+    let mut w = World::new(
+        r#"
+        [service.x]
+        run = ["/bin/x"]
+        reload = { signal = "HUP" }
+        probe = { run = ["/bin/check"], every = "1s", failures = 1 }
+        [service.x.on.unresponsive]
+        heal = { signal = "USR1" }
+        "#,
+    )
+    .boot();
+    w.wait(1_000);
+    w.answer_check("x", CheckResult::Failed("no".into()));
+    w.operator(Operator::Reload("x".into()));
+    w.operator(Operator::Stop("x".into()));
+    let targets: Vec<(String, SignalTarget)> = w
+        .log
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Effect::Signal { signal, to, .. } => Some((signal.name().to_string(), *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        vec![
+            ("USR1".to_string(), SignalTarget::Main),
+            ("HUP".to_string(), SignalTarget::Main),
+            ("TERM".to_string(), SignalTarget::Group),
+        ]
+    );
+}
+
+#[test]
+fn a_changed_service_is_stopped_as_it_was_started() {
+    let old = r#"
+        [service.fw]
+        oneshot = ["/etc/fw", "up-v1"]
+        stop = ["/etc/fw", "down-v1"]
+        [service.d]
+        run = ["/bin/d", "v1"]
+        stop-signal = "INT"
+        "#;
+    let new = r#"
+        [service.fw]
+        oneshot = ["/etc/fw", "up-v2"]
+        stop = ["/etc/fw", "down-v2"]
+        [service.d]
+        run = ["/bin/d", "v2"]
+        stop-signal = "QUIT"
+        "#;
+    let mut w = World::new(old).boot();
+    w.run_until(1_000);
+    w.input(Input::ReplaceConfig { text: new.into() });
+    w.run_until(2_000);
+    assert_eq!(
+        w.effects_of("fw"),
+        vec!["0ms spawn", "1000ms run /etc/fw down-v1", "1000ms spawn"],
+        "the old teardown undoes the old rules"
+    );
+    assert_eq!(
+        w.effects_of("d"),
+        vec!["0ms spawn", "1000ms signal INT", "1000ms spawn"]
+    );
+    // The new instance stops with the new definition.
+    w.operator(Operator::Stop("d".into()));
+    assert_eq!(w.effects_of("d").last().unwrap(), "2000ms signal QUIT");
 }

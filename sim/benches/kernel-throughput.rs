@@ -142,8 +142,8 @@ fn run(services: usize, inputs: u64, crashes: bool) -> (u64, f64) {
                     d.step(Input::MemorySampled {
                         service,
                         job,
-                        rss_bytes: 1 << 20,
-                        total_bytes: 1 << 30,
+                        rss_bytes: Some(1 << 20),
+                        total_bytes: Some(1 << 30),
                     });
                 }
             }

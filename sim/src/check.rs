@@ -9,12 +9,15 @@
 
 use core::fmt;
 use core::time::Duration;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use medic_kernel::config::{ServiceConfig, Signal};
+use medic_kernel::config::ServiceConfig;
 use medic_kernel::health::{self, Condition};
-use medic_kernel::{CommandPurpose, Effect, Input, Instant, Kernel, Operator, Outcome, ServiceId};
+use medic_kernel::{
+    CommandPurpose, Effect, Input, Instant, JobId, Kernel, Operator, Outcome, ServiceId,
+    ServiceView, SignalTarget,
+};
 
 use crate::world::World;
 
@@ -35,6 +38,9 @@ pub enum Property {
     Liveness,
     /// 7. Same seed, same trace; a replay reproduces every effect.
     Determinism,
+    /// A process over its `memory-max` is killed in the step that sees the sample, whatever
+    /// the backoff or `given-up` (containment is not an intervention).
+    Containment,
     /// The kernel's own `check_invariants` failed.
     Invariant,
 }
@@ -49,6 +55,7 @@ impl fmt::Display for Property {
             Property::StopOrder => "5 stop order",
             Property::Liveness => "6 liveness",
             Property::Determinism => "7 determinism",
+            Property::Containment => "memory containment",
             Property::Invariant => "kernel invariant",
         };
         f.write_str(name)
@@ -316,6 +323,27 @@ impl Checker {
                             m.reset(now, "operator");
                         }
                     }
+                    // A stop takes down what needs it, transitively; a start brings up what
+                    // it needs (each of those not wanted before is started as a new fact).
+                    let (edges, now_wanted): (fn(&ServiceView<'_>) -> Vec<ServiceId>, _) = match op
+                    {
+                        Operator::Stop(_) => (|v| v.dependents().to_vec(), false),
+                        _ => (|v| v.needs().to_vec(), true),
+                    };
+                    if matches!(op, Operator::Stop(_) | Operator::Start(_)) {
+                        for other in closure(k, id, edges) {
+                            let name = k.name(other).to_string();
+                            if self.wanted(&name) != now_wanted {
+                                self.wanted.insert(name, now_wanted);
+                                if let Some(m) = self.models.get_mut(&other) {
+                                    m.note(now, format!("operator {op:?} (transitively)"));
+                                    if now_wanted {
+                                        m.reset(now, "operator");
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
             Input::FileChanged { path } => {
@@ -348,6 +376,15 @@ impl Checker {
                 m.reset(now, "needs healthy again");
             }
             m.needs_ok = ok;
+        }
+        if let Input::MemorySampled {
+            service,
+            job,
+            rss_bytes: Some(rss),
+            total_bytes,
+        } = input
+        {
+            self.check_containment(now, k, effects, world, (*service, *job), *rss, *total_bytes);
         }
         // What the kernel did.
         for effect in effects {
@@ -525,11 +562,49 @@ impl Checker {
         }
     }
 
+    /// Over its limit in the world: the kernel must kill the process in this very step, unless
+    /// it is already being stopped (its stop signal went out earlier).
+    #[allow(clippy::too_many_arguments)]
+    fn check_containment(
+        &mut self,
+        now: Instant,
+        k: &Kernel,
+        effects: &[Effect],
+        world: &World,
+        (service, job): (ServiceId, JobId),
+        rss: u64,
+        total: Option<u64>,
+    ) {
+        let Some(m) = self.models.get(&service) else {
+            return;
+        };
+        let Some(limit) = m.config.memory_max.and_then(|l| l.bytes(total)) else {
+            return;
+        };
+        if rss <= limit || k.status(service).and_then(|v| v.job()) != Some(job) {
+            return;
+        }
+        let killed = effects
+            .iter()
+            .any(|e| matches!(e, Effect::Kill { job: j, .. } if *j == job));
+        let stopping = world
+            .procs()
+            .any(|(j, p)| *j == job && p.stop_deadline.is_some());
+        let alive = world.procs().any(|(j, _)| *j == job);
+        if alive && !killed && !stopping {
+            let name = m.config.name.clone();
+            let what = format!("rss {rss} over memory-max {limit} and not killed at once");
+            self.report(Property::Containment, Some(service), &name, now, what);
+        }
+    }
+
     fn check_stop_order(&mut self, now: Instant, k: &Kernel, effect: &Effect, world: &World) {
         let (service, what) = match effect {
             Effect::Signal {
-                service, signal, ..
-            } if *signal != Signal::Hup => (*service, "stop signal"),
+                service,
+                to: SignalTarget::Group,
+                ..
+            } => (*service, "stop signal"),
             Effect::Kill { service, .. } => (*service, "SIGKILL"),
             Effect::RunCommand {
                 service,
@@ -650,4 +725,25 @@ impl Checker {
                 if record.heal.is_some() && record.outcome == Some(Outcome::Pending)
         )
     }
+}
+
+/// Every service reachable from `id` along `edges` (not `id` itself).
+fn closure(
+    k: &Kernel,
+    id: ServiceId,
+    edges: fn(&ServiceView<'_>) -> Vec<ServiceId>,
+) -> Vec<ServiceId> {
+    let mut seen = BTreeSet::from([id]);
+    let mut frontier = vec![id];
+    let mut found = Vec::new();
+    while let Some(next) = frontier.pop() {
+        let Some(v) = k.status(next) else { continue };
+        for n in edges(&v) {
+            if seen.insert(n) {
+                found.push(n);
+                frontier.push(n);
+            }
+        }
+    }
+    found
 }

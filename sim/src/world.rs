@@ -501,8 +501,8 @@ impl World {
                         Event::Input(Input::MemorySampled {
                             service: *service,
                             job: *job,
-                            rss_bytes: rss,
-                            total_bytes: TOTAL_RAM,
+                            rss_bytes: Some(rss),
+                            total_bytes: Some(TOTAL_RAM),
                         }),
                     );
                 }

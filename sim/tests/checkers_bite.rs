@@ -46,6 +46,7 @@ fn fake_record(condition: Condition, heal: Heal, at: Instant) -> Record {
         condition,
         heal: Some(heal),
         outcome: Some(Outcome::Pending),
+        outcome_at: None,
         note: "broken kernel".into(),
     }
 }
@@ -237,6 +238,34 @@ impl Supervisor for DoublesInstance {
     }
 }
 
+/// Holds back the SIGKILL that contains a process over its memory limit (the old rule: wait
+/// out the backoff); the kill goes out with the next step instead.
+struct DelaysContainment {
+    inner: Kernel,
+    held: Vec<Effect>,
+}
+
+impl Supervisor for DelaysContainment {
+    fn step(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
+        let sample = matches!(input, Input::MemorySampled { .. });
+        self.inner.step(now, input, out);
+        out.append(&mut self.held);
+        if sample {
+            let (kills, rest): (Vec<Effect>, Vec<Effect>) = out
+                .drain(..)
+                .partition(|e| matches!(e, Effect::Kill { .. }));
+            *out = rest;
+            self.held = kills;
+        }
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        self.inner.next_deadline()
+    }
+    fn kernel(&self) -> &Kernel {
+        &self.inner
+    }
+}
+
 const FAKE_JOBS: u64 = 1 << 40;
 
 #[test]
@@ -275,6 +304,14 @@ fn a_kernel_that_doubles_an_instance_is_caught() {
     assert_caught(Property::OneInstance, |inner| DoublesInstance {
         inner,
         next_job: FAKE_JOBS,
+    });
+}
+
+#[test]
+fn a_kernel_that_does_not_contain_memory_at_once_is_caught() {
+    assert_caught(Property::Containment, |inner| DelaysContainment {
+        inner,
+        held: Vec::new(),
     });
 }
 

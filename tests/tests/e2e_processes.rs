@@ -181,3 +181,34 @@ needs = ["setup"]
         .count();
     assert_eq!(failures, 2, "two failures, each retried: {history:#?}");
 }
+
+#[test]
+fn reload_signals_the_main_process_not_its_children() {
+    // The main process forks a child into its group. On SIGHUP the main process sends the
+    // child SIGUSR1; the child writes down every HUP and USR1 it gets. A HUP sent to the whole
+    // group would reach the child no later than the USR1 (and a pending HUP is handled first),
+    // so once `usr1` is written, no `child-hup` before it means the group was not signalled.
+    let d = Daemon::start(
+        r#"
+[service.parent]
+run = ["/bin/sh", "-c", "sh -c 'trap \"echo child-hup >> @DIR@/log\" HUP; trap \"echo usr1 >> @DIR@/log\" USR1; while :; do sleep 0.05; done' & c=$!; echo $c > @DIR@/child; trap 'echo hup >> @DIR@/log; kill -USR1 $c' HUP; while :; do wait; done"]
+reload = { signal = "HUP" }
+"#,
+    );
+    d.wait_condition("parent", "ready");
+    let child = wait_for(
+        "the child's pid",
+        || pids_in(&d.path("child")).first().copied(),
+        || d.describe("parent"),
+    );
+    d.medic_ok(&["reload", "parent"]);
+    wait_for(
+        "the child's USR1 from the main process",
+        || d.read("log").contains("usr1").then_some(()),
+        || d.read("log"),
+    );
+    let log = d.read("log");
+    assert!(log.starts_with("hup\n"), "{log}");
+    assert!(!log.contains("child-hup"), "the group got SIGHUP: {log}");
+    assert!(!process_gone(child));
+}

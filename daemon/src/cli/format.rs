@@ -165,7 +165,11 @@ fn record_cells(r: &HistoryRow) -> Vec<Cell> {
         Cell::plain(at(r.at_ms)),
         Cell::plain(&r.condition),
         Cell::plain(r.heal.as_deref().unwrap_or("-")),
-        Cell::plain(r.outcome.as_deref().unwrap_or("-")),
+        Cell::plain(match (&r.outcome, r.outcome_at_ms) {
+            (Some(o), Some(ms)) => format!("{o} at {}", at(ms)),
+            (Some(o), None) => o.clone(),
+            (None, _) => "-".into(),
+        }),
         Cell::plain(&r.note),
     ]
 }
@@ -189,19 +193,17 @@ pub fn history_json(rows: &[HistoryRow]) -> String {
 /// Lines are not aligned with each other: they are printed as they happen.
 pub fn event_line(e: &EventRow) -> String {
     let r = &e.record;
-    let mut line = format!("{} {} {}", at(r.at_ms), e.service, r.condition);
-    if let Some(heal) = &r.heal {
-        line.push(' ');
-        line.push_str(heal);
+    let (when, decided) = (at(r.at_ms), r.outcome_at_ms.map(at));
+    medic_kernel::history::Line {
+        at: &when,
+        service: Some(&e.service),
+        condition: &r.condition,
+        heal: r.heal.as_deref(),
+        outcome: r.outcome.as_deref(),
+        outcome_at: decided.as_ref().map(|d| d as &dyn std::fmt::Display),
+        note: &r.note,
     }
-    if let Some(outcome) = &r.outcome {
-        line.push_str(&format!(" ({outcome})"));
-    }
-    if !r.note.is_empty() {
-        line.push_str(": ");
-        line.push_str(&r.note);
-    }
-    line
+    .to_string()
 }
 
 /// `medic events --json`: one object per line, a history record with `service` added.
@@ -318,6 +320,7 @@ mod tests {
             heal: Some("restart".into()),
             outcome: Some("resolved".into()),
             note: "exit code 1".into(),
+            outcome_at_ms: Some(1812),
         }
     }
 
@@ -329,15 +332,16 @@ mod tests {
             heal: None,
             outcome: None,
             note: "blocked by wan".into(),
+            outcome_at_ms: None,
         };
         let value: Value = serde_json::from_str(&history_json(&[record(), quiet])).unwrap();
         assert_eq!(
             value,
             json!([
                 {"at_ms": 812, "condition": "exited", "heal": "restart",
-                 "outcome": "resolved", "note": "exit code 1"},
+                 "outcome": "resolved", "note": "exit code 1", "outcome_at_ms": 1812},
                 {"at_ms": 12000, "condition": "blocked", "heal": null, "outcome": null,
-                 "note": "blocked by wan"}
+                 "note": "blocked by wan", "outcome_at_ms": null}
             ])
         );
         let event = EventRow {
@@ -350,18 +354,19 @@ mod tests {
         assert_eq!(
             value,
             json!({"service": "dnsmasq", "at_ms": 812, "condition": "exited",
-                   "heal": "restart", "outcome": "resolved", "note": "exit code 1"})
+                   "heal": "restart", "outcome": "resolved", "note": "exit code 1",
+                   "outcome_at_ms": 1812})
         );
         assert_eq!(
             event_line(&event),
-            "0.812s dnsmasq exited restart (resolved): exit code 1"
+            "0.812s dnsmasq exited restart (resolved at 1.812s): exit code 1"
         );
         let table = history_table(&[record()]);
         assert_eq!(
             table.lines().collect::<Vec<_>>(),
             [
-                "AT      CONDITION  HEAL     OUTCOME   NOTE",
-                "0.812s  exited     restart  resolved  exit code 1",
+                "AT      CONDITION  HEAL     OUTCOME             NOTE",
+                "0.812s  exited     restart  resolved at 1.812s  exit code 1",
             ]
         );
     }

@@ -242,6 +242,7 @@ mod tests {
                                 condition: Condition::Ready,
                                 heal: None,
                                 outcome: None,
+                                outcome_at: None,
                                 note: String::new(),
                             }),
                         };

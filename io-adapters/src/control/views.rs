@@ -24,6 +24,7 @@ impl HistoryRow {
             heal: record.heal.as_ref().map(|h| h.describe()),
             outcome: record.outcome.map(|o| o.name().to_string()),
             note: record.note.clone(),
+            outcome_at_ms: record.outcome_at.map(Instant::as_millis),
         }
     }
 }
@@ -293,6 +294,7 @@ mod tests {
             condition: Condition::Exited,
             heal: Some(Heal::Restart),
             outcome: Some(Outcome::Resolved),
+            outcome_at: Some(Instant::from_millis(1812)),
             note: "exit code 1".into(),
         };
         let row = HistoryRow::from_record(&record);

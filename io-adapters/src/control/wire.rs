@@ -145,6 +145,9 @@ pub struct HistoryRow {
     pub outcome: Option<String>,
     /// Why, in words (`exit code 1`, `blocked by wan`).
     pub note: String,
+    /// When the outcome was decided (the end of the settle time), in milliseconds since the
+    /// daemon started; `None` while pending or without an intervention.
+    pub outcome_at_ms: Option<u64>,
 }
 
 /// One event of [`Response::Events`]: a history record and whose it is.

@@ -239,12 +239,14 @@ pub enum MemoryLimit {
 }
 
 impl MemoryLimit {
-    /// The limit in bytes on a machine with `total_bytes` of RAM.
-    pub fn bytes(self, total_bytes: u64) -> u64 {
+    /// The limit in bytes on a machine with `total_bytes` of RAM; `None` for a percentage when
+    /// the total is unknown.
+    pub fn bytes(self, total_bytes: Option<u64>) -> Option<u64> {
         match self {
-            MemoryLimit::Bytes(b) => b,
+            MemoryLimit::Bytes(b) => Some(b),
             MemoryLimit::PerMille(pm) => {
-                ((total_bytes as u128 * pm as u128) / 1000).min(u64::MAX as u128) as u64
+                let total = u128::from(total_bytes?);
+                Some(((total * u128::from(pm)) / 1000).min(u128::from(u64::MAX)) as u64)
             }
         }
     }

@@ -119,6 +119,7 @@ impl World {
                 service,
                 job,
                 signal,
+                ..
             } => {
                 let name = self.kernel.name(*service).to_string();
                 let stops = matches!(signal, Signal::Term | Signal::Int | Signal::Quit)
