@@ -53,6 +53,12 @@ impl Kernel {
             }
             let now = self.now;
             let slot = &mut self.slots[id.index()];
+            if now < slot.spawn_retry_at {
+                let at = slot.spawn_retry_at;
+                self.timers
+                    .set_earliest(&mut slot.timers, id, Timer::Retry, at);
+                return;
+            }
             if let Err(at) = slot.medical.start_after_needs(now, slot.config.max_backoff) {
                 self.timers
                     .set_earliest(&mut slot.timers, id, Timer::Retry, at);

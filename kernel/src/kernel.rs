@@ -200,6 +200,11 @@ impl Kernel {
             Input::LinkChanged { ifname, link } => self.on_link(ifname, link),
             Input::Operator(op) => self.on_operator(op, out),
             Input::ReplaceConfig { text } => self.on_replace_config(&text, out),
+            Input::SpawnDeferred {
+                service,
+                job,
+                error,
+            } => self.on_spawn_deferred(service, job, error, out),
         }
         if self.booted {
             self.settle_dirty(out);

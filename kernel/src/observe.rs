@@ -115,6 +115,7 @@ impl Kernel {
             return;
         }
         let slot = &mut self.slots[id.index()];
+        slot.spawn_deferrals = 0;
         if let Some(p) = slot.proc.as_mut() {
             p.pid = Some(pid);
         }
@@ -135,6 +136,37 @@ impl Kernel {
             let failure = slot.failure_condition();
             slot.observe(failure, || format!("spawn failed: {error}"));
         }
+        self.mark(id);
+    }
+
+    /// The daemon could not start the process for want of resources: no strike, no problem;
+    /// the start is tried again after 100 ms, doubling up to 10 s while it goes on.
+    pub(crate) fn on_spawn_deferred(
+        &mut self,
+        id: ServiceId,
+        job: JobId,
+        error: String,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.proc_job(id) != Some(job) {
+            return;
+        }
+        self.end_proc(id);
+        let now = self.now;
+        let slot = &mut self.slots[id.index()];
+        slot.spawn_deferrals = slot.spawn_deferrals.saturating_add(1);
+        let wait = crate::rules::backoff(
+            defaults::SPAWN_RETRY_FIRST,
+            slot.spawn_deferrals,
+            defaults::SPAWN_RETRY_MAX,
+        );
+        slot.spawn_retry_at = now + wait;
+        let note = format!(
+            "could not start: {error}; the daemon is short of resources, not the service's \
+             fault: trying again in {}",
+            humantime::format_duration(wait)
+        );
+        self.note(id, note, out);
         self.mark(id);
     }
 

@@ -185,6 +185,17 @@ pub enum Input {
         /// The whole TOML text.
         text: String,
     },
+    /// The process of `job` could not be started because the daemon ran short of something
+    /// (descriptors, memory, processes: EMFILE, ENFILE, ENOMEM, EAGAIN). Not the service's
+    /// fault: no strike; the start is tried again after a short wait.
+    SpawnDeferred {
+        /// The service.
+        service: ServiceId,
+        /// The job of the [`Effect::Spawn`].
+        job: JobId,
+        /// Why, for the history (`Too many open files`).
+        error: String,
+    },
 }
 
 /// How a service runs its commands (heal, reload and stop commands, `run` checks): what the

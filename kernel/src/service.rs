@@ -133,6 +133,10 @@ pub(crate) struct Slot {
     pub file_pending: Option<FileAction>,
     /// The process's memory could not be judged and the history says so already.
     pub memory_unknown_noted: bool,
+    /// Starts deferred in a row because the daemon ran short of resources.
+    pub spawn_deferrals: u32,
+    /// No start before this (after a deferred spawn).
+    pub spawn_retry_at: Instant,
     /// Pending timers.
     pub timers: ServiceTimers,
     /// The medical history.
@@ -180,6 +184,8 @@ impl Slot {
             ready_poll_every: crate::config::defaults::READY_POLL_FIRST,
             file_pending: None,
             memory_unknown_noted: false,
+            spawn_deferrals: 0,
+            spawn_retry_at: Instant::ZERO,
             timers: ServiceTimers::default(),
             history: History::new(history_len),
         }

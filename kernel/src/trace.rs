@@ -39,7 +39,7 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 /// * 3: `RunCommand` carries the service's `Exec` context and a timeout, `Check` its `reports`
 ///   and context; `Effect::Sweep`; `Signal` says main process or group; a memory sample may
 ///   be unknown; a record carries when its outcome was decided; the snapshot keeps the medical
-///   record as one sub-state and each instance's own definition.
+///   record as one sub-state and each instance's own definition; `Input::SpawnDeferred`.
 pub const FORMAT_VERSION: u32 = 3;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.

@@ -1399,3 +1399,27 @@ fn a_changed_service_is_stopped_as_it_was_started() {
     w.operator(Operator::Stop("d".into()));
     assert_eq!(w.effects_of("d").last().unwrap(), "2000ms signal QUIT");
 }
+
+#[test]
+fn a_spawn_the_daemon_cannot_afford_is_retried_without_a_strike() {
+    let mut w = World::new("[service.x]\nrun = [\"/bin/x\"]\ngive-up-after = 1\n");
+    w.defer_spawns.insert("x".into());
+    let mut w = w.boot();
+    // Three deferrals in a row: 100 ms, 200 ms, 400 ms apart; never a strike, never given up.
+    w.run_until(700);
+    assert_eq!(w.spawns("x"), vec![0, 100, 300, 700]);
+    assert_eq!(w.strikes("x"), 0);
+    assert_eq!(w.condition("x"), "waiting");
+    w.defer_spawns.clear();
+    w.run_until(1_500);
+    assert_eq!(w.spawns("x"), vec![0, 100, 300, 700, 1_500]);
+    assert_eq!(w.condition("x"), "ready");
+    let history = w.history("x");
+    assert!(
+        history.iter().any(|l| l.contains(
+            "could not start: Too many open files; the daemon is short of resources, not the \
+             service's fault: trying again in 800ms"
+        )),
+        "{history:#?}"
+    );
+}

@@ -421,6 +421,11 @@ pub mod defaults {
     pub const READY_POLL_FIRST: Duration = Duration::from_millis(10);
     /// Readiness polls back off to this period.
     pub const READY_POLL_MAX: Duration = Duration::from_secs(1);
+    /// The first wait before starting again a process the daemon could not spawn for want
+    /// of resources (EMFILE, ENOMEM…); doubling up to [`SPAWN_RETRY_MAX`].
+    pub const SPAWN_RETRY_FIRST: Duration = Duration::from_millis(100);
+    /// The longest such wait.
+    pub const SPAWN_RETRY_MAX: Duration = Duration::from_secs(10);
     /// A heal or reload command still running after this is killed, with its group.
     pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
     /// A process still alive this long after SIGKILL to its group (stuck in the kernel, say

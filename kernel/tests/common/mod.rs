@@ -29,6 +29,8 @@ pub struct World {
     pub ignore_term: BTreeSet<String>,
     /// Spawns of these services fail with "No such file or directory".
     pub fail_spawns: BTreeSet<String>,
+    /// Spawns answered with `SpawnDeferred` (the daemon out of descriptors).
+    pub defer_spawns: BTreeSet<String>,
     /// Oneshots of these services exit with this code (default 0).
     pub oneshot_exit: BTreeMap<String, i32>,
     next_pid: u32,
@@ -46,6 +48,7 @@ impl World {
             running: BTreeMap::new(),
             ignore_term: BTreeSet::new(),
             fail_spawns: BTreeSet::new(),
+            defer_spawns: BTreeSet::new(),
             oneshot_exit: BTreeMap::new(),
             next_pid: 100,
             queue: Vec::new(),
@@ -90,6 +93,14 @@ impl World {
                 job,
                 config,
             } => {
+                if self.defer_spawns.contains(&config.name) {
+                    self.queue.push(Input::SpawnDeferred {
+                        service: *service,
+                        job: *job,
+                        error: "Too many open files".into(),
+                    });
+                    return;
+                }
                 if self.fail_spawns.contains(&config.name) {
                     self.queue.push(Input::SpawnFailed {
                         service: *service,
