@@ -51,6 +51,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::statedir::{check_peer, check_socket, remove_if_same, FileId};
+
 /// The socket's file name in the state dir.
 pub const SOCKET_NAME: &str = "control.sock";
 /// The largest request frame the daemon reads (the body, without the length prefix).
@@ -510,6 +512,7 @@ pub struct Server {
     listener: UnixListener,
     path: PathBuf,
     own_uid: u32,
+    id: FileId,
 }
 
 /// Whether a peer with uid `peer` may control a daemon running as `own`: root, or the same uid.
@@ -564,14 +567,23 @@ pub fn bind(path: &Path) -> io::Result<Server> {
     })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| context(&format!("cannot chmod 0600 {}", path.display()), e))?;
+    let id =
+        FileId::of(path).map_err(|e| context(&format!("cannot stat {}", path.display()), e))?;
     Ok(Server {
         listener,
         path: path.to_path_buf(),
         own_uid: nix::unistd::geteuid().as_raw(),
+        id,
     })
 }
 
 impl Server {
+    /// The socket file this server bound: remove it with [`remove_if_same`], never by path
+    /// alone (another daemon may have bound a new one there since).
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+
     /// Accepts connections, one task each, and hands their requests to `tx`, until the
     /// receiver of `tx` is dropped; then removes the socket file.
     pub async fn run(self, tx: mpsc::Sender<Call>) {
@@ -600,7 +612,7 @@ impl Server {
                 serve_connection(stream, tx, own_uid).await;
             });
         }
-        let _ = std::fs::remove_file(&self.path);
+        remove_if_same(&self.path, self.id);
     }
 }
 
@@ -719,6 +731,14 @@ pub enum ClientError {
         /// How long the client waited.
         timeout: Duration,
     },
+    /// The socket, or the process serving it, belongs to another user: not to be trusted.
+    #[error("refusing the control socket {}: {why}", path.display())]
+    Untrusted {
+        /// The socket.
+        path: PathBuf,
+        /// Whose it is.
+        why: String,
+    },
     /// Connecting was forbidden.
     #[error(
         "permission denied on {}: only root and the user the daemon runs as may control it",
@@ -786,6 +806,11 @@ pub async fn request_stream(
     request: Request,
     timeout: Option<Duration>,
 ) -> Result<Answers, ClientError> {
+    let untrusted = |why| ClientError::Untrusted {
+        path: path.to_path_buf(),
+        why,
+    };
+    check_socket(path).map_err(untrusted)?;
     let mut stream = UnixStream::connect(path).await.map_err(|source| {
         let path = path.to_path_buf();
         match source.kind() {
@@ -799,6 +824,10 @@ pub async fn request_stream(
             },
         }
     })?;
+    let peer = stream
+        .peer_cred()
+        .map_err(|e| untrusted(format!("SO_PEERCRED: {e}")))?;
+    check_peer(peer.uid()).map_err(untrusted)?;
     let mut early = None;
     if let Err(source) = write_frame(&mut stream, &request, MAX_REQUEST_BYTES, timeout).await {
         // The daemon may have answered and closed before taking the request (too many

@@ -43,8 +43,10 @@ use crate::checks;
 use crate::control::{self, Call, EventRow, LinkInfo, Request, Response};
 use crate::files::Watcher;
 use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
+use crate::logsink::LineLimiter;
 use crate::netlink;
 use crate::process::{self, SpawnSpec};
+use crate::statedir::{self, FileId, StateDir, StateDirError};
 
 thread_local! {
     /// The read buffer of every output reader.
@@ -73,7 +75,10 @@ pub enum RuntimeError {
     /// The tokio runtime could not be built.
     #[error("starting the event loop: {0}")]
     Tokio(io::Error),
-    /// The state directory could not be made.
+    /// The state directory is refused, or another daemon has it.
+    #[error(transparent)]
+    Prepare(#[from] StateDirError),
+    /// A directory in the state directory could not be made.
     #[error("state directory {path}: {source}")]
     StateDir {
         /// The directory.
@@ -101,7 +106,8 @@ pub struct Setup {
     pub config_text: String,
     /// The validated config.
     pub config: Config,
-    /// The state directory (created 0700 if missing): sd_notify sockets, control socket.
+    /// The state directory (created 0700 if missing, else checked and never chmod-ed; locked
+    /// while the daemon runs): sd_notify sockets, control socket.
     pub state_dir: PathBuf,
 }
 
@@ -183,6 +189,8 @@ pub struct Runtime {
     children: HashMap<u32, Role>,
     next_token: u64,
     logs: BTreeMap<String, LogRing>,
+    /// Services' lines into the daemon log, rate-limited per service.
+    log_limit: LineLimiter,
     event_followers: Vec<mpsc::Sender<Response>>,
     log_followers: Vec<(String, mpsc::Sender<Response>)>,
     watcher: Option<Watcher>,
@@ -190,6 +198,10 @@ pub struct Runtime {
     config_path: PathBuf,
     base_dir: PathBuf,
     state_dir: PathBuf,
+    /// Holds the state dir's lock while the daemon runs.
+    _state: StateDir,
+    /// The control socket this daemon bound, removed at exit only if still the same file.
+    socket_id: Option<FileId>,
     shutting_down: Option<tokio::time::Instant>,
     done: bool,
 }
@@ -211,7 +223,7 @@ pub fn run(setup: Setup) -> Result<(), RuntimeError> {
 
 impl Runtime {
     fn new(setup: Setup) -> Result<(Runtime, mpsc::Receiver<Event>), RuntimeError> {
-        make_state_dir(&setup.state_dir)?;
+        let state = statedir::prepare(&setup.state_dir)?;
         if let Err(e) = process::become_subreaper() {
             tracing::warn!(
                 "cannot become a child subreaper ({e}); orphans of services go to PID 1"
@@ -244,6 +256,7 @@ impl Runtime {
             children: HashMap::new(),
             next_token: 1,
             logs: BTreeMap::new(),
+            log_limit: LineLimiter::default(),
             event_followers: Vec::new(),
             log_followers: Vec::new(),
             watcher,
@@ -251,6 +264,8 @@ impl Runtime {
             config_path: setup.config_path,
             base_dir,
             state_dir: setup.state_dir,
+            _state: state,
+            socket_id: None,
             shutting_down: None,
             done: false,
         };
@@ -267,10 +282,11 @@ impl Runtime {
     }
 
     async fn serve(mut self, mut rx: mpsc::Receiver<Event>) -> Result<(), RuntimeError> {
-        // The control socket first: binding it fails when another daemon uses this state dir.
+        // The control socket first (the state dir's lock keeps any other daemon away from it).
         let (call_tx, mut calls) = mpsc::channel(CALL_QUEUE);
         let socket = self.state_dir.join(control::SOCKET_NAME);
         let server = control::bind(&socket).map_err(RuntimeError::Control)?;
+        self.socket_id = Some(server.id());
         tokio::spawn(server.run(call_tx));
         tracing::info!("control socket {}", socket.display());
         let notify_dir = self.state_dir.join("notify");
@@ -361,7 +377,9 @@ impl Runtime {
     fn cleanup(&mut self) {
         self.procs.clear();
         let _ = std::fs::remove_dir_all(self.state_dir.join("notify"));
-        let _ = std::fs::remove_file(self.state_dir.join(control::SOCKET_NAME));
+        if let Some(id) = self.socket_id {
+            statedir::remove_if_same(&self.state_dir.join(control::SOCKET_NAME), id);
+        }
     }
 
     fn install_signals(&mut self) -> io::Result<()> {
@@ -413,12 +431,13 @@ impl Runtime {
                 stream,
                 text,
             } => {
-                match stream {
-                    Stream::Stdout => tracing::info!(target: "medic::output", "{service}: {text}"),
-                    Stream::Stderr => {
-                        tracing::info!(target: "medic::output", "{service} (stderr): {text}")
-                    }
-                }
+                let suffix = if stream == Stream::Stderr {
+                    " (stderr)"
+                } else {
+                    ""
+                };
+                let now = self.now().0;
+                self.log_limit.log(&service, suffix, &text, now);
                 let line = LogLine {
                     at: self.now(),
                     stream,
@@ -1094,21 +1113,6 @@ enum Woke {
     Files(io::Result<Vec<String>>),
     Deadline,
     ShutdownCap,
-}
-
-/// Creates the state directory with mode 0700 (the mode of an existing one is tightened).
-fn make_state_dir(dir: &Path) -> Result<(), RuntimeError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let err = |source| RuntimeError::StateDir {
-        path: dir.to_path_buf(),
-        source,
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(err)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
 /// Binds the sd_notify datagram socket of one process.

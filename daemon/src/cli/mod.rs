@@ -298,15 +298,7 @@ pub fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Daemon { config, state_dir } => {
-            return match daemon::run(config.config, state_dir) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("medic: {e:#}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            };
-        }
+        Command::Daemon { config, state_dir } => return daemon::run(config.config, state_dir),
         Command::Check { config } => check::run(config.config),
         Command::Replay { file, verbose } => replay::run(&file, verbose),
         remote => client::run(remote),
