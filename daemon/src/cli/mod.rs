@@ -185,8 +185,10 @@ pub enum Command {
     #[command(
         long_about = "Print the last lines SERVICE wrote to stdout and stderr, as the \
         daemon captured them, oldest first.\n\n\
-        With --follow, keeps printing new lines as they come until interrupted or the daemon \
-        stops."
+        Control characters and escape sequences the service wrote are shown as escapes \
+        (`\\x1b[31m`), so they cannot drive the terminal; --json prints each line raw, as a \
+        JSON string. With --follow, keeps printing new lines as they come until interrupted \
+        or the daemon stops."
     )]
     Logs {
         /// The service.
@@ -198,6 +200,9 @@ pub enum Command {
         /// Keep printing new lines as they come.
         #[arg(short = 'f', long)]
         follow: bool,
+        /// Print each line as a JSON string, raw (control characters included).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
