@@ -617,7 +617,9 @@ impl Runtime {
             }
             Effect::Event { service, record } => {
                 let name = self.kernel.name(*service);
-                tracing::info!(target: "medic::event", "{name}: {}", render_record(record));
+                let record_text = render_record(record);
+                let shown = crate::terminal::sanitize(&record_text);
+                tracing::info!(target: "medic::event", "{name}: {shown}");
                 if !self.event_followers.is_empty() {
                     let row = EventRow::new(&self.kernel, *service, record);
                     self.event_followers.retain(|reply| {
