@@ -188,20 +188,37 @@ impl Medic {
 
 impl Drop for Medic {
     fn drop(&mut self) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.as_mut() {
+            end(child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
+    }
+}
+
+/// SIGTERM to a daemon that still runs (its pipes still open, so it can stop its services),
+/// then SIGKILL if it takes more than 15 s: no test leaves a daemon behind, even one that fails.
+fn end(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A daemon started outside [`Medic`], ended by [`end`] when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        end(&mut self.0);
     }
 }
 
@@ -358,10 +375,10 @@ run = ["sh", "-c", "echo $$ >> @DIR@/pids; exec sleep 1000"]
             .map(|p| std::fs::File::create(p).expect("a log file"))
             .collect();
         let mut commands: Vec<Command> = (0..2).map(|_| m.command()).collect();
-        let mut children: Vec<Child> = commands
+        let mut children: Vec<Guard> = commands
             .iter_mut()
             .zip(files)
-            .map(|(c, f)| c.stderr(f).spawn().expect("spawning medic daemon"))
+            .map(|(c, f)| Guard(c.stderr(f).spawn().expect("spawning medic daemon")))
             .collect();
         let (loser, status) = wait_for(
             &format!("round {round}: one of the two daemons to exit"),
@@ -369,7 +386,7 @@ run = ["sh", "-c", "echo $$ >> @DIR@/pids; exec sleep 1000"]
                 children
                     .iter_mut()
                     .enumerate()
-                    .find_map(|(i, c)| c.try_wait().ok().flatten().map(|s| (i, s)))
+                    .find_map(|(i, c)| c.0.try_wait().ok().flatten().map(|s| (i, s)))
             },
             || {
                 logs.iter()
@@ -383,7 +400,7 @@ run = ["sh", "-c", "echo $$ >> @DIR@/pids; exec sleep 1000"]
         assert_eq!(status.code(), Some(1), "round {round}: {said}");
         let expected = format!(
             "another medic daemon (pid {}) runs with state dir {}",
-            children[winner].id(),
+            children[winner].0.id(),
             m.state.display()
         );
         assert!(said.contains(&expected), "round {round}: {said}");
@@ -393,18 +410,18 @@ run = ["sh", "-c", "echo $$ >> @DIR@/pids; exec sleep 1000"]
             || m.service_pid("once"),
             || std::fs::read_to_string(&logs[winner]).unwrap_or_default(),
         );
-        assert!(children[winner].try_wait().unwrap().is_none());
+        assert!(children[winner].0.try_wait().unwrap().is_none());
         let pids = std::fs::read_to_string(m.dir.path().join("pids")).unwrap_or_default();
         assert_eq!(
             pids.lines().count(),
             1,
             "round {round}: one instance: {pids}"
         );
-        let pid = nix::unistd::Pid::from_raw(children[winner].id() as i32);
+        let pid = nix::unistd::Pid::from_raw(children[winner].0.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let code = wait_for(
             "the winner to exit",
-            || children[winner].try_wait().ok().flatten(),
+            || children[winner].0.try_wait().ok().flatten(),
             String::new,
         );
         assert!(code.success(), "round {round}: {code}");
@@ -425,14 +442,15 @@ fn daemon_once(m: &Medic, uid: Option<u32>, state: Option<&Path>) -> Output {
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning medic daemon");
+    let mut child = Guard(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning medic daemon"),
+    );
     let exited = wait_for(
         "the daemon to refuse the state dir and exit",
-        || child.try_wait().ok().flatten(),
+        || child.0.try_wait().ok().flatten(),
         String::new,
     );
     let mut out = Output {
@@ -441,6 +459,7 @@ fn daemon_once(m: &Medic, uid: Option<u32>, state: Option<&Path>) -> Output {
         stderr: Vec::new(),
     };
     let _ = child
+        .0
         .stderr
         .take()
         .map(|mut e| e.read_to_end(&mut out.stderr));
