@@ -87,7 +87,12 @@ pub enum Command {
         subreaper.\n\n\
         The state directory is --state-dir, else $MEDIC_STATE_DIR, else the config's \
         `[daemon] state-dir`, else /run/medic for root and $XDG_RUNTIME_DIR/medic (or \
-        /tmp/medic-UID) for other users."
+        /tmp/medic-UID) for other users. A missing one is created with mode 0700; an existing \
+        one must be owned by the daemon's user and not writable by group or others (its mode is \
+        never changed). The daemon locks it: a second daemon on it exits 1, naming the first.\n\n\
+        The log never holds the daemon up: a stderr that is slow, stalled or closed loses log \
+        lines (counted), never supervision; each service's output is copied into it at most 20 \
+        lines a second after a burst of 200."
     )]
     Daemon {
         #[command(flatten)]
