@@ -26,6 +26,8 @@ use crate::terminal;
 /// Bytes of log records queued while the writer thread is behind; more are dropped and
 /// counted. With the batch the writer holds, at most twice this is in memory.
 pub const QUEUE_BYTES: usize = 64 * 1024;
+/// The writer keeps its emptied batch buffer for the next swap only up to this capacity.
+const SPARE_BYTES: usize = 8 * 1024;
 /// Lines of one service copied into the daemon log in a burst before the rate applies.
 pub const BURST_LINES: u64 = 200;
 /// Lines of one service copied into the daemon log per second, once the burst is spent.
@@ -184,6 +186,10 @@ fn writer_thread() {
             let _ = write_stderr(note.as_bytes());
         }
         batch.clear();
+        if batch.capacity() > SPARE_BYTES {
+            // After a burst, only the queue keeps a large buffer.
+            batch = Vec::new();
+        }
         let mut q = lock(&sink.queue);
         q.writing = false;
         spare = batch;
