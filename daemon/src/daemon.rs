@@ -83,7 +83,10 @@ pub fn run(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
 fn supervise(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
     let config_path = config_path(config);
     let name = config_path.display().to_string();
-    let (config_text, config) = match crate::cli::check::load(&config_path) {
+    let loaded = crate::cli::check::load_with(&config_path, |errors| {
+        logsink::line(errors);
+    });
+    let (config_text, config) = match loaded {
         Ok(loaded) => loaded,
         Err(failure) => {
             logsink::line(&format!("medic: {}; nothing was started", failure.message));

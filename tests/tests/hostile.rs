@@ -260,6 +260,26 @@ fn a_closed_log_pipe_or_a_full_disk_neither_kills_nor_stops_the_daemon() {
     }
 }
 
+#[test]
+fn a_bad_config_with_a_closed_stderr_is_still_exit_status_2() {
+    let m = Medic::new("[service.x]\nrun = []\nbogus = 1\n");
+    let (read, write) = pipe();
+    drop(read);
+    let mut child = Guard(
+        m.command()
+            .stderr(write)
+            .spawn()
+            .expect("spawning medic daemon"),
+    );
+    let status = wait_for(
+        "the daemon to refuse its config",
+        || child.0.try_wait().ok().flatten(),
+        String::new,
+    );
+    assert_eq!(status.code(), Some(2), "not a panic: {status}");
+    assert!(!m.state.join("control.sock").exists(), "nothing started");
+}
+
 /// The thread of `pid` named `name`, if it is blocked in `write(2, …)` now.
 fn blocked_writing_stderr(pid: u32, name: &str) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
