@@ -14,7 +14,7 @@
 //!   start for carrier back. The dependent's process is simulated (answered at once), so this
 //!   is the adapter plus the kernel's decision, without a real process.
 //!
-//! Prints median, p90, p99 and max. Target (DESIGN.md §8): < 10 ms. Needs root.
+//! Prints median, p90, p99 and max. Target (architecture.md §8): < 10 ms. Needs root.
 
 use std::process::Command;
 use std::time::{Duration, Instant as StdInstant};
@@ -102,7 +102,9 @@ fn main() {
     for (label, samples) in &results {
         row(label, samples);
     }
-    println!("target (DESIGN.md §8): netlink link change -> dependents blocked/stopped < 10 ms");
+    println!(
+        "target (architecture.md §8): netlink link change -> dependents blocked/stopped < 10 ms"
+    );
 }
 
 fn enter(ns: &str) {
@@ -197,8 +199,8 @@ impl Driver {
     }
 
     fn condition(&self, service: ServiceId) -> String {
-        let slot = self.kernel.slot(service).expect("slot");
-        format!("{:?}", slot.condition)
+        let view = self.kernel.status(service).expect("service");
+        format!("{:?}", view.condition())
     }
 }
 

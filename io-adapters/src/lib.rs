@@ -4,7 +4,8 @@
 //! [`medic_kernel::Effect`]s, on a tokio current-thread runtime.
 //!
 //! * [`runtime`]: the event loop around the kernel; start here.
-//! * [`process`]: spawning, process groups, the one reaper, `/proc` scans.
+//! * [`children`]: which child is what; reaping, timeouts and sweeps.
+//! * [`process`]: spawning, process groups, `waitpid`, `/proc` scans.
 //! * [`checks`]: tcp, unix and file checks.
 //! * [`files`]: inotify on parent directories.
 //! * [`logs`]: the bounded ring of each service's output.
@@ -16,6 +17,7 @@
 //! * [`terminal`]: service text made safe to print on a terminal.
 
 pub mod checks;
+pub mod children;
 pub mod control;
 pub mod fds;
 pub mod files;

@@ -96,6 +96,17 @@ pub struct LinkView {
     pub link: LinkState,
 }
 
+/// A link's state in words, as `medic status` shows it: `absent`, `down`, `up, no carrier` or
+/// `up, carrier`.
+pub fn describe(link: Option<&LinkState>) -> &'static str {
+    match link {
+        None => "absent",
+        Some(l) if !l.admin_up => "down",
+        Some(l) if !l.carrier => "up, no carrier",
+        Some(_) => "up, carrier",
+    }
+}
+
 /// A cheap, cloneable handle on the watcher's table of links, for `medic status`.
 #[derive(Clone, Debug, Default)]
 pub struct LinkTable {
@@ -114,16 +125,6 @@ impl LinkTable {
     /// every overrun, interrupted dump or new socket.
     pub fn dumps(&self) -> u64 {
         self.lock().generation
-    }
-
-    /// Every link, by interface index.
-    pub fn views(&self) -> Vec<(String, LinkView)> {
-        let table = self.lock();
-        table
-            .links
-            .iter()
-            .map(|(&index, l)| (l.name.clone(), table.view(index)))
-            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -529,11 +530,7 @@ impl Table {
     fn view(&self, index: u32) -> LinkView {
         let link = &self.links[&index];
         let state = self.state(index, link);
-        let text = match (state.admin_up, state.carrier) {
-            (false, _) => "down",
-            (true, false) => "up, no carrier",
-            (true, true) => "up, carrier",
-        };
+        let text = describe(Some(&state));
         let addresses = self
             .addresses_of(index)
             .map(|(ip, prefix, a)| match a.unusable() {

@@ -102,22 +102,22 @@ pub struct SpawnSpec<'a> {
 }
 
 impl<'a> SpawnSpec<'a> {
-    /// A spec that runs `argv` as `config`'s service would (its env, cwd, user and group),
+    /// A spec that runs `argv` in a service's context (its env, cwd, user and group),
     /// capturing stdout and stderr, with no readiness channel.
     pub fn for_service(
         argv: &'a [String],
-        config: &'a medic_kernel::ServiceConfig,
+        exec: &'a medic_kernel::Exec,
         base_dir: &'a Path,
         instance: &'a str,
     ) -> SpawnSpec<'a> {
         SpawnSpec {
             argv,
-            env: &config.env,
-            cwd: config.cwd.as_deref(),
-            user: config.user.as_deref(),
-            group: config.group.as_deref(),
+            env: &exec.env,
+            cwd: exec.cwd.as_deref(),
+            user: exec.user.as_deref(),
+            group: exec.group.as_deref(),
             base_dir,
-            service: &config.name,
+            service: &exec.service,
             instance,
             notify_fd: None,
             notify_socket: None,

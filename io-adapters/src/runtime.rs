@@ -12,16 +12,18 @@
 //! ```
 //!
 //! * **Time**: `now` is nanoseconds of a monotonic clock since the daemon started.
-//! * **One reaper**: every child, managed or orphan, is collected by [`process::reap`]
-//!   (`waitpid(-1, WNOHANG)` in a loop) in this loop, woken by SIGCHLD or a pidfd, and its
-//!   status dispatched by pid; so the orphan reaper can never steal a managed child's status.
-//! * **Processes** run in their own session and process group; signals go to the group, a
-//!   kill also sweeps what left the group (see [`process::sweep`]), and when the leader of a
-//!   process service exits whatever is left of its group is killed too.
+//! * **One reaper**: every child, managed or orphan, is collected by [`Children::reap`] in
+//!   this loop, woken by SIGCHLD or a pidfd, and dispatched by pid; so the orphan reaper can
+//!   never steal a managed child's status.
+//! * **Processes** run in their own session and process group; signals go to the group; when
+//!   the kernel says a process has ended for good ([`Effect::Sweep`]), whatever is left of its
+//!   group, and whatever it forked that left the group, is killed.
+//! * **Policy is the kernel's**: timeouts of commands and checks come in the effects; the
+//!   kernel bounds shutdown (stop timeouts, then SIGKILL, then abandonment).
 //! * Nothing here wakes up periodically: no tick, no poll. Timers exist only while the kernel
 //!   has a deadline, a command or a check is running.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -30,8 +32,8 @@ use std::time::Duration;
 use medic_kernel::config::{Check, Kind, Readiness, Reports, ServiceConfig};
 use medic_kernel::trace::TraceRing;
 use medic_kernel::{
-    render_record, CheckPurpose, CheckResult, CommandPurpose, Config, Effect, ExitStatus, Input,
-    JobId, Kernel, Operator, ServiceId,
+    CheckResult, CommandPurpose, Config, Effect, Exec, ExitStatus, Input, JobId, Kernel, Operator,
+    ServiceId,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, Interest};
@@ -40,6 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::checks;
+use crate::children::{Children, ProcEntry, Reaped};
 use crate::control::{self, Call, EventRow, LinkInfo, Request, Response};
 use crate::files::Watcher;
 use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
@@ -53,8 +56,6 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 4096]);
 }
 
-/// A heal, reload or stop command still running after this is killed (with its group).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound of the queue of events from tasks to the loop; a task waits when it is full.
 const EVENT_QUEUE: usize = 4096;
 /// Bound of the queue of control calls waiting for the loop.
@@ -64,10 +65,6 @@ const RECENT_EVENTS: usize = 200;
 /// Followers (`events --follow`, `logs --follow`) at most, each bounded by the reply queue of
 /// the control socket; a follower that does not keep up is dropped.
 const MAX_FOLLOWERS: usize = 32;
-/// Shutdown never takes longer than the stop timeouts of every service plus this.
-const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
-/// ... and never longer than this in all.
-const SHUTDOWN_CAP: Duration = Duration::from_secs(120);
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -92,9 +89,6 @@ pub enum RuntimeError {
     /// The control socket could not be bound.
     #[error("control socket: {0}")]
     Control(io::Error),
-    /// Shutdown took longer than its cap; every remaining process was killed.
-    #[error("shutdown did not finish within {0:?}; remaining processes were killed")]
-    ShutdownTimedOut(Duration),
 }
 
 /// What the daemon was started with.
@@ -132,48 +126,6 @@ enum Event {
     Reload,
 }
 
-/// What a child process is to the loop.
-#[derive(Debug)]
-enum Role {
-    /// The process (or oneshot command) of a service.
-    Service(JobId),
-    /// A `run` check, waiting for its exit status.
-    Check {
-        token: u64,
-        tx: oneshot::Sender<ExitStatus>,
-    },
-    /// A heal, reload or stop command.
-    Command {
-        service: ServiceId,
-        job: JobId,
-        token: u64,
-        expiry: AbortHandle,
-    },
-}
-
-/// A running service process.
-#[derive(Debug)]
-struct ProcEntry {
-    service: ServiceId,
-    name: String,
-    pid: u32,
-    instance: String,
-    is_process: bool,
-    notify_socket: Option<PathBuf>,
-    tasks: Vec<AbortHandle>,
-}
-
-impl Drop for ProcEntry {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-        if let Some(p) = &self.notify_socket {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 /// The loop's state.
 pub struct Runtime {
     kernel: Kernel,
@@ -182,12 +134,7 @@ pub struct Runtime {
     effects: Vec<Effect>,
     queue: VecDeque<Input>,
     tx: mpsc::Sender<Event>,
-    procs: BTreeMap<JobId, ProcEntry>,
-    /// Groups whose leader exited, to sweep once the replacement is started (the sweep scans
-    /// `/proc`; a restart should not wait for it, and it cannot hit the new instance).
-    sweeps: Vec<(String, u32, String)>,
-    children: HashMap<u32, Role>,
-    next_token: u64,
+    children: Children,
     logs: BTreeMap<String, LogRing>,
     /// Services' lines into the daemon log, rate-limited per service.
     log_limit: LineLimiter,
@@ -202,7 +149,7 @@ pub struct Runtime {
     _state: StateDir,
     /// The control socket this daemon bound, removed at exit only if still the same file.
     socket_id: Option<FileId>,
-    shutting_down: Option<tokio::time::Instant>,
+    shutting_down: bool,
     done: bool,
 }
 
@@ -251,10 +198,7 @@ impl Runtime {
             effects: Vec::new(),
             queue: VecDeque::new(),
             tx,
-            procs: BTreeMap::new(),
-            sweeps: Vec::new(),
-            children: HashMap::new(),
-            next_token: 1,
+            children: Children::default(),
             logs: BTreeMap::new(),
             log_limit: LineLimiter::default(),
             event_followers: Vec::new(),
@@ -266,7 +210,7 @@ impl Runtime {
             state_dir: setup.state_dir,
             _state: state,
             socket_id: None,
-            shutting_down: None,
+            shutting_down: false,
             done: false,
         };
         Ok((runtime, rx))
@@ -310,17 +254,11 @@ impl Runtime {
             while let Some(input) = self.queue.pop_front() {
                 self.feed(input);
             }
-            for (name, pgid, instance) in std::mem::take(&mut self.sweeps) {
-                let killed = process::sweep(pgid, &instance);
-                if killed > 0 {
-                    tracing::info!("{name}: killed {killed} leftover processes of its group");
-                }
-            }
+            self.children.run_sweeps();
             if self.done {
                 break;
             }
             let deadline = self.kernel.next_deadline().map(|d| self.tokio_instant(d));
-            let cap = self.shutting_down;
             let woke = tokio::select! {
                 ev = rx.recv() => Woke::Event(ev.expect("the loop holds a sender")),
                 Some(input) = link_rx.recv() => Woke::Input(input),
@@ -337,12 +275,6 @@ impl Runtime {
                         None => pending().await,
                     }
                 } => Woke::Deadline,
-                () = async {
-                    match cap {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => pending().await,
-                    }
-                } => Woke::ShutdownCap,
             };
             match woke {
                 Woke::Event(ev) => self.on_event(ev),
@@ -358,15 +290,6 @@ impl Runtime {
                     self.watcher = None;
                 }
                 Woke::Deadline => self.feed(Input::Tick),
-                Woke::ShutdownCap => {
-                    let cap = self.shutdown_cap();
-                    tracing::error!("shutdown did not finish within {cap:?}: killing what is left");
-                    for entry in self.procs.values() {
-                        process::sweep(entry.pid, &entry.instance);
-                    }
-                    self.cleanup();
-                    return Err(RuntimeError::ShutdownTimedOut(cap));
-                }
             }
         }
         self.cleanup();
@@ -375,7 +298,7 @@ impl Runtime {
     }
 
     fn cleanup(&mut self) {
-        self.procs.clear();
+        self.children.clear();
         let _ = std::fs::remove_dir_all(self.state_dir.join("notify"));
         if let Some(id) = self.socket_id {
             statedir::remove_if_same(&self.state_dir.join(control::SOCKET_NAME), id);
@@ -420,6 +343,9 @@ impl Runtime {
             self.carry_out(effect);
         }
         self.effects = effects;
+        if let Input::Exited { job, .. } = input {
+            self.children.forget_ended(job);
+        }
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -451,35 +377,16 @@ impl Runtime {
                 });
                 self.logs.entry(service).or_default().push(line);
             }
-            Event::Expire { pid, token } => {
-                let live = match self.children.get(&pid) {
-                    Some(Role::Check { token: t, .. }) | Some(Role::Command { token: t, .. }) => {
-                        *t == token
-                    }
-                    _ => false,
-                };
-                if live {
-                    tracing::warn!(
-                        pid,
-                        "command or check still running after its timeout: SIGKILL to its group"
-                    );
-                    let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                }
-            }
+            Event::Expire { pid, token } => self.children.expire(pid, token),
             Event::Terminate(name) => {
-                if self.shutting_down.is_none() {
+                if !self.shutting_down {
                     tracing::info!("{name}: stopping every service, dependents first");
-                    self.shutting_down = Some(tokio::time::Instant::now() + self.shutdown_cap());
+                    self.shutting_down = true;
                     self.feed(Input::Operator(Operator::Shutdown));
                 }
             }
             Event::Reload => self.reload_config(),
         }
-    }
-
-    fn shutdown_cap(&self) -> Duration {
-        let sum: Duration = self.kernel.services().map(|s| s.config.stop_timeout).sum();
-        (sum + SHUTDOWN_SLACK).min(SHUTDOWN_CAP)
     }
 
     fn reload_config(&mut self) {
@@ -491,60 +398,35 @@ impl Runtime {
                 return;
             }
         };
-        if let Err(errors) = medic_kernel::config::parse(&text, &path) {
-            tracing::error!(
-                "SIGHUP: {path} does not validate; keeping the running config:\n{errors}"
-            );
-            return;
-        }
-        tracing::info!("SIGHUP: applying {path}");
+        // The kernel validates it (one parse): a config that does not validate is refused with
+        // a notice, logged below, and changes nothing.
+        tracing::info!("SIGHUP: re-reading {path}");
         self.feed(Input::ReplaceConfig { text });
     }
 
     fn reap(&mut self) {
-        for (pid, status) in process::reap() {
-            match self.children.remove(&pid) {
-                Some(Role::Service(job)) => {
-                    let Some(entry) = self.procs.remove(&job) else {
-                        continue;
-                    };
-                    let stopping = self
-                        .kernel
-                        .slot(entry.service)
-                        .and_then(|s| s.proc)
-                        .is_some_and(|p| p.job == job && p.stop.is_some());
-                    if entry.is_process || stopping {
-                        // Nothing the service forked outlives it: SIGKILL to the group now, the
-                        // full sweep after this round of inputs.
-                        let _ = process::signal_group(entry.pid, nix::sys::signal::Signal::SIGKILL);
-                        self.sweeps
-                            .push((entry.name.clone(), entry.pid, entry.instance.clone()));
-                    }
-                    tracing::debug!(service = %entry.name, pid, "{status}");
-                    self.queue.push_back(Input::Exited {
-                        service: entry.service,
-                        job,
-                        status,
-                    });
-                }
-                Some(Role::Check { tx, .. }) => {
-                    let _ = tx.send(status);
-                }
-                Some(Role::Command {
+        for reaped in self.children.reap() {
+            let input = match reaped {
+                Reaped::Service {
                     service,
                     job,
-                    expiry,
-                    ..
-                }) => {
-                    expiry.abort();
-                    self.queue.push_back(Input::CommandDone {
-                        service,
-                        job,
-                        status,
-                    });
-                }
-                None => tracing::debug!(pid, "reaped an orphan: {status}"),
-            }
+                    status,
+                } => Input::Exited {
+                    service,
+                    job,
+                    status,
+                },
+                Reaped::Command {
+                    service,
+                    job,
+                    status,
+                } => Input::CommandDone {
+                    service,
+                    job,
+                    status,
+                },
+            };
+            self.queue.push_back(input);
         }
     }
 
@@ -558,16 +440,16 @@ impl Runtime {
                 config,
             } => self.spawn_service(*service, *job, config),
             Effect::Signal { job, signal, .. } => {
-                if let Some(entry) = self.procs.get(job) {
+                if let Some(entry) = self.children.service(*job) {
                     if let Err(e) = process::signal_group(entry.pid, process::nix_signal(*signal)) {
                         tracing::warn!(service = %entry.name, "SIG{} to group {}: {e}", signal.name(), entry.pid);
                     }
                 }
             }
-            // SIGKILL to the group; whatever left it is swept when the leader is reaped (the
-            // kernel only kills processes it is stopping).
+            // SIGKILL to the group; whatever left it is swept when the kernel says the process
+            // has ended ([`Effect::Sweep`]).
             Effect::Kill { job, .. } => {
-                if let Some(entry) = self.procs.get(job) {
+                if let Some(entry) = self.children.service(*job) {
                     if let Err(e) = process::signal_group(entry.pid, nix::sys::signal::SIGKILL) {
                         tracing::warn!(service = %entry.name, "SIGKILL to group {}: {e}", entry.pid);
                     }
@@ -578,10 +460,12 @@ impl Runtime {
                 job,
                 check,
                 timeout,
-                purpose,
-            } => self.start_check(*service, *job, check, *timeout, *purpose),
+                reports,
+                exec,
+                ..
+            } => self.start_check(*service, *job, check, *timeout, *reports, exec.as_ref()),
             Effect::SampleMemory { service, job } => {
-                if let Some(entry) = self.procs.get(job) {
+                if let Some(entry) = self.children.service(*job) {
                     self.queue.push_back(Input::MemorySampled {
                         service: *service,
                         job: *job,
@@ -595,7 +479,9 @@ impl Runtime {
                 job,
                 argv,
                 purpose,
-            } => self.run_command(*service, *job, argv, *purpose),
+                exec,
+                timeout,
+            } => self.run_command(*service, *job, argv, *purpose, exec, *timeout),
             Effect::LinkUp { ifname, .. } => {
                 let ifname = ifname.clone();
                 tokio::task::spawn_local(async move {
@@ -617,7 +503,7 @@ impl Runtime {
             }
             Effect::Event { service, record } => {
                 let name = self.kernel.name(*service);
-                let record_text = render_record(record);
+                let record_text = record.to_string();
                 let shown = crate::terminal::sanitize(&record_text);
                 tracing::info!(target: "medic::event", "{name}: {shown}");
                 if !self.event_followers.is_empty() {
@@ -629,12 +515,8 @@ impl Runtime {
             }
             Effect::Notice { message } => tracing::warn!("{message}"),
             Effect::ShutdownComplete => self.done = true,
+            Effect::Sweep { job, .. } => self.children.sweep(*job),
         }
-    }
-
-    fn token(&mut self) -> u64 {
-        self.next_token += 1;
-        self.next_token
     }
 
     fn spawn_service(&mut self, service: ServiceId, job: JobId, config: &ServiceConfig) {
@@ -643,7 +525,8 @@ impl Runtime {
             Kind::Oneshot { argv, .. } => (argv, false),
             Kind::Interface { .. } => return,
         };
-        let instance = format!("{}.{}", std::process::id(), job.0);
+        let exec = Exec::of(config);
+        let instance = instance_tag(job);
         let mut tasks = Vec::new();
         let mut notify_fd = None;
         let mut notify_read = None;
@@ -686,7 +569,7 @@ impl Runtime {
         let spec = SpawnSpec {
             notify_fd,
             notify_socket: notify_socket.as_deref(),
-            ..SpawnSpec::for_service(argv, config, &self.base_dir, &instance)
+            ..SpawnSpec::for_service(argv, &exec, &self.base_dir, &instance)
         };
         let child = match process::spawn(spec) {
             Ok(c) => c,
@@ -710,15 +593,13 @@ impl Runtime {
         if let Some(fd) = process::pidfd_open(pid) {
             tasks.push(self.watch_pidfd(fd));
         }
-        self.children.insert(pid, Role::Service(job));
-        self.procs.insert(
+        self.children.add_service(
             job,
             ProcEntry {
                 service,
                 name: config.name.clone(),
                 pid,
                 instance,
-                is_process,
                 notify_socket,
                 tasks,
             },
@@ -732,7 +613,8 @@ impl Runtime {
         job: JobId,
         check: &Check,
         timeout: Duration,
-        purpose: CheckPurpose,
+        reports: Reports,
+        exec: Option<&Exec>,
     ) {
         let tx = self.tx.clone();
         let done = move |result: CheckResult| {
@@ -766,19 +648,20 @@ impl Runtime {
                 });
             }
             Check::Run(argv) => {
-                let Some(config) = self.kernel.slot(service).map(|s| s.config.clone()) else {
-                    return;
+                let Some(exec) = exec else {
+                    let result = CheckResult::Failed("no context for a run check".into());
+                    return self.queue.push_back(Input::CheckDone {
+                        service,
+                        job,
+                        result,
+                    });
                 };
-                let condition = purpose == CheckPurpose::Probe
-                    && config
-                        .probe
-                        .as_ref()
-                        .is_some_and(|p| p.reports == Reports::Condition);
-                let instance = format!("{}.{}", std::process::id(), job.0);
+                let condition = reports == Reports::Condition;
+                let instance = instance_tag(job);
                 let spec = SpawnSpec {
                     capture_stdout: condition,
                     capture_stderr: false,
-                    ..SpawnSpec::for_service(argv, &config, &self.base_dir, &instance)
+                    ..SpawnSpec::for_service(argv, exec, &self.base_dir, &instance)
                 };
                 let child = match process::spawn(spec) {
                     Ok(c) => c,
@@ -792,15 +675,8 @@ impl Runtime {
                     }
                 };
                 let pid = child.pid;
-                let token = self.token();
                 let (status_tx, status_rx) = oneshot::channel();
-                self.children.insert(
-                    pid,
-                    Role::Check {
-                        token,
-                        tx: status_tx,
-                    },
-                );
+                let token = self.children.add_check(pid, status_tx);
                 let stdout = child.stdout;
                 tokio::task::spawn_local(async move {
                     let run = async move {
@@ -834,16 +710,16 @@ impl Runtime {
         job: JobId,
         argv: &[String],
         purpose: CommandPurpose,
+        exec: &Exec,
+        timeout: Duration,
     ) {
-        let Some(config) = self.kernel.slot(service).map(|s| s.config.clone()) else {
-            return;
-        };
-        let instance = format!("{}.{}", std::process::id(), job.0);
-        let spec = SpawnSpec::for_service(argv, &config, &self.base_dir, &instance);
+        let instance = instance_tag(job);
+        let spec = SpawnSpec::for_service(argv, exec, &self.base_dir, &instance);
+        let name = &exec.service;
         let child = match process::spawn(spec) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(service = %config.name, "{purpose:?} command: {e}");
+                tracing::warn!(service = %name, "{purpose:?} command: {e}");
                 // 127: what a shell answers for a command it cannot run.
                 let status = ExitStatus::Code(127);
                 return self.queue.push_back(Input::CommandDone {
@@ -854,24 +730,16 @@ impl Runtime {
             }
         };
         let pid = child.pid;
-        tracing::info!(service = %config.name, pid, "{purpose:?} command: {}", argv.join(" "));
-        self.read_output(&config.name, child.stdout, child.stderr);
-        let token = self.token();
+        tracing::info!(service = %name, pid, "{purpose:?} command: {}", argv.join(" "));
+        self.read_output(name, child.stdout, child.stderr);
         let tx = self.tx.clone();
-        let expiry = tokio::task::spawn_local(async move {
-            tokio::time::sleep(COMMAND_TIMEOUT).await;
-            let _ = tx.send(Event::Expire { pid, token }).await;
-        })
-        .abort_handle();
-        self.children.insert(
-            pid,
-            Role::Command {
-                service,
-                job,
-                token,
-                expiry,
-            },
-        );
+        self.children.add_command(pid, service, job, |token| {
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(timeout).await;
+                let _ = tx.send(Event::Expire { pid, token }).await;
+            })
+            .abort_handle()
+        });
     }
 
     // ----- tasks -------------------------------------------------------------------------------
@@ -1044,15 +912,7 @@ impl Runtime {
                     if !*follow {
                         tail
                     } else {
-                        match self.admit_follower(&reply, tail) {
-                            Err(refusal) => refusal,
-                            Ok(admitted) => {
-                                if admitted {
-                                    self.log_followers.push((service.clone(), reply));
-                                }
-                                return;
-                            }
-                        }
+                        return self.follow(reply, tail, Follower::Logs(service.clone()));
                     }
                 }
             }
@@ -1061,15 +921,7 @@ impl Runtime {
                 if !*follow {
                     recent
                 } else {
-                    match self.admit_follower(&reply, recent) {
-                        Err(refusal) => refusal,
-                        Ok(admitted) => {
-                            if admitted {
-                                self.event_followers.push(reply);
-                            }
-                            return;
-                        }
-                    }
+                    return self.follow(reply, recent, Follower::Events);
                 }
             }
             Request::TraceSave { path } => {
@@ -1086,19 +938,20 @@ impl Runtime {
         let _ = reply.try_send(response);
     }
 
-    /// Sends a new follower its first answer; `Ok(false)` when it is already gone, `Err` with
-    /// the refusal to send when there are [`MAX_FOLLOWERS`] already.
-    fn admit_follower(
-        &mut self,
-        reply: &mpsc::Sender<Response>,
-        first: Response,
-    ) -> Result<bool, Response> {
+    /// Sends a new follower its first answer and keeps it, or refuses it when there are
+    /// [`MAX_FOLLOWERS`] already.
+    fn follow(&mut self, reply: mpsc::Sender<Response>, first: Response, who: Follower) {
         if self.followers() >= MAX_FOLLOWERS {
-            return Err(Response::Error(format!(
-                "more than {MAX_FOLLOWERS} followers; try again later"
-            )));
+            let refusal = format!("more than {MAX_FOLLOWERS} followers; try again later");
+            let _ = reply.try_send(Response::Error(refusal));
+            return;
         }
-        Ok(reply.try_send(first).is_ok())
+        if reply.try_send(first).is_ok() {
+            match who {
+                Follower::Events => self.event_followers.push(reply),
+                Follower::Logs(service) => self.log_followers.push((service, reply)),
+            }
+        }
     }
 
     fn followers(&mut self) -> usize {
@@ -1108,13 +961,24 @@ impl Runtime {
     }
 }
 
+/// Who follows: `medic events --follow`, or `medic logs SERVICE --follow`.
+enum Follower {
+    Events,
+    Logs(String),
+}
+
 enum Woke {
     Event(Event),
     Call(Call),
     Input(Input),
     Files(io::Result<Vec<String>>),
     Deadline,
-    ShutdownCap,
+}
+
+/// `MEDIC_INSTANCE` of the process of `job`: unique to this daemon and job, inherited by what
+/// the process forks, so a sweep finds descendants that left the group.
+fn instance_tag(job: JobId) -> String {
+    format!("{}.{}", std::process::id(), job.0)
 }
 
 /// Binds the sd_notify datagram socket of one process.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Heal, Kind, ServiceConfig};
 
-/// The condition a service is in at one moment (DESIGN.md §2).
+/// The condition a service is in at one moment (architecture.md §2).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Condition {
     /// Not wanted (operator stop, or not yet started).
@@ -117,7 +117,7 @@ impl Condition {
         }
     }
 
-    /// `blocked` and `given-up` can never be given a heal (DESIGN.md §2).
+    /// `blocked` and `given-up` can never be given a heal (architecture.md §2).
     pub fn heal_forbidden(&self) -> bool {
         matches!(self, Condition::Blocked | Condition::GivenUp)
     }
@@ -153,7 +153,7 @@ const RESTART: &[Heal] = &[Heal::Restart];
 const KILL: &[Heal] = &[Heal::Kill];
 const LINK_UP: &[Heal] = &[Heal::LinkUp];
 
-/// The default verdict of a condition (DESIGN.md §2, the conditions table). `stopped` counts
+/// The default verdict of a condition (architecture.md §2, the conditions table). `stopped` counts
 /// as unhealthy for dependents: a need that is not running cannot serve them.
 pub fn default_verdict(condition: &Condition) -> Verdict<'static> {
     use Condition::*;

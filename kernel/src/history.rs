@@ -49,6 +49,24 @@ pub struct Record {
     pub note: String,
 }
 
+/// One record as `12.000s exited restart (pending): strike 1 of 10`: the one rendering of a
+/// history line, for the daemon's log, the CLI and tests.
+impl core::fmt::Display for Record {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} {}", self.at, self.condition)?;
+        if let Some(h) = &self.heal {
+            write!(f, " {}", h.describe())?;
+        }
+        if let Some(o) = self.outcome {
+            write!(f, " ({})", o.name())?;
+        }
+        if !self.note.is_empty() {
+            write!(f, ": {}", self.note)?;
+        }
+        Ok(())
+    }
+}
+
 /// A bounded ring of [`Record`]s, oldest first. When full, the oldest record is dropped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
@@ -114,6 +132,11 @@ impl History {
     /// Whether no record is held.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Every record rendered as a line (see [`Record`]'s `Display`), oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        self.records.iter().map(Record::to_string).collect()
     }
 
     /// The most recent record.

@@ -1,61 +1,51 @@
 //! The state machine: [`Kernel::step`] applies one [`Input`] and appends [`Effect`]s.
+//!
+//! This file holds the step, the worklist that re-derives conditions and the invariants. The
+//! rules live by concern: [`crate::rules`] (what to try, when, and when to give up),
+//! [`crate::observe`] (exits, readiness, probes, memory), [`crate::intervene`] (starts, heals,
+//! operator commands), [`crate::stop`] (stop order and shutdown), [`crate::replace`] (a new
+//! config).
 
-use core::time::Duration;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, Action, Config, Heal, Kind, ServiceConfig};
-use crate::config::{defaults, Readiness, Reports};
+use crate::config::{Config, Kind};
 use crate::graph;
 use crate::health::{self, Condition};
-use crate::history::{History, Outcome, Record};
-use crate::protocol::{
-    CheckPurpose, CheckResult, CommandPurpose, Effect, ExitStatus, Input, JobId, LinkState,
-    Operator, ServiceId,
-};
-use crate::service::{AfterStop, FileAction, Proc, Slot, Stop, StopCommand};
+use crate::history::{History, Outcome};
+use crate::protocol::{Effect, Input, JobId, LinkState, ServiceId};
+use crate::rules::{self, Plan};
+use crate::service::{FileAction, Slot};
 use crate::time::Instant;
 use crate::timers::{Timer, Timers};
+use crate::view::ServiceView;
 
 /// The supervisor's pure state machine. See the crate documentation for the protocol.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Kernel {
-    config: Config,
-    slots: Vec<Slot>,
+    pub(crate) config: Config,
+    pub(crate) slots: Vec<Slot>,
     /// Live services in config order.
-    order: Vec<ServiceId>,
-    by_name: BTreeMap<String, ServiceId>,
+    pub(crate) order: Vec<ServiceId>,
+    pub(crate) by_name: BTreeMap<String, ServiceId>,
     /// Last known state of every link by name (`None`: absent).
-    links: BTreeMap<String, LinkState>,
+    pub(crate) links: BTreeMap<String, LinkState>,
     /// Interface services by link name.
-    link_services: BTreeMap<String, Vec<ServiceId>>,
+    pub(crate) link_services: BTreeMap<String, Vec<ServiceId>>,
     /// Watched paths and who reacts to them.
-    watches: BTreeMap<String, Vec<(ServiceId, FileAction)>>,
-    timers: Timers,
+    pub(crate) watches: BTreeMap<String, Vec<(ServiceId, FileAction)>>,
+    pub(crate) timers: Timers,
     next_job: u64,
-    now: Instant,
-    booted: bool,
-    shutting_down: bool,
-    shutdown_complete: bool,
+    pub(crate) now: Instant,
+    pub(crate) booted: bool,
+    pub(crate) shutting_down: bool,
+    pub(crate) shutdown_complete: bool,
     /// Services to re-derive before the step ends; always empty between steps.
     #[serde(skip)]
     dirty: VecDeque<ServiceId>,
     #[serde(skip)]
     queued: Vec<bool>,
-}
-
-/// What the medical rules say to do about an unhealthy service now.
-enum Plan {
-    /// Nothing to do (healthy, transient, or no heal); the reason when there is one.
-    Nothing(Option<String>),
-    /// A heal is due but must wait until the instant (settle or backoff).
-    Defer(Instant, String),
-    /// The strikes are used up: go `given-up`.
-    GiveUp,
-    /// Make this intervention now, with this settle time.
-    Heal(Heal, Duration),
 }
 
 /// A bound on re-derivations in one step, far above what any real graph needs: a runaway here
@@ -109,13 +99,15 @@ impl Kernel {
     }
 
     /// The live services in config order.
-    pub fn services(&self) -> impl Iterator<Item = &Slot> + '_ {
-        self.order.iter().map(|id| &self.slots[id.index()])
+    pub fn views(&self) -> impl Iterator<Item = ServiceView<'_>> + '_ {
+        self.order
+            .iter()
+            .map(|id| ServiceView::new(&self.slots[id.index()]))
     }
 
-    /// A service's slot (also for removed services that are still stopping).
-    pub fn slot(&self, id: ServiceId) -> Option<&Slot> {
-        self.slots.get(id.index())
+    /// One service (also a removed one that is still stopping).
+    pub fn status(&self, id: ServiceId) -> Option<ServiceView<'_>> {
+        self.slots.get(id.index()).map(ServiceView::new)
     }
 
     /// A service's name.
@@ -150,14 +142,9 @@ impl Kernel {
         self.timers.next()
     }
 
-    /// Whether shutdown has finished (every process gone, every stop command run).
+    /// Whether shutdown has finished (every process gone or abandoned, every stop command run).
     pub fn is_shut_down(&self) -> bool {
         self.shutdown_complete
-    }
-
-    /// How many timers are pending (bounded by services × [`Timer::COUNT`]).
-    pub fn pending_timers(&self) -> usize {
-        self.timers.len()
     }
 
     // ----- the step --------------------------------------------------------------------------
@@ -187,7 +174,7 @@ impl Kernel {
                 service,
                 job,
                 status,
-            } => self.on_exited(service, job, status),
+            } => self.on_exited(service, job, status, out),
             Input::ReadyNotified { service, job } => {
                 if self.proc_job(service) == Some(job) {
                     self.mark_ready(service);
@@ -242,256 +229,44 @@ impl Kernel {
         while let Some((id, kind)) = self.timers.pop_due(self.now) {
             self.slots[id.index()].timers.fired(kind);
             self.on_timer(id, kind, out);
+            self.mark(id);
         }
     }
 
-    // ----- inputs about processes ---------------------------------------------------------
-
-    fn proc_job(&self, id: ServiceId) -> Option<JobId> {
-        self.slots.get(id.index())?.proc.map(|p| p.job)
-    }
-
-    fn on_spawned(&mut self, id: ServiceId, job: JobId, pid: u32) {
-        if self.proc_job(id) != Some(job) {
-            return;
-        }
-        let slot = &mut self.slots[id.index()];
-        if let Some(p) = slot.proc.as_mut() {
-            p.pid = Some(pid);
-        }
-        if matches!(slot.config.kind, Kind::Process { .. })
-            && slot.config.ready == Readiness::Spawned
-        {
-            self.mark_ready(id);
-        }
-    }
-
-    fn on_spawn_failed(&mut self, id: ServiceId, job: JobId, error: String) {
-        if self.proc_job(id) != Some(job) {
-            return;
-        }
-        let condition = self.failure_condition(id);
-        self.end_proc(id);
-        let slot = &mut self.slots[id.index()];
-        if slot.wanted {
-            slot.problem = Some(condition);
-            slot.problem_note = format!("spawn failed: {error}");
-        }
-        self.mark(id);
-    }
-
-    fn failure_condition(&self, id: ServiceId) -> Condition {
-        if self.slots[id.index()].is_oneshot() {
-            Condition::Failed
-        } else {
-            Condition::Exited
-        }
-    }
-
-    fn on_exited(&mut self, id: ServiceId, job: JobId, status: ExitStatus) {
-        if self.proc_job(id) != Some(job) {
-            return;
-        }
-        let proc = self.end_proc(id);
-        let failure = self.failure_condition(id);
-        let slot = &mut self.slots[id.index()];
-        match proc.stop {
-            // Expected: a stop we asked for (a running oneshot is never also done).
-            Some(_) => slot.problem = None,
-            None if slot.is_oneshot() && status.success() => {
-                slot.oneshot_done = true;
-                slot.problem = None;
-            }
-            None => {
-                slot.problem = Some(failure);
-                slot.problem_note = status.to_string();
-            }
-        }
-        self.mark(id);
-    }
-
-    /// Forgets the process of `id` and everything tied to it (timers, checks in flight) and
-    /// lets the services it was holding up in a stop go on.
-    fn end_proc(&mut self, id: ServiceId) -> Proc {
-        let slot = &mut self.slots[id.index()];
-        let proc = slot.proc.take().expect("end_proc with a process");
-        slot.ready_check = None;
-        slot.probe_check = None;
-        for kind in [
-            Timer::StartTimeout,
-            Timer::StopTimeout,
-            Timer::ReadyPoll,
-            Timer::Probe,
-            Timer::Memory,
-        ] {
-            self.timers.clear(&mut slot.timers, id, kind);
-        }
-        self.mark_stop_waiters(id);
-        self.mark_successors(id);
-        proc
-    }
-
-    /// Services ordered `after` this one re-check their ordering: it was tried, became ready
-    /// or ended, which its condition alone does not always show (a blocked service stays
-    /// `blocked` while its process becomes ready).
-    fn mark_successors(&mut self, id: ServiceId) {
-        for i in 0..self.slots[id.index()].successors.len() {
-            let s = self.slots[id.index()].successors[i];
-            self.mark(s);
-        }
-    }
-
-    fn mark_stop_waiters(&mut self, id: ServiceId) {
-        let waiters: Vec<ServiceId> = graph::stops_after(&self.slots[id.index()]).collect();
-        for w in waiters {
-            self.mark(w);
-        }
-    }
-
-    fn mark_ready(&mut self, id: ServiceId) {
-        let now = self.now;
-        let slot = &mut self.slots[id.index()];
-        let Some(p) = slot.proc.as_mut() else { return };
-        if p.ready || p.stop.is_some() {
-            return;
-        }
-        p.ready = true;
-        slot.ready_check = None;
-        self.timers.clear(&mut slot.timers, id, Timer::StartTimeout);
-        self.timers.clear(&mut slot.timers, id, Timer::ReadyPoll);
-        if slot.problem == Some(Condition::StartTimeout) {
-            slot.problem = None;
-        }
-        if let Some(probe) = &slot.config.probe {
-            let at = now + probe.every;
-            self.timers.set(&mut slot.timers, id, Timer::Probe, at);
-        }
-        self.mark(id);
-        self.mark_successors(id);
-    }
-
-    fn on_check_done(&mut self, id: ServiceId, job: JobId, result: CheckResult) {
-        let Some(slot) = self.slots.get_mut(id.index()) else {
-            return;
-        };
-        let now = self.now;
-        if slot.ready_check == Some(job) {
-            slot.ready_check = None;
-            if result == CheckResult::Ok {
-                self.mark_ready(id);
-            } else {
-                slot.ready_poll_every = (slot.ready_poll_every * 2).min(defaults::READY_POLL_MAX);
-                let at = now + slot.ready_poll_every;
-                self.timers.set(&mut slot.timers, id, Timer::ReadyPoll, at);
-            }
-            return;
-        }
-        if slot.probe_check != Some(job) {
-            return;
-        }
-        slot.probe_check = None;
-        let Some(probe) = slot.config.probe.clone() else {
-            return;
-        };
-        let healthy_problem = |c: &Option<Condition>| {
-            matches!(
-                c,
-                Some(Condition::Unresponsive) | Some(Condition::Custom(_))
-            )
-        };
-        match result {
-            CheckResult::Ok => {
-                slot.probe_failures = 0;
-                if healthy_problem(&slot.problem) {
-                    slot.problem = None;
+    /// One timer of `id` is due: each kind belongs to one concern.
+    fn on_timer(&mut self, id: ServiceId, kind: Timer, out: &mut Vec<Effect>) {
+        match kind {
+            Timer::Settle => self.settle_outcome(id, out),
+            // The worklist re-plans the service: the backoff it waited for is over.
+            Timer::Retry => {}
+            Timer::StartTimeout => self.on_start_timeout(id),
+            Timer::StopTimeout => self.on_stop_timeout(id, out),
+            Timer::ReadyPoll => self.poll_ready(id, out),
+            Timer::Probe => self.probe(id, out),
+            Timer::Memory => self.sample_memory(id, out),
+            Timer::Debounce => self.on_debounced(id, out),
+            Timer::RetryAfter => {
+                if self.slots[id.index()].medical.given_up {
+                    self.note(id, "retry-after elapsed".into(), out);
+                    self.new_fact(id);
                 }
             }
-            CheckResult::Condition(name) if probe.reports == Reports::Condition => {
-                let name = name.trim();
-                if name == "ready" {
-                    slot.probe_failures = 0;
-                    if healthy_problem(&slot.problem) {
-                        slot.problem = None;
-                    }
-                } else if slot.problem.is_none() || healthy_problem(&slot.problem) {
-                    let reported = match Condition::from_name(name) {
-                        Condition::Unresponsive => Condition::Unresponsive,
-                        _ => Condition::Custom(name.to_string()),
-                    };
-                    slot.problem_note = format!("probe reports {name}");
-                    slot.problem = Some(reported);
-                }
-            }
-            CheckResult::Condition(_) | CheckResult::Failed(_) | CheckResult::TimedOut => {
-                slot.probe_failures = slot.probe_failures.saturating_add(1);
-                if slot.probe_failures >= probe.failures
-                    && (slot.problem.is_none()
-                        || matches!(slot.problem, Some(Condition::Custom(_))))
-                {
-                    slot.problem = Some(Condition::Unresponsive);
-                    slot.problem_note = match result {
-                        CheckResult::Failed(why) => {
-                            format!("{} failed probes, last: {why}", slot.probe_failures)
-                        }
-                        _ => format!("{} failed probes, last timed out", slot.probe_failures),
-                    };
-                }
-            }
-        }
-        if slot.running().is_some_and(|p| p.ready) {
-            let at = now + probe.every;
-            self.timers.set(&mut slot.timers, id, Timer::Probe, at);
-        }
-        self.mark(id);
-    }
-
-    fn on_memory(&mut self, id: ServiceId, job: JobId, rss: u64, total: u64) {
-        if self.proc_job(id) != Some(job) {
-            return;
-        }
-        let slot = &mut self.slots[id.index()];
-        let Some(limit) = slot.config.memory_max else {
-            return;
-        };
-        let limit = limit.bytes(total);
-        if rss > limit {
-            if slot.problem.is_none()
-                || matches!(
-                    slot.problem,
-                    Some(Condition::Unresponsive) | Some(Condition::Custom(_))
-                )
-            {
-                slot.problem = Some(Condition::MemoryHigh);
-                slot.problem_note = format!("rss {} KiB > limit {} KiB", rss / 1024, limit / 1024);
-            }
-        } else if slot.problem == Some(Condition::MemoryHigh) {
-            slot.problem = None;
-        }
-        self.mark(id);
-    }
-
-    fn on_command_done(
-        &mut self,
-        id: ServiceId,
-        job: JobId,
-        status: ExitStatus,
-        out: &mut Vec<Effect>,
-    ) {
-        let Some(slot) = self.slots.get_mut(id.index()) else {
-            return;
-        };
-        if slot.stop_command == StopCommand::Running(job) {
-            self.finish_stop_command(id);
-            if !status.success() {
-                self.note(id, format!("stop command: {status}"), out);
-            }
-        } else if !status.success() {
-            // A heal or reload command that failed: worth a line; the settle time decides.
-            self.note(id, format!("command: {status}"), out);
+            Timer::Forgive => self.forgive(id, out),
         }
     }
 
-    // ----- files, links ---------------------------------------------------------------------
+    /// A fresh job id: every spawn, check and command has its own.
+    pub(crate) fn new_job(&mut self) -> JobId {
+        let job = JobId(self.next_job);
+        self.next_job += 1;
+        job
+    }
+
+    pub(crate) fn proc_job(&self, id: ServiceId) -> Option<JobId> {
+        self.slots.get(id.index())?.proc_job()
+    }
+
+    // ----- facts about links and files ------------------------------------------------------
 
     fn on_file_changed(&mut self, path: &str) {
         let Some(watchers) = self.watches.get(path) else {
@@ -518,367 +293,105 @@ impl Kernel {
         }
     }
 
-    // ----- operator -----------------------------------------------------------------------
+    // ----- the medical record ---------------------------------------------------------------
 
-    fn on_operator(&mut self, op: Operator, out: &mut Vec<Effect>) {
-        let (name, verb) = match &op {
-            Operator::Shutdown => {
-                self.shutdown(out);
-                return;
-            }
-            Operator::Start(n) => (n, "start"),
-            Operator::Stop(n) => (n, "stop"),
-            Operator::Restart(n) => (n, "restart"),
-            Operator::Reload(n) => (n, "reload"),
-        };
-        let Some(id) = self.lookup(name) else {
-            out.push(Effect::Notice {
-                message: format!("operator {verb}: no service called `{name}`"),
-            });
-            return;
-        };
-        if self.shutting_down {
-            out.push(Effect::Notice {
-                message: format!("operator {verb} {name}: refused, shutting down"),
-            });
-            return;
-        }
-        let condition = self.slots[id.index()].condition.clone();
-        let note = format!("operator {verb}");
-        match op {
-            Operator::Start(_) => {
-                self.record(id, condition, None, None, note, out);
-                self.new_fact(id);
-                let slot = &mut self.slots[id.index()];
-                slot.wanted = true;
-                slot.stopped_for_needs = false; // the operator acts at once
-                if let Some(stop) = slot.proc.as_mut().and_then(|p| p.stop.as_mut()) {
-                    stop.then = AfterStop::Start;
-                }
-            }
-            Operator::Stop(_) => {
-                self.record(id, condition, None, None, note, out);
-                self.slots[id.index()].wanted = false;
-                self.stop_service(id, AfterStop::Nothing);
-            }
-            Operator::Restart(_) => {
-                self.record(id, condition, Some(Heal::Restart), None, note, out);
-                self.new_fact(id);
-                self.slots[id.index()].wanted = true;
-                self.slots[id.index()].stopped_for_needs = false;
-                self.restart(id);
-            }
-            Operator::Reload(_) => {
-                self.record(id, condition, Some(Heal::Reload), None, note, out);
-                self.slots[id.index()].wanted = true;
-                self.reload(id, out);
-            }
-            Operator::Shutdown => unreachable!("handled above"),
-        }
-        self.mark(id);
-    }
-
-    fn shutdown(&mut self, out: &mut Vec<Effect>) {
-        if self.shutting_down {
-            return;
-        }
-        self.shutting_down = true;
-        out.push(Effect::Notice {
-            message: "shutting down: stopping every service, dependents first".into(),
-        });
-        for i in 0..self.slots.len() {
-            let id = ServiceId(i as u32);
-            self.slots[i].wanted = false;
-            self.stop_service(id, AfterStop::Nothing);
-            self.mark(id);
-        }
-    }
-
-    /// A new fact (DESIGN.md §2): strikes and `given-up` are cleared. The settle time of the
-    /// last intervention still stands.
-    fn new_fact(&mut self, id: ServiceId) {
+    /// A new fact (architecture.md §2): strikes and `given-up` are cleared, and so is the wait for
+    /// `retry-after`.
+    pub(crate) fn new_fact(&mut self, id: ServiceId) {
         let slot = &mut self.slots[id.index()];
-        slot.strikes = 0;
-        slot.given_up = false;
-        slot.next_allowed = slot.settle_until;
+        slot.medical.new_fact();
         self.timers.clear(&mut slot.timers, id, Timer::RetryAfter);
         self.mark(id);
     }
 
-    // ----- config replacement ---------------------------------------------------------------
-
-    fn on_replace_config(&mut self, text: &str, out: &mut Vec<Effect>) {
-        let new = match config::parse(text, "config") {
-            Ok(c) => c,
-            Err(errors) => {
-                out.push(Effect::Notice {
-                    message: format!("new config refused, nothing changed:\n{errors}"),
-                });
-                return;
-            }
-        };
-        let old_paths: BTreeSet<String> = self.watches.keys().cloned().collect();
-        let history_len = new.daemon.history_len;
-        let mut new_order = Vec::with_capacity(new.services.len());
-        let mut changed = Vec::new();
-        for service in &new.services {
-            match self.by_name.get(&service.name).copied() {
-                Some(id) if self.slots[id.index()].config == *service => new_order.push(id),
-                Some(id) => {
-                    self.slots[id.index()].config = service.clone();
-                    changed.push(id);
-                    new_order.push(id);
-                }
-                None => {
-                    let id = ServiceId(self.slots.len() as u32);
-                    let mut slot = Slot::new(id, service.clone(), history_len);
-                    slot.wanted = !self.shutting_down;
-                    slot.since = self.now;
-                    self.slots.push(slot);
-                    self.queued.push(false);
-                    new_order.push(id);
-                    self.by_name.insert(service.name.clone(), id);
-                    self.mark(id);
-                }
-            }
-        }
-        let kept: BTreeSet<ServiceId> = new_order.iter().copied().collect();
-        for id in self.order.clone() {
-            if !kept.contains(&id) {
-                let slot = &mut self.slots[id.index()];
-                slot.removed = true;
-                slot.wanted = false;
-                self.by_name.remove(&slot.config.name);
-                self.stop_service(id, AfterStop::Nothing);
-                self.mark(id);
-            }
-        }
-        self.order = new_order;
-        self.config = new;
-        self.rebuild_indexes();
-        for id in changed {
-            self.note(id, "definition changed".into(), out);
-            self.new_fact(id);
-            self.restart(id);
-        }
-        // Every service re-derives: needs may have changed anywhere.
-        for i in 0..self.slots.len() {
-            self.mark(ServiceId(i as u32));
-        }
-        let new_paths: BTreeSet<String> = self.watches.keys().cloned().collect();
-        for path in old_paths.difference(&new_paths) {
-            out.push(Effect::Unwatch { path: path.clone() });
-        }
-        for path in new_paths.difference(&old_paths) {
-            out.push(Effect::Watch { path: path.clone() });
-        }
-    }
-
-    /// Rebuilds the graph edges, the need counters, the link and watch maps.
-    fn rebuild_indexes(&mut self) {
-        graph::link_edges(&mut self.slots, &self.by_name);
-        for i in 0..self.slots.len() {
-            let unhealthy = self.slots[i]
-                .needs
-                .iter()
-                .filter(|n| !self.slots[n.index()].healthy)
-                .count() as u32;
-            self.slots[i].unhealthy_needs = unhealthy;
-        }
-        self.link_services.clear();
-        self.watches.clear();
-        for &id in &self.order {
-            let config = &self.slots[id.index()].config;
-            if let Kind::Interface { ifname, .. } = &config.kind {
-                self.link_services
-                    .entry(ifname.clone())
-                    .or_default()
-                    .push(id);
-            }
-            for (paths, action) in [
-                (&config.reload_on, FileAction::Reload),
-                (&config.restart_on, FileAction::Restart),
-            ] {
-                for path in paths {
-                    self.watches
-                        .entry(path.clone())
-                        .or_default()
-                        .push((id, action));
-                }
-            }
-        }
-        self.queued = vec![false; self.slots.len()];
-    }
-
-    // ----- timers ---------------------------------------------------------------------------
-
-    fn on_timer(&mut self, id: ServiceId, kind: Timer, out: &mut Vec<Effect>) {
+    fn forgive(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
         let now = self.now;
-        match kind {
-            Timer::Settle => {
-                let slot = &mut self.slots[id.index()];
-                if let Some(seq) = slot.pending_attempt.take() {
-                    let outcome = if slot.healthy {
-                        Outcome::Resolved
-                    } else {
-                        Outcome::Unresolved
-                    };
-                    if let Some(record) = slot.history.settle(seq, outcome) {
-                        out.push(Effect::Event {
-                            service: id,
-                            record,
-                        });
-                    }
-                }
-            }
-            Timer::Retry => {}
-            Timer::StartTimeout => {
-                let slot = &mut self.slots[id.index()];
-                if slot.running().is_some_and(|p| !p.ready) {
-                    slot.problem = Some(Condition::StartTimeout);
-                    slot.problem_note = format!(
-                        "not ready after {}",
-                        humantime::format_duration(slot.config.start_timeout)
-                    );
-                }
-            }
-            Timer::StopTimeout => {
-                let slot = &mut self.slots[id.index()];
-                if let Some(p) = slot.proc.as_mut() {
-                    if let Some(stop) = p.stop.as_mut() {
-                        if !stop.killed {
-                            stop.killed = true;
-                            out.push(Effect::Kill {
-                                service: id,
-                                job: p.job,
-                            });
-                            let condition = slot.condition.clone();
-                            let note = format!(
-                                "still running {} after SIG{}: SIGKILL to the group",
-                                humantime::format_duration(slot.config.stop_timeout),
-                                slot.config.stop_signal.name()
-                            );
-                            self.record(id, condition, None, None, note, out);
-                        }
-                    }
-                } else if let StopCommand::Running(_) = slot.stop_command {
-                    self.finish_stop_command(id);
-                    self.note(id, "stop command timed out".into(), out);
-                }
-            }
-            Timer::ReadyPoll => {
-                let slot = &mut self.slots[id.index()];
-                if let (Some(_), Readiness::Poll(check)) = (slot.running(), &slot.config.ready) {
-                    let job = JobId(self.next_job);
-                    self.next_job += 1;
-                    slot.ready_check = Some(job);
-                    out.push(Effect::Check {
-                        service: id,
-                        job,
-                        check: check.clone(),
-                        timeout: defaults::PROBE_TIMEOUT.min(slot.config.start_timeout),
-                        purpose: CheckPurpose::Ready,
-                    });
-                }
-            }
-            Timer::Probe => {
-                let slot = &mut self.slots[id.index()];
-                if let (Some(p), Some(probe)) = (slot.running(), &slot.config.probe) {
-                    if p.ready && slot.probe_check.is_none() {
-                        let job = JobId(self.next_job);
-                        self.next_job += 1;
-                        slot.probe_check = Some(job);
-                        out.push(Effect::Check {
-                            service: id,
-                            job,
-                            check: probe.check.clone(),
-                            timeout: probe.timeout,
-                            purpose: CheckPurpose::Probe,
-                        });
-                    }
-                }
-            }
-            Timer::Memory => {
-                let slot = &mut self.slots[id.index()];
-                if let Some(p) = slot.running() {
-                    out.push(Effect::SampleMemory {
-                        service: id,
-                        job: p.job,
-                    });
-                    let at = now + slot.config.memory_every;
-                    self.timers.set(&mut slot.timers, id, Timer::Memory, at);
-                }
-            }
-            Timer::Debounce => self.on_debounced(id, out),
-            Timer::RetryAfter => {
-                if self.slots[id.index()].given_up {
-                    self.note(id, "retry-after elapsed".into(), out);
-                    self.new_fact(id);
-                }
-            }
-            Timer::Forgive => {
-                let slot = &mut self.slots[id.index()];
-                if slot.healthy && slot.needs_restarts > 0 {
-                    slot.needs_restarts = 0;
-                    slot.start_gate = now;
-                }
-                if slot.healthy && slot.strikes > 0 {
-                    let note = format!(
-                        "forgiven: healthy for {}, {} strikes cleared",
-                        humantime::format_duration(slot.config.forgive_after),
-                        slot.strikes
-                    );
-                    slot.strikes = 0;
-                    slot.next_allowed = slot.settle_until;
-                    // An interface that gave up and then came back by itself is forgiven too.
-                    slot.given_up = false;
-                    self.timers.clear(&mut slot.timers, id, Timer::RetryAfter);
-                    self.note(id, note, out);
-                }
-            }
+        let slot = &mut self.slots[id.index()];
+        if !slot.healthy {
+            return;
         }
-        self.mark(id);
+        if let Some(cleared) = slot.medical.forgive(now) {
+            let note = format!(
+                "forgiven: healthy for {}, {cleared} strikes cleared",
+                humantime::format_duration(slot.config.forgive_after),
+            );
+            self.timers.clear(&mut slot.timers, id, Timer::RetryAfter);
+            self.note(id, note, out);
+        }
     }
 
-    fn on_debounced(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
-        let Some(action) = self.slots[id.index()].file_pending.take() else {
-            return;
+    /// The settle time of the last intervention is over: its outcome is written.
+    fn settle_outcome(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
+        let slot = &mut self.slots[id.index()];
+        let outcome = if slot.healthy {
+            Outcome::Resolved
+        } else {
+            Outcome::Unresolved
         };
-        self.new_fact(id);
+        self.finish_attempt(id, outcome, out);
+    }
+
+    /// Writes the outcome of the pending intervention, if any.
+    fn finish_attempt(&mut self, id: ServiceId, outcome: Outcome, out: &mut Vec<Effect>) {
+        let slot = &mut self.slots[id.index()];
+        if let Some(seq) = slot.medical.pending_attempt.take() {
+            if let Some(record) = slot.history.settle(seq, outcome) {
+                out.push(Effect::Event {
+                    service: id,
+                    record,
+                });
+            }
+        }
+    }
+
+    /// What the medical rules say about `id` now.
+    pub(crate) fn plan(&self, id: ServiceId) -> Plan {
         let slot = &self.slots[id.index()];
-        if !slot.wanted || slot.running().is_none() {
-            return;
+        if !slot.wanted || self.shutting_down {
+            return Plan::Nothing(None);
         }
-        let condition = slot.condition.clone();
-        match action {
-            FileAction::Reload => {
-                self.record(
-                    id,
-                    condition,
-                    Some(Heal::Reload),
-                    None,
-                    "reload-on: file changed".into(),
-                    out,
-                );
-                self.reload(id, out);
-            }
-            FileAction::Restart => {
-                self.record(
-                    id,
-                    condition,
-                    Some(Heal::Restart),
-                    None,
-                    "restart-on: file changed".into(),
-                    out,
-                );
-                self.restart(id);
-            }
-        }
+        rules::plan(&slot.medical, &slot.config, &slot.condition, self.now)
+    }
+
+    // ----- history ----------------------------------------------------------------------------
+
+    /// Writes a plain note (no heal, no outcome) at the service's current condition.
+    pub(crate) fn note(&mut self, id: ServiceId, note: String, out: &mut Vec<Effect>) {
+        let condition = self.slots[id.index()].condition.clone();
+        self.record(id, condition, None, None, note, out);
+    }
+
+    /// Writes a history record and sends it out as an event; returns its number.
+    pub(crate) fn record(
+        &mut self,
+        id: ServiceId,
+        condition: Condition,
+        heal: Option<crate::config::Heal>,
+        outcome: Option<Outcome>,
+        note: String,
+        out: &mut Vec<Effect>,
+    ) -> u64 {
+        let now = self.now;
+        let record = self.slots[id.index()]
+            .history
+            .push(now, condition, heal, outcome, note);
+        let seq = record.seq;
+        out.push(Effect::Event {
+            service: id,
+            record,
+        });
+        seq
     }
 
     // ----- the worklist -----------------------------------------------------------------------
 
-    fn mark(&mut self, id: ServiceId) {
+    /// Sizes the worklist's marks to the slots (after slots were added).
+    pub(crate) fn reset_worklist_marks(&mut self) {
+        self.queued = vec![false; self.slots.len()];
+    }
+
+    /// Queues `id` to be re-derived before the step ends.
+    pub(crate) fn mark(&mut self, id: ServiceId) {
         // Before boot nothing is derived; boot marks every service.
         if !self.booted {
             return;
@@ -890,6 +403,24 @@ impl Kernel {
         if !self.queued[i] {
             self.queued[i] = true;
             self.dirty.push_back(id);
+        }
+    }
+
+    /// Services ordered `after` this one re-check their ordering: it was tried, became ready
+    /// or ended, which its condition alone does not always show (a blocked service stays
+    /// `blocked` while its process becomes ready).
+    pub(crate) fn mark_successors(&mut self, id: ServiceId) {
+        for i in 0..self.slots[id.index()].successors.len() {
+            let s = self.slots[id.index()].successors[i];
+            self.mark(s);
+        }
+    }
+
+    /// What waits for `id` to stop (its needs and what it is ordered after) may go on.
+    pub(crate) fn mark_stop_waiters(&mut self, id: ServiceId) {
+        let waiters: Vec<ServiceId> = graph::stops_after(&self.slots[id.index()]).collect();
+        for w in waiters {
+            self.mark(w);
         }
     }
 
@@ -934,18 +465,11 @@ impl Kernel {
             slot.healthy = verdict_healthy;
             if verdict_healthy {
                 // Only a service with strikes has something to forgive: no idle wake-ups.
-                if slot.strikes > 0 || slot.needs_restarts > 0 {
+                if slot.medical.has_anything_to_forgive() {
                     let at = now + slot.config.forgive_after;
                     self.timers.set(&mut slot.timers, id, Timer::Forgive, at);
                 }
-                if let Some(seq) = slot.pending_attempt.take() {
-                    if let Some(record) = slot.history.settle(seq, Outcome::Resolved) {
-                        out.push(Effect::Event {
-                            service: id,
-                            record,
-                        });
-                    }
-                }
+                self.finish_attempt(id, Outcome::Resolved, out);
             } else {
                 self.timers.clear(&mut slot.timers, id, Timer::Forgive);
             }
@@ -970,7 +494,7 @@ impl Kernel {
         let slot = &self.slots[id.index()];
         let mut note = match &condition {
             Condition::Blocked => format!("blocked by {}", self.unhealthy_need_names(id)),
-            Condition::GivenUp => format!("given up after {} strikes", slot.strikes),
+            Condition::GivenUp => format!("given up after {} strikes", slot.medical.strikes),
             Condition::Stopped if self.shutting_down => "shutdown".into(),
             Condition::Ready | Condition::Stopped => String::new(),
             _ if slot.problem.as_ref() == Some(&condition) => slot.problem_note.clone(),
@@ -995,446 +519,15 @@ impl Kernel {
         names.join(", ")
     }
 
-    /// Writes a plain note (no heal, no outcome) at the service's current condition.
-    fn note(&mut self, id: ServiceId, note: String, out: &mut Vec<Effect>) {
-        let condition = self.slots[id.index()].condition.clone();
-        self.record(id, condition, None, None, note, out);
-    }
-
-    /// A oneshot's stop command is over (finished or given up on): it is undone, and what
-    /// waited for it to stop may go on.
-    fn finish_stop_command(&mut self, id: ServiceId) {
-        let slot = &mut self.slots[id.index()];
-        slot.stop_command = StopCommand::Idle;
-        slot.oneshot_done = false;
-        self.timers.clear(&mut slot.timers, id, Timer::StopTimeout);
-        self.mark_stop_waiters(id);
-        self.mark(id);
-    }
-
-    fn record(
-        &mut self,
-        id: ServiceId,
-        condition: Condition,
-        heal: Option<Heal>,
-        outcome: Option<Outcome>,
-        note: String,
-        out: &mut Vec<Effect>,
-    ) -> u64 {
-        let now = self.now;
-        let record = self.slots[id.index()]
-            .history
-            .push(now, condition, heal, outcome, note);
-        let seq = record.seq;
-        out.push(Effect::Event {
-            service: id,
-            record,
-        });
-        seq
-    }
-
-    // ----- acting -------------------------------------------------------------------------------
-
-    fn act(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
-        self.advance_stop(id, out);
-        let slot = &self.slots[id.index()];
-        if slot.removed && !slot.is_live() {
-            return;
-        }
-        if !slot.wanted || self.shutting_down {
-            return;
-        }
-        if slot.unhealthy_needs > 0 {
-            // Upstream first: no start, no heal. Stop it if the config says so (a oneshot
-            // that is done is up too, and must be undone, or what it needs waits for ever).
-            let up = slot.running().is_some()
-                || (slot.oneshot_done && slot.stop_command == StopCommand::Idle);
-            if slot.config.stop_when_needs_fail && up {
-                self.slots[id.index()].stopped_for_needs = true;
-                self.stop_service(id, AfterStop::Nothing);
-                self.advance_stop(id, out);
-                self.mark(id);
-            }
-            return;
-        }
-        if slot.given_up {
-            return;
-        }
-        if !slot.is_interface()
-            && slot.proc.is_none()
-            && slot.problem.is_none()
-            && !slot.oneshot_done
-            && slot.stop_command == StopCommand::Idle
-        {
-            if !self.after_satisfied(id) {
-                return;
-            }
-            if slot.stopped_for_needs {
-                // Started again because its needs came back: a flapping need must not cycle
-                // it faster than a restart's settle time, doubling while the flapping goes on.
-                let now = self.now;
-                let slot = &mut self.slots[id.index()];
-                if now < slot.start_gate {
-                    let at = slot.start_gate;
-                    self.timers
-                        .set_earliest(&mut slot.timers, id, Timer::Retry, at);
-                    return;
-                }
-                slot.stopped_for_needs = false;
-                slot.needs_restarts = slot.needs_restarts.saturating_add(1);
-                let settle = Heal::Restart.default_settle();
-                slot.start_gate =
-                    now + backoff(settle, slot.needs_restarts, slot.config.max_backoff);
-            }
-            self.start(id, out);
-            return;
-        }
-        match self.plan(id) {
-            Plan::Nothing(_) => {}
-            Plan::Defer(at, _) => {
-                let slot = &mut self.slots[id.index()];
-                self.timers
-                    .set_earliest(&mut slot.timers, id, Timer::Retry, at);
-            }
-            Plan::GiveUp => {
-                let now = self.now;
-                let slot = &mut self.slots[id.index()];
-                slot.given_up = true;
-                if let Some(after) = slot.config.retry_after {
-                    self.timers
-                        .set(&mut slot.timers, id, Timer::RetryAfter, now + after);
-                }
-                self.mark(id);
-            }
-            Plan::Heal(heal, settle) => self.intervene(id, heal, settle, out),
-        }
-    }
-
-    /// What the medical rules say about `id` in its current condition.
-    fn plan(&self, id: ServiceId) -> Plan {
-        let slot = &self.slots[id.index()];
-        if !slot.wanted || self.shutting_down || slot.condition.is_transient() {
-            return Plan::Nothing(None);
-        }
-        let verdict = health::verdict(&slot.config, &slot.condition);
-        if verdict.healthy {
-            return Plan::Nothing(None);
-        }
-        match slot.condition {
-            Condition::Blocked | Condition::GivenUp | Condition::Stopped => {
-                return Plan::Nothing(None)
-            }
-            _ => {}
-        }
-        if verdict.heal.is_empty() {
-            return Plan::Nothing(Some(format!("no heal for {}", slot.condition)));
-        }
-        if slot.strikes >= slot.config.give_up_after {
-            // The last intervention gets its whole settle time to work before giving up.
-            if self.now < slot.settle_until {
-                let at = slot.settle_until;
-                return Plan::Defer(at, format!("settling until {at}, then giving up"));
-            }
-            return Plan::GiveUp;
-        }
-        let at = slot.settle_until.max(slot.next_allowed);
-        if self.now < at {
-            let why = if self.now < slot.settle_until {
-                format!("settling until {at}")
-            } else {
-                format!("backing off until {at} after {} strikes", slot.strikes)
-            };
-            return Plan::Defer(at, why);
-        }
-        let rung = (slot.strikes as usize).min(verdict.heal.len() - 1);
-        let heal = verdict.heal[rung].clone();
-        let settle = health::settle_of(&verdict, &heal);
-        Plan::Heal(heal, settle)
-    }
-
-    fn intervene(&mut self, id: ServiceId, heal: Heal, settle: Duration, out: &mut Vec<Effect>) {
-        let now = self.now;
-        let slot = &mut self.slots[id.index()];
-        slot.strikes += 1;
-        let strikes = slot.strikes;
-        let backoff = backoff(settle, strikes, slot.config.max_backoff);
-        slot.settle_until = now + settle;
-        slot.next_allowed = now + settle.max(backoff);
-        let condition = slot.condition.clone();
-        let note = format!("strike {strikes} of {}", slot.config.give_up_after);
-        let seq = self.record(
-            id,
-            condition,
-            Some(heal.clone()),
-            Some(Outcome::Pending),
-            note,
-            out,
-        );
-        let slot = &mut self.slots[id.index()];
-        slot.pending_attempt = Some(seq);
-        let settle_at = slot.settle_until;
-        self.timers
-            .set(&mut slot.timers, id, Timer::Settle, settle_at);
-        match heal {
-            Heal::Restart => self.restart(id),
-            Heal::Kill => self.kill_and_start(id, out),
-            Heal::Reload => self.reload(id, out),
-            Heal::Signal(signal) => {
-                if let Some(p) = self.slots[id.index()].running() {
-                    out.push(Effect::Signal {
-                        service: id,
-                        job: p.job,
-                        signal,
-                    });
-                }
-            }
-            Heal::Run(argv) => {
-                self.run_command(id, argv, CommandPurpose::Heal, out);
-            }
-            Heal::LinkUp => {
-                if let Kind::Interface { ifname, .. } = &self.slots[id.index()].config.kind {
-                    out.push(Effect::LinkUp {
-                        service: id,
-                        ifname: ifname.clone(),
-                    });
-                }
-            }
-        }
-        self.mark(id);
-    }
-
-    fn run_command(
-        &mut self,
-        id: ServiceId,
-        argv: Vec<String>,
-        purpose: CommandPurpose,
-        out: &mut Vec<Effect>,
-    ) -> JobId {
-        let job = JobId(self.next_job);
-        self.next_job += 1;
-        out.push(Effect::RunCommand {
-            service: id,
-            job,
-            argv,
-            purpose,
-        });
-        job
-    }
-
-    /// Stop (if running) then start. With nothing running, the start happens when `act` next
-    /// looks at the service.
-    fn restart(&mut self, id: ServiceId) {
-        let slot = &mut self.slots[id.index()];
-        slot.problem = None;
-        // Stop, then start: a done oneshot is undone first (its `stop` command, if it has one);
-        // it starts again once that is over.
-        self.undo_oneshot(id);
-        if self.slots[id.index()].proc.is_some() {
-            self.stop_service(id, AfterStop::Start);
-        }
-        self.mark(id);
-    }
-
-    fn kill_and_start(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
-        let slot = &mut self.slots[id.index()];
-        slot.problem = None;
-        if let Some(p) = slot.proc.as_mut() {
-            out.push(Effect::Kill {
-                service: id,
-                job: p.job,
-            });
-            p.stop = Some(Stop {
-                signaled: true,
-                killed: true,
-                then: AfterStop::Start,
-            });
-        } else if slot.is_oneshot() {
-            slot.oneshot_done = false;
-        }
-        self.mark(id);
-    }
-
-    fn reload(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
-        let slot = &self.slots[id.index()];
-        match (slot.running(), slot.config.reload.clone()) {
-            (Some(p), Some(Action::Signal(signal))) => out.push(Effect::Signal {
-                service: id,
-                job: p.job,
-                signal,
-            }),
-            (Some(_), Some(Action::Run(argv))) => {
-                self.run_command(id, argv, CommandPurpose::Reload, out);
-            }
-            _ => self.restart(id),
-        }
-    }
-
-    /// Asks `id` to stop; the stop signal goes out once nothing that must stop first is still
-    /// up ([`Kernel::advance_stop`]).
-    fn stop_service(&mut self, id: ServiceId, then: AfterStop) {
-        let slot = &mut self.slots[id.index()];
-        self.timers.clear(&mut slot.timers, id, Timer::Retry);
-        self.timers.clear(&mut slot.timers, id, Timer::StartTimeout);
-        self.timers.clear(&mut slot.timers, id, Timer::ReadyPoll);
-        self.timers.clear(&mut slot.timers, id, Timer::Probe);
-        self.timers.clear(&mut slot.timers, id, Timer::Memory);
-        slot.ready_check = None;
-        slot.probe_check = None;
-        if then == AfterStop::Nothing {
-            slot.problem = None;
-        }
-        match slot.proc.as_mut() {
-            Some(p) => match p.stop.as_mut() {
-                Some(stop) => stop.then = then,
-                None => {
-                    p.stop = Some(Stop {
-                        signaled: false,
-                        killed: false,
-                        then,
-                    })
-                }
-            },
-            None if then == AfterStop::Nothing => self.undo_oneshot(id),
-            None => {}
-        }
-        self.mark(id);
-    }
-
-    /// Undoes a done oneshot: its `stop` command runs once what needs it has stopped; with
-    /// none, it is undone at once and whatever waited for it may go on.
-    fn undo_oneshot(&mut self, id: ServiceId) {
-        let slot = &mut self.slots[id.index()];
-        if !slot.oneshot_done || slot.stop_command != StopCommand::Idle {
-            return;
-        }
-        if matches!(slot.config.kind, Kind::Oneshot { stop: Some(_), .. }) {
-            slot.stop_command = StopCommand::Pending;
-        } else {
-            slot.oneshot_done = false;
-            self.mark_stop_waiters(id);
-        }
-    }
-
-    /// Sends the stop signal (or runs the oneshot's stop command) once every service that must
-    /// stop first has stopped.
-    fn advance_stop(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
-        let slot = &self.slots[id.index()];
-        let waiting_signal = slot
-            .proc
-            .is_some_and(|p| p.stop.is_some_and(|s| !s.signaled));
-        let waiting_command = slot.stop_command == StopCommand::Pending;
-        if !waiting_signal && !waiting_command {
-            return;
-        }
-        if graph::stop_before(slot).any(|d| self.will_stop(d)) {
-            return;
-        }
-        let now = self.now;
-        let slot = &mut self.slots[id.index()];
-        let stop_timeout = slot.config.stop_timeout;
-        if waiting_signal {
-            let p = slot.proc.as_mut().expect("checked above");
-            if let Some(stop) = p.stop.as_mut() {
-                stop.signaled = true;
-            }
-            out.push(Effect::Signal {
-                service: id,
-                job: p.job,
-                signal: slot.config.stop_signal,
-            });
-            self.timers
-                .set(&mut slot.timers, id, Timer::StopTimeout, now + stop_timeout);
-        } else if let Kind::Oneshot {
-            stop: Some(argv), ..
-        } = &slot.config.kind
-        {
-            let argv = argv.clone();
-            let job = self.run_command(id, argv, CommandPurpose::Stop, out);
-            let slot = &mut self.slots[id.index()];
-            slot.stop_command = StopCommand::Running(job);
-            self.timers
-                .set(&mut slot.timers, id, Timer::StopTimeout, now + stop_timeout);
-        }
-    }
-
-    /// Whether `id` is up and about to stop or stopping, so what it needs must wait for it.
-    fn will_stop(&self, id: ServiceId) -> bool {
-        let s = &self.slots[id.index()];
-        if s.is_stopping() {
-            return true;
-        }
-        let up = s.proc.is_some() || s.oneshot_done;
-        up && (!s.wanted
-            || self.shutting_down
-            || (s.config.stop_when_needs_fail && s.unhealthy_needs > 0))
-    }
-
-    fn after_satisfied(&self, id: ServiceId) -> bool {
-        self.slots[id.index()].after.iter().all(|a| {
-            let s = &self.slots[a.index()];
-            s.is_interface()
-                || !s.wanted
-                || s.given_up
-                || (s.ever_started && !s.proc.is_some_and(|p| !p.ready && p.stop.is_none()))
-        })
-    }
-
-    fn start(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
-        let now = self.now;
-        let job = JobId(self.next_job);
-        self.next_job += 1;
-        let slot = &mut self.slots[id.index()];
-        slot.proc = Some(Proc {
-            job,
-            pid: None,
-            started: now,
-            ready: false,
-            stop: None,
-        });
-        slot.problem = None;
-        slot.problem_note.clear();
-        slot.ever_started = true;
-        slot.probe_failures = 0;
-        slot.ready_poll_every = defaults::READY_POLL_FIRST;
-        out.push(Effect::Spawn {
-            service: id,
-            job,
-            config: slot.config.clone(),
-        });
-        let config: Arc<ServiceConfig> = slot.config.clone();
-        self.timers.set(
-            &mut slot.timers,
-            id,
-            Timer::StartTimeout,
-            now + config.start_timeout,
-        );
-        if matches!(config.kind, Kind::Process { .. }) {
-            if let Readiness::Poll(_) = config.ready {
-                self.timers.set(
-                    &mut slot.timers,
-                    id,
-                    Timer::ReadyPoll,
-                    now + defaults::READY_POLL_FIRST,
-                );
-            }
-            if config.memory_max.is_some() {
-                self.timers.set(
-                    &mut slot.timers,
-                    id,
-                    Timer::Memory,
-                    now + config.memory_every,
-                );
-            }
-        }
-        self.mark(id);
-    }
-
     // ----- invariants ---------------------------------------------------------------------------
 
     /// Checks the kernel's internal consistency; the simulator calls it after every step.
     /// Returns every broken invariant, each saying which.
     pub fn check_invariants(&self) -> Result<(), Vec<String>> {
         let mut broken = Vec::new();
+        if let Err(e) = self.check_structure() {
+            return Err(vec![e]);
+        }
         if !self.dirty.is_empty() {
             broken.push(format!(
                 "{} services left dirty after a step",
@@ -1470,13 +563,13 @@ impl Kernel {
             if slot.history.len() > slot.history.capacity() as usize {
                 broken.push(format!("{name}: history over its bound"));
             }
-            if slot.strikes > slot.config.give_up_after {
+            if slot.medical.strikes > slot.config.give_up_after {
                 broken.push(format!(
                     "{name}: {} strikes exceed give-up-after {}",
-                    slot.strikes, slot.config.give_up_after
+                    slot.medical.strikes, slot.config.give_up_after
                 ));
             }
-            if slot.proc.is_some() && slot.stop_command != StopCommand::Idle {
+            if slot.proc.is_some() && slot.stop_command != crate::service::StopCommand::Idle {
                 broken.push(format!("{name}: a process and a stop command at once"));
             }
             if self.booted && slot.healthy && slot.unhealthy_needs > 0 {
@@ -1492,32 +585,35 @@ impl Kernel {
             Err(broken)
         }
     }
-}
 
-/// The wait after the `strikes`-th intervention: `min(settle × 2^(strikes−1), max_backoff)`.
-pub fn backoff(settle: Duration, strikes: u32, max_backoff: Duration) -> Duration {
-    let factor = 1u32 << strikes.saturating_sub(1).min(30);
-    settle.saturating_mul(factor).min(max_backoff)
-}
-
-/// Every record of the history of `id` rendered for humans (for tests and the CLI).
-pub fn render_history(history: &History) -> Vec<String> {
-    history.iter().map(render_record).collect()
-}
-
-/// One record as `12.000s exited restart (pending): strike 1 of 10`.
-pub fn render_record(r: &Record) -> String {
-    let mut line = format!("{} {}", r.at, r.condition);
-    if let Some(h) = &r.heal {
-        line.push(' ');
-        line.push_str(&h.describe());
+    /// Checks what every other method takes for granted: every id names a slot, and the
+    /// indexes agree with the slots. A snapshot decoded from a trace file is checked with this
+    /// before anything runs on it, so a corrupt file is an error, not a panic.
+    pub(crate) fn check_structure(&self) -> Result<(), String> {
+        let n = self.slots.len();
+        let ok = |id: &ServiceId| id.index() < n;
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.id.index() != i {
+                return Err(format!("slot {i} carries id {}", slot.id.0));
+            }
+            let edges = [&slot.needs, &slot.after, &slot.dependents, &slot.successors];
+            if !edges.iter().all(|e| e.iter().all(ok)) {
+                return Err(format!("slot {i} names a service that does not exist"));
+            }
+        }
+        if !self.order.iter().all(ok) || !self.by_name.values().all(ok) {
+            return Err("the service order names a service that does not exist".into());
+        }
+        let indexed = self.link_services.values().flatten();
+        if !indexed
+            .chain(self.watches.values().flatten().map(|(id, _)| id))
+            .all(ok)
+        {
+            return Err("a link or watch index names a service that does not exist".into());
+        }
+        if !self.timers.services().all(|id| ok(&id)) {
+            return Err("a timer names a service that does not exist".into());
+        }
+        Ok(())
     }
-    if let Some(o) = r.outcome {
-        line.push_str(&format!(" ({})", o.name()));
-    }
-    if !r.note.is_empty() {
-        line.push_str(": ");
-        line.push_str(&r.note);
-    }
-    line
 }

@@ -37,7 +37,7 @@
 //!
 //! ## Bounds
 //! * history: `history-size` records per service (default 64), oldest dropped;
-//! * timers: at most [`timers::Timer::COUNT`] per service;
+//! * timers: at most one of each kind per service (ten kinds);
 //! * one process per service, at most one readiness poll and one probe in flight;
 //! * effects per step: proportional to the services the input touches (a config replacement
 //!   or shutdown touches all).
@@ -50,22 +50,30 @@
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod graph;
+mod graph;
 pub mod health;
 pub mod history;
+mod intervene;
 mod kernel;
+mod observe;
 pub mod protocol;
-pub mod service;
+mod replace;
+mod rules;
+mod service;
+mod stop;
 pub mod time;
-pub mod timers;
+mod timers;
 pub mod trace;
+mod view;
 
 pub use config::{Config, ServiceConfig};
 pub use health::Condition;
 pub use history::{History, Outcome, Record};
-pub use kernel::{backoff, render_history, render_record, Kernel};
+pub use kernel::Kernel;
 pub use protocol::{
-    CheckPurpose, CheckResult, CommandPurpose, Effect, ExitStatus, Input, JobId, LinkState,
+    CheckPurpose, CheckResult, CommandPurpose, Effect, Exec, ExitStatus, Input, JobId, LinkState,
     Operator, ServiceId,
 };
+pub use rules::backoff;
 pub use time::Instant;
+pub use view::ServiceView;

@@ -4,11 +4,12 @@
 //! ever added at the end, and any change to the encoding bumps [`crate::trace::FORMAT_VERSION`].
 
 use core::time::Duration;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Check, ServiceConfig, Signal};
+use crate::config::{Check, Reports, ServiceConfig, Signal};
 use crate::history::Record;
 
 /// A service's slot in the kernel. Stable for the kernel's lifetime: a config replacement keeps
@@ -186,6 +187,35 @@ pub enum Input {
     },
 }
 
+/// How a service runs its commands (heal, reload and stop commands, `run` checks): what the
+/// adapter needs besides the command line, so it never looks the service up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    /// The service's name (`MEDIC_SERVICE`).
+    pub service: String,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// User name or numeric uid.
+    pub user: Option<String>,
+    /// Group name or numeric gid.
+    pub group: Option<String>,
+}
+
+impl Exec {
+    /// The context `config`'s commands run in.
+    pub fn of(config: &ServiceConfig) -> Exec {
+        Exec {
+            service: config.name.clone(),
+            env: config.env.clone(),
+            cwd: config.cwd.clone(),
+            user: config.user.clone(),
+            group: config.group.clone(),
+        }
+    }
+}
+
 /// Why a [`Check`] is run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CheckPurpose {
@@ -249,6 +279,10 @@ pub enum Effect {
         timeout: Duration,
         /// A readiness poll or a probe.
         purpose: CheckPurpose,
+        /// How to read a `run` check: its exit status, or the condition its first line names.
+        reports: Reports,
+        /// The service's context, for a `run` check.
+        exec: Option<Exec>,
     },
     /// Sum the RSS of the process group of `job`; answer with [`Input::MemorySampled`].
     SampleMemory {
@@ -257,8 +291,8 @@ pub enum Effect {
         /// The process job.
         job: JobId,
     },
-    /// Run a command (never through a shell) with the service's env, cwd, user and group;
-    /// answer with [`Input::CommandDone`].
+    /// Run a command (never through a shell) in the service's context; kill it (with its
+    /// group) if it still runs after `timeout`; answer with [`Input::CommandDone`].
     RunCommand {
         /// The service.
         service: ServiceId,
@@ -268,6 +302,10 @@ pub enum Effect {
         argv: Vec<String>,
         /// A heal, a reload or a oneshot's stop.
         purpose: CommandPurpose,
+        /// The service's env, cwd, user and group.
+        exec: Exec,
+        /// How long it may run.
+        timeout: Duration,
     },
     /// Set the link administratively up.
     LinkUp {
@@ -301,4 +339,12 @@ pub enum Effect {
     },
     /// After [`Operator::Shutdown`], everything is stopped: the daemon may exit.
     ShutdownComplete,
+    /// The process of `job` has ended (or was abandoned): SIGKILL whatever is left of its
+    /// process group, and whatever it forked that left the group, so nothing outlives it.
+    Sweep {
+        /// The service.
+        service: ServiceId,
+        /// The process job.
+        job: JobId,
+    },
 }

@@ -1,4 +1,8 @@
-//! One service's runtime state in the kernel, and how its condition follows from that state.
+//! One service's runtime state in the kernel ([`Slot`]), how its condition follows from that
+//! state, and how observations (exits, readiness, probes, memory) change it.
+//!
+//! Everything here is private to the kernel: adapters and the simulator read a service through
+//! [`crate::ServiceView`].
 
 use core::time::Duration;
 use std::sync::Arc;
@@ -9,12 +13,13 @@ use crate::config::{Kind, LinkReady, ServiceConfig};
 use crate::health::Condition;
 use crate::history::History;
 use crate::protocol::{JobId, LinkState, ServiceId};
+use crate::rules::Medical;
 use crate::time::Instant;
 use crate::timers::ServiceTimers;
 
 /// What to do once a stopping process has exited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AfterStop {
+pub(crate) enum AfterStop {
     /// Nothing: it was stopped for good (operator stop, shutdown, needs failed).
     Nothing,
     /// Start it again (a restart or kill heal, an operator restart, a changed definition).
@@ -23,7 +28,7 @@ pub enum AfterStop {
 
 /// A stop in progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stop {
+pub(crate) struct Stop {
     /// The stop signal has been sent (it waits while dependents are still stopping).
     pub signaled: bool,
     /// SIGKILL has been sent to the group.
@@ -34,7 +39,7 @@ pub struct Stop {
 
 /// The process (or running oneshot command) of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Proc {
+pub(crate) struct Proc {
     /// Names the process in inputs and effects.
     pub job: JobId,
     /// Known once [`crate::Input::Spawned`] arrived.
@@ -49,7 +54,7 @@ pub struct Proc {
 
 /// A oneshot's `stop` command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StopCommand {
+pub(crate) enum StopCommand {
     /// Not needed or finished.
     Idle,
     /// Must run once the dependents are down.
@@ -60,7 +65,7 @@ pub enum StopCommand {
 
 /// What a change of a watched file asks for (a restart outranks a reload).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum FileAction {
+pub(crate) enum FileAction {
     /// `reload-on`.
     Reload,
     /// `restart-on`.
@@ -69,7 +74,7 @@ pub enum FileAction {
 
 /// A service's slot in the kernel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Slot {
+pub(crate) struct Slot {
     /// Its id.
     pub id: ServiceId,
     /// The definition in force.
@@ -95,7 +100,8 @@ pub struct Slot {
     /// A oneshot's `stop` command.
     pub stop_command: StopCommand,
     /// The unhealthy observation that stands until cured: exited, failed, start-timeout,
-    /// unresponsive, memory-high or a probe's custom condition.
+    /// unresponsive, memory-high or a probe's custom condition. Changed only through
+    /// [`Slot::observe`] and [`Slot::cure`].
     pub problem: Option<Condition>,
     /// Words about `problem` for the history (`exit code 1`).
     pub problem_note: String,
@@ -107,22 +113,8 @@ pub struct Slot {
     pub since: Instant,
     /// The verdict's health bit for `condition`, as last derived.
     pub healthy: bool,
-    /// The medical history says stop trying until a new fact.
-    pub given_up: bool,
-    /// Interventions since the service was last healthy for `forgive-after`.
-    pub strikes: u32,
-    /// Stopped by `stop-when-needs-fail`; its next start waits for `start_gate`.
-    pub stopped_for_needs: bool,
-    /// Starts after a need came back, since the service was last healthy for `forgive-after`.
-    pub needs_restarts: u32,
-    /// No start after a need came back before this.
-    pub start_gate: Instant,
-    /// No automatic intervention before this (the settle time of the last one).
-    pub settle_until: Instant,
-    /// No automatic intervention before this (settle or backoff, whichever is later).
-    pub next_allowed: Instant,
-    /// The history record of the intervention whose outcome is not known yet.
-    pub pending_attempt: Option<u64>,
+    /// Strikes, settle, backoff, give-up: what the medical rules keep.
+    pub medical: Medical,
     /// Consecutive failed probes.
     pub probe_failures: u32,
     /// The readiness poll in flight.
@@ -137,6 +129,17 @@ pub struct Slot {
     pub timers: ServiceTimers,
     /// The medical history.
     pub history: History,
+}
+
+/// How much an observed problem weighs: a heavier one replaces a lighter one, never the
+/// reverse. The process's own end (or start) is the heaviest and is always taken; a probe's
+/// word replaces another probe's word.
+fn weight(problem: &Condition) -> u8 {
+    match problem {
+        Condition::Unresponsive | Condition::Custom(_) => 1,
+        Condition::MemoryHigh => 2,
+        _ => 3,
+    }
 }
 
 impl Slot {
@@ -161,14 +164,7 @@ impl Slot {
             condition: Condition::Stopped,
             since: Instant::ZERO,
             healthy: false,
-            given_up: false,
-            strikes: 0,
-            stopped_for_needs: false,
-            needs_restarts: 0,
-            start_gate: Instant::ZERO,
-            settle_until: Instant::ZERO,
-            next_allowed: Instant::ZERO,
-            pending_attempt: None,
+            medical: Medical::default(),
             probe_failures: 0,
             ready_check: None,
             probe_check: None,
@@ -179,9 +175,38 @@ impl Slot {
         }
     }
 
+    /// The one precedence rule for problems: `problem` stands from now on unless a heavier
+    /// one already does (or the same probe word). Returns whether it was taken.
+    pub fn observe(&mut self, problem: Condition, note: impl FnOnce() -> String) -> bool {
+        let taken = match &self.problem {
+            None => true,
+            Some(old) => {
+                let (new_w, old_w) = (weight(&problem), weight(old));
+                new_w == 3 || new_w > old_w || (new_w == 1 && old_w == 1 && *old != problem)
+            }
+        };
+        if taken {
+            self.problem_note = note();
+            self.problem = Some(problem);
+        }
+        taken
+    }
+
+    /// Clears the standing problem if `cured` says this observation ends it.
+    pub fn cure(&mut self, cured: impl Fn(&Condition) -> bool) {
+        if self.problem.as_ref().is_some_and(cured) {
+            self.problem = None;
+        }
+    }
+
     /// The live process that is not being stopped.
     pub fn running(&self) -> Option<&Proc> {
         self.proc.as_ref().filter(|p| p.stop.is_none())
+    }
+
+    /// The job of the process, stopping or not.
+    pub fn proc_job(&self) -> Option<JobId> {
+        self.proc.map(|p| p.job)
     }
 
     /// Stopping: a process being stopped or a oneshot's stop command pending or running.
@@ -194,6 +219,11 @@ impl Slot {
         self.proc.is_some() || self.stop_command != StopCommand::Idle
     }
 
+    /// Up: a process, or a oneshot that is done.
+    pub fn is_up(&self) -> bool {
+        self.proc.is_some() || self.oneshot_done
+    }
+
     /// Whether this is an interface service.
     pub fn is_interface(&self) -> bool {
         matches!(self.config.kind, Kind::Interface { .. })
@@ -204,7 +234,16 @@ impl Slot {
         matches!(self.config.kind, Kind::Oneshot { .. })
     }
 
-    /// The condition that follows from the state (DESIGN.md §2). `link` is the state of the
+    /// The problem an unexpected end of this service's process (or command) is.
+    pub fn failure_condition(&self) -> Condition {
+        if self.is_oneshot() {
+            Condition::Failed
+        } else {
+            Condition::Exited
+        }
+    }
+
+    /// The condition that follows from the state (architecture.md §2). `link` is the state of the
     /// interface's link, for interface services.
     pub fn derive_condition(&self, link: Option<&LinkState>) -> Condition {
         if self.is_stopping() {
@@ -222,13 +261,13 @@ impl Slot {
         }
         if let Kind::Interface { ready_when, .. } = &self.config.kind {
             let condition = link_condition(*ready_when, link);
-            return if self.given_up && condition != Condition::Ready {
+            return if self.medical.given_up && condition != Condition::Ready {
                 Condition::GivenUp
             } else {
                 condition
             };
         }
-        if self.given_up {
+        if self.medical.given_up {
             return Condition::GivenUp;
         }
         if let Some(problem) = &self.problem {
@@ -244,7 +283,7 @@ impl Slot {
 }
 
 /// The condition of a link for `ready-when`.
-pub fn link_condition(ready_when: LinkReady, link: Option<&LinkState>) -> Condition {
+fn link_condition(ready_when: LinkReady, link: Option<&LinkState>) -> Condition {
     let Some(link) = link else {
         return Condition::Absent;
     };

@@ -38,6 +38,14 @@ impl Timer {
     /// How many kinds there are.
     pub const COUNT: usize = 10;
 
+    /// The timers that watch a running process: they end when it ends or is asked to stop.
+    pub const OF_RUNNING_PROCESS: [Timer; 4] = [
+        Timer::StartTimeout,
+        Timer::ReadyPoll,
+        Timer::Probe,
+        Timer::Memory,
+    ];
+
     fn index(self) -> usize {
         self as usize
     }
@@ -95,13 +103,16 @@ impl Timers {
         }
     }
 
-    /// Cancels every timer of `service`.
-    pub fn clear_all(&mut self, per: &mut ServiceTimers, service: ServiceId) {
-        for (i, slot) in per.0.iter_mut().enumerate() {
-            if let Some(old) = slot.take() {
-                self.queue.remove(&(old, service, ALL[i]));
-            }
+    /// Cancels every timer of `kinds`.
+    pub fn clear_each(&mut self, per: &mut ServiceTimers, service: ServiceId, kinds: &[Timer]) {
+        for &kind in kinds {
+            self.clear(per, service, kind);
         }
+    }
+
+    /// The services that have a timer pending (with repeats).
+    pub fn services(&self) -> impl Iterator<Item = ServiceId> + '_ {
+        self.queue.iter().map(|&(_, id, _)| id)
     }
 
     /// The earliest deadline.
@@ -123,11 +134,6 @@ impl Timers {
     /// How many timers are pending.
     pub fn len(&self) -> usize {
         self.queue.len()
-    }
-
-    /// Whether no timer is pending.
-    pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
     }
 
     /// Checks that the ordered set and the per-service slots agree.

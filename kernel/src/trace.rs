@@ -1,4 +1,4 @@
-//! Traces (DESIGN.md §6): what the kernel was fed, so a run can be replayed bit for bit.
+//! Traces (architecture.md §6): what the kernel was fed, so a run can be replayed bit for bit.
 //!
 //! A trace file is
 //!
@@ -36,7 +36,9 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///
 /// * 1: first format.
 /// * 2: the kernel snapshot gained `stopped_for_needs`, `needs_restarts` and `start_gate`.
-pub const FORMAT_VERSION: u32 = 2;
+/// * 3: `RunCommand` carries the service's `Exec` context and a timeout, `Check` its `reports`
+///   and context; `Effect::Sweep`; the snapshot keeps the medical record as one sub-state.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -337,6 +339,9 @@ pub enum TraceError {
         /// `header` or `snapshot`.
         what: &'static str,
     },
+    /// The snapshot decodes but is not a kernel state this kernel could have been in.
+    #[error("trace is corrupt: the snapshot is inconsistent ({0})")]
+    BadSnapshot(String),
     /// A frame that is complete but does not decode.
     #[error("trace is corrupt: frame {frame} at byte {offset} does not decode ({what})")]
     CorruptFrame {
@@ -349,7 +354,7 @@ pub enum TraceError {
     },
 }
 
-/// Reads a trace file. A torn last frame is skipped ([`Trace::torn_tail`]); a damaged frame
+/// Reads a trace file. The snapshot is checked for consistency before it is returned. A torn last frame is skipped ([`Trace::torn_tail`]); a damaged frame
 /// before the end is an error.
 pub fn decode(bytes: &[u8]) -> Result<Trace, TraceError> {
     if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
@@ -429,6 +434,9 @@ pub fn decode(bytes: &[u8]) -> Result<Trace, TraceError> {
     let Some(snapshot) = snapshot else {
         return Err(TraceError::Truncated { what: "snapshot" });
     };
+    snapshot
+        .check_structure()
+        .map_err(TraceError::BadSnapshot)?;
     Ok(Trace {
         header,
         snapshot,
@@ -539,11 +547,12 @@ mod tests {
         Kernel::new(config::parse(TEXT, "t").expect("valid"))
     }
 
-    /// Boots, then lets `a` crash once: a handful of steps with effects, then `extra` ticks.
+    /// Boots, then lets `a` crash once: a handful of steps with effects.
     fn run(ring: &mut TraceRing, trace: &mut Trace) {
         run_long(ring, trace, 0)
     }
 
+    /// [`run`], then `extra` ticks.
     fn run_long(ring: &mut TraceRing, trace: &mut Trace, extra: u64) {
         let mut k = kernel();
         let a = k.lookup("a").expect("a");

@@ -35,7 +35,11 @@ impl Run {
     }
 
     fn condition(&self, name: &str) -> Condition {
-        self.k.slot(self.id(name)).expect("slot").condition.clone()
+        self.k
+            .status(self.id(name))
+            .expect("slot")
+            .condition()
+            .clone()
     }
 
     /// The job of the spawn of `name` among `effects`.
@@ -115,8 +119,8 @@ fn a_restart_is_not_held_up_for_ever_by_a_done_oneshot_that_needs_it() {
             status: ExitStatus::Signal(15),
         },
     );
-    let again = r.k.slot(db).expect("db").proc;
-    assert!(again.is_some_and(|p| p.job != db_job), "db started again");
+    let again = r.k.status(db).expect("db").job();
+    assert!(again.is_some_and(|j| j != db_job), "db started again");
     r.invariants();
 }
 
@@ -209,7 +213,7 @@ fn the_last_intervention_gets_its_settle_time_before_giving_up() {
         },
     );
     assert_eq!(r.condition("wan"), Condition::Ready);
-    assert!(!r.k.slot(r.id("wan")).expect("wan").given_up);
+    assert!(!r.k.status(r.id("wan")).expect("wan").given_up());
     r.invariants();
 }
 

@@ -818,11 +818,7 @@ fn config_replacement_leaves_unchanged_services_alone() {
     assert!(w.kernel.lookup("gone").is_none());
     assert!(w.log.iter().any(|(t, e)| t.as_millis() == 1_000
         && matches!(e, Effect::Signal { service, .. } if w.kernel.name(*service) == "gone")));
-    let names: Vec<&str> = w
-        .kernel
-        .services()
-        .map(|s| s.config.name.as_str())
-        .collect();
+    let names: Vec<&str> = w.kernel.views().map(|s| s.name()).collect();
     assert_eq!(names, vec!["a", "b", "new"]);
 }
 

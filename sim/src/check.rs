@@ -1,4 +1,4 @@
-//! The property checkers of DESIGN.md §7: a small reference model of what *should* happen,
+//! The property checkers of architecture.md §7: a small reference model of what *should* happen,
 //! compared after every step with what the kernel did and what the world saw.
 //!
 //! The model is fed only what an observer outside the kernel can see: the inputs, the effects
@@ -18,7 +18,7 @@ use medic_kernel::{CommandPurpose, Effect, Input, Instant, Kernel, Operator, Out
 
 use crate::world::World;
 
-/// Which property a violation breaks (numbered as in DESIGN.md §7).
+/// Which property a violation breaks (numbered as in architecture.md §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Property {
     /// 1. No two automatic interventions closer than settle or backoff.
@@ -193,9 +193,10 @@ impl Checker {
     /// A checker for a kernel that has not booted yet.
     pub fn new(kernel: &Kernel) -> Checker {
         let mut c = Checker::default();
-        for slot in kernel.services() {
-            c.wanted.insert(slot.config.name.clone(), true);
-            c.models.insert(slot.id, Model::new(slot.config.clone()));
+        for slot in kernel.views() {
+            c.wanted.insert(slot.config().name.clone(), true);
+            c.models
+                .insert(slot.id(), Model::new(slot.config().clone()));
         }
         c
     }
@@ -237,8 +238,8 @@ impl Checker {
             .iter()
             .filter(|n| {
                 !k.lookup(n)
-                    .and_then(|id| k.slot(id))
-                    .is_some_and(|s| healthy(&s.config, &s.condition))
+                    .and_then(|id| k.status(id))
+                    .is_some_and(|s| healthy(s.config(), s.condition()))
             })
             .cloned()
             .collect()
@@ -262,11 +263,11 @@ impl Checker {
         // Definitions: a changed one is a new fact; a new service starts a fresh model. Only
         // a config replacement changes them (the kernel keeps an unchanged definition's Arc).
         if self.models.is_empty() || matches!(input, Input::ReplaceConfig { .. }) {
-            for slot in k.services() {
-                match self.models.get_mut(&slot.id) {
-                    Some(m) if !Arc::ptr_eq(&m.config, &slot.config) => {
-                        let changed = *m.config != *slot.config;
-                        m.config = slot.config.clone();
+            for slot in k.views() {
+                match self.models.get_mut(&slot.id()) {
+                    Some(m) if !Arc::ptr_eq(&m.config, slot.config()) => {
+                        let changed = *m.config != **slot.config();
+                        m.config = slot.config().clone();
                         if changed {
                             m.note(now, "model: definition changed".into());
                             m.reset(now, "definition changed");
@@ -274,9 +275,10 @@ impl Checker {
                     }
                     Some(_) => {}
                     None => {
-                        self.models.insert(slot.id, Model::new(slot.config.clone()));
+                        self.models
+                            .insert(slot.id(), Model::new(slot.config().clone()));
                         self.wanted
-                            .insert(slot.config.name.clone(), !self.shutting_down);
+                            .insert(slot.config().name.clone(), !self.shutting_down);
                     }
                 }
             }
@@ -317,10 +319,10 @@ impl Checker {
                 }
             }
             Input::FileChanged { path } => {
-                for slot in k.services() {
+                for slot in k.views() {
                     let m = self
                         .models
-                        .get_mut(&slot.id)
+                        .get_mut(&slot.id())
                         .expect("model of a live service");
                     if m.config.reload_on.contains(path) || m.config.restart_on.contains(path) {
                         m.file_fact_at = Some(now + m.config.debounce);
@@ -331,17 +333,17 @@ impl Checker {
         }
         // A need recovering is a new fact (judged on this step's health of the needs).
         self.post.clear();
-        let slots = k.services().map(|s| s.id.index() + 1).max().unwrap_or(0);
+        let slots = k.views().map(|s| s.id().index() + 1).max().unwrap_or(0);
         self.post.resize(slots, false);
-        for slot in k.services() {
-            self.post[slot.id.index()] = healthy(&slot.config, &slot.condition);
+        for slot in k.views() {
+            self.post[slot.id().index()] = healthy(slot.config(), slot.condition());
         }
-        for slot in k.services() {
+        for slot in k.views() {
             let ok = slot
-                .needs
+                .needs()
                 .iter()
                 .all(|n| self.post.get(n.index()) == Some(&true));
-            let m = self.models.get_mut(&slot.id).expect("model");
+            let m = self.models.get_mut(&slot.id()).expect("model");
             if ok && !m.needs_ok {
                 m.reset(now, "needs healthy again");
             }
@@ -377,14 +379,14 @@ impl Checker {
             }
         }
         // Health as of now.
-        for slot in k.services() {
-            let h = self.post[slot.id.index()];
-            let m = self.models.get_mut(&slot.id).expect("model");
+        for slot in k.views() {
+            let h = self.post[slot.id().index()];
+            let m = self.models.get_mut(&slot.id()).expect("model");
             if h && !m.healthy {
                 m.healthy_since = now;
             }
             m.healthy = h;
-            if slot.condition == Condition::GivenUp && !m.given_up {
+            if *slot.condition() == Condition::GivenUp && !m.given_up {
                 m.given_up = true;
                 m.note(now, format!("given-up with {} model strikes", m.strikes));
                 if m.strikes < m.config.give_up_after {
@@ -392,7 +394,7 @@ impl Checker {
                         (m.config.name.clone(), m.strikes, m.config.give_up_after);
                     self.report(
                         Property::BoundedHealing,
-                        Some(slot.id),
+                        Some(slot.id()),
                         &name,
                         now,
                         format!("gave up after {strikes} strikes, give-up-after is {limit}"),
@@ -536,14 +538,16 @@ impl Checker {
             } => (*service, "stop command"),
             _ => return,
         };
-        let Some(slot) = k.slot(service) else { return };
-        let name = slot.config.name.clone();
+        let Some(slot) = k.status(service) else {
+            return;
+        };
+        let name = slot.config().name.clone();
         let still_up: Vec<String> = slot
-            .dependents
+            .dependents()
             .iter()
-            .filter_map(|d| k.slot(*d))
-            .filter(|d| world.is_up(d.id, &d.config, now))
-            .map(|d| d.config.name.clone())
+            .filter_map(|d| k.status(*d))
+            .filter(|d| world.is_up(d.id(), d.config(), now))
+            .map(|d| d.config().name.clone())
             .collect();
         if !still_up.is_empty() {
             let what =
@@ -589,25 +593,25 @@ impl Checker {
         let mut out = Vec::new();
         // Config order is a topological order: needs come first in the sim's graphs, but a
         // config may list them in any order, so iterate to a fixed point.
-        let services: Vec<_> = k.services().collect();
+        let services: Vec<_> = k.views().collect();
         loop {
             let mut changed = false;
             for s in &services {
-                if ok.contains_key(s.config.name.as_str()) {
+                if ok.contains_key(s.config().name.as_str()) {
                     continue;
                 }
                 let known = |n: &String| ok.contains_key(n.as_str()) || k.lookup(n).is_none();
                 if !s
-                    .config
+                    .config()
                     .needs
                     .iter()
-                    .chain(s.config.after.iter())
+                    .chain(s.config().after.iter())
                     .all(known)
                 {
                     continue;
                 }
                 let needs_ok = s
-                    .config
+                    .config()
                     .needs
                     .iter()
                     .all(|n| ok.get(n.as_str()) == Some(&true));
@@ -615,15 +619,15 @@ impl Checker {
                 // (its own needs are down for good) holds the service back for ever. That is the
                 // kernel's rule today (see the simulator's report); such services are not
                 // required to become healthy.
-                let after_ok = s.config.after.iter().all(|a| {
+                let after_ok = s.config().after.iter().all(|a| {
                     ok.get(a.as_str()) == Some(&true)
                         || k.lookup(a)
-                            .and_then(|id| k.slot(id))
-                            .is_none_or(|t| t.ever_started || !t.wanted || t.given_up)
+                            .and_then(|id| k.status(id))
+                            .is_none_or(|t| t.ever_started() || !t.wanted() || t.given_up())
                 });
-                let forever = s.given_up && s.config.retry_after.is_none();
-                let good = needs_ok && after_ok && self.wanted(&s.config.name) && !forever;
-                ok.insert(s.config.name.as_str(), good);
+                let forever = s.given_up() && s.config().retry_after.is_none();
+                let good = needs_ok && after_ok && self.wanted(&s.config().name) && !forever;
+                ok.insert(s.config().name.as_str(), good);
                 changed = true;
             }
             if !changed {
@@ -631,8 +635,8 @@ impl Checker {
             }
         }
         for s in &services {
-            if ok.get(s.config.name.as_str()) == Some(&true) {
-                out.push(s.id);
+            if ok.get(s.config().name.as_str()) == Some(&true) {
+                out.push(s.id());
             }
         }
         out

@@ -5,9 +5,9 @@
 //! service graph ([`graph`]), a swarm of faults ([`world::Faults`]), the behaviour of every
 //! process, and the external events (link faults, crashes, file changes, operator commands,
 //! config reloads). After every step the checkers of [`check`] hold the kernel to the seven
-//! properties of DESIGN.md §7; a second phase with faults off checks liveness, and a shutdown
+//! properties of architecture.md §7; a second phase with faults off checks liveness, and a shutdown
 //! checks stop order. A failure prints the seed, the property, the service, its history and a
-//! command that reproduces it, and writes the trace (DESIGN.md §6) for `medic replay`.
+//! command that reproduces it, and writes the trace (architecture.md §6) for `medic replay`.
 //!
 //! ```text
 //! SIM_SEEDS=100000 cargo test -p medic-sim --release --test seeds   # a soak

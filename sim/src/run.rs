@@ -8,9 +8,7 @@ use std::path::PathBuf;
 
 use medic_kernel::config::{self, Kind};
 use medic_kernel::trace::{self, Trace};
-use medic_kernel::{
-    render_history, Effect, Input, Instant, Kernel, LinkState, Operator, ServiceId,
-};
+use medic_kernel::{Effect, Input, Instant, Kernel, LinkState, Operator, ServiceId};
 
 use crate::check::{Checker, Property, Violation};
 use crate::graph::{random_graph, Graph, PATHS};
@@ -205,11 +203,9 @@ impl<S: Supervisor> Sim<S> {
                     Effect::Spawn { service, job, .. } => {
                         eprintln!("    Spawn {service:?} {job:?}")
                     }
-                    Effect::Event { service, record } => eprintln!(
-                        "    Event {} {}",
-                        self.sup.kernel().name(*service),
-                        medic_kernel::render_record(record)
-                    ),
+                    Effect::Event { service, record } => {
+                        eprintln!("    Event {} {}", self.sup.kernel().name(*service), record)
+                    }
                     e => eprintln!("    {e:?}"),
                 }
             }
@@ -256,9 +252,9 @@ impl<S: Supervisor> Sim<S> {
     fn sync_links(&mut self) {
         let mut interfaces = BTreeMap::new();
         let mut new = Vec::new();
-        for s in self.sup.kernel().services() {
-            if let Kind::Interface { ifname, .. } = &s.config.kind {
-                interfaces.insert(s.id, ifname.clone());
+        for s in self.sup.kernel().views() {
+            if let Kind::Interface { ifname, .. } = &s.config().kind {
+                interfaces.insert(s.id(), ifname.clone());
                 if !self.world.links().any(|(n, _)| n == ifname) {
                     new.push(ifname.clone());
                 }
@@ -317,12 +313,12 @@ impl<S: Supervisor> Sim<S> {
 
     fn service_id(&self, i: u8) -> Option<(ServiceId, String)> {
         let k = self.sup.kernel();
-        let n = k.services().count();
+        let n = k.views().count();
         if n == 0 {
             return None;
         }
-        let slot = k.services().nth(usize::from(i) % n)?;
-        Some((slot.id, slot.config.name.clone()))
+        let slot = k.views().nth(usize::from(i) % n)?;
+        Some((slot.id(), slot.config().name.clone()))
     }
 
     fn link_name(&self, i: u8) -> Option<String> {
@@ -408,25 +404,16 @@ impl<S: Supervisor> Sim<S> {
         let violation = self.checker.violations[0].clone();
         let k = self.sup.kernel();
         if self.verbose {
-            if let Some(slot) = violation.service.and_then(|id| k.slot(id)) {
-                for d in slot
-                    .dependents
-                    .iter()
-                    .chain(slot.successors.iter())
-                    .chain(Some(&slot.id))
-                {
-                    let d = k.slot(*d).expect("slot");
-                    eprintln!(
-                        "slot {}: condition {} wanted {} proc {:?} oneshot_done {} stop_command {:?} unhealthy_needs {} given_up {}",
-                        d.config.name, d.condition, d.wanted, d.proc, d.oneshot_done, d.stop_command,
-                        d.unhealthy_needs, d.given_up
-                    );
+            if let Some(slot) = violation.service.and_then(|id| k.status(id)) {
+                let ids = slot.dependents().iter().chain(slot.successors());
+                for d in ids.chain(Some(&slot.id())).filter_map(|d| k.status(*d)) {
+                    eprintln!("{d:?}");
                 }
             }
         }
         let (history, notes) = match violation.service {
             Some(id) => (
-                k.history(id).map(render_history).unwrap_or_default(),
+                k.history(id).map(|h| h.lines()).unwrap_or_default(),
                 self.checker.notes(id),
             ),
             None => (Vec::new(), Vec::new()),
@@ -455,8 +442,8 @@ impl<S: Supervisor> Sim<S> {
     fn liveness_bound(&self) -> Duration {
         let k = self.sup.kernel();
         let mut worst = Duration::ZERO;
-        for s in k.services() {
-            let c = &s.config;
+        for s in k.views() {
+            let c = &s.config();
             let settles =
                 c.on.values()
                     .filter_map(|o| o.settle)
@@ -478,18 +465,18 @@ impl<S: Supervisor> Sim<S> {
                 + Duration::from_secs(2);
             worst = worst.max(level);
         }
-        let depth = self.graph.depth().max(k.services().count().min(40) as u32);
+        let depth = self.graph.depth().max(k.views().count().min(40) as u32);
         worst * (depth + 2) + Duration::from_secs(30)
     }
 
     fn quiet_window(&self) -> Duration {
         let mut w = Duration::from_secs(5);
-        for s in self.sup.kernel().services() {
-            if let Some(p) = &s.config.probe {
+        for s in self.sup.kernel().views() {
+            if let Some(p) = &s.config().probe {
                 w = w.max((p.every + p.timeout) * (p.failures + 1));
             }
-            if s.config.memory_max.is_some() {
-                w = w.max(s.config.memory_every * 2);
+            if s.config().memory_max.is_some() {
+                w = w.max(s.config().memory_every * 2);
             }
         }
         w * 2
@@ -499,12 +486,12 @@ impl<S: Supervisor> Sim<S> {
     /// (the restart it brings is not a fault).
     fn all_candidates_healthy(&self) -> bool {
         let k = self.sup.kernel();
-        k.services().all(|s| s.file_pending.is_none())
+        k.views().all(|s| !s.file_change_pending())
             && self
                 .checker
                 .liveness_candidates(k)
                 .iter()
-                .all(|id| k.slot(*id).is_some_and(|s| s.healthy))
+                .all(|id| k.status(*id).is_some_and(|s| s.healthy()))
     }
 
     fn report_unhealthy(&mut self, why: &str) {
@@ -514,8 +501,8 @@ impl<S: Supervisor> Sim<S> {
             .liveness_candidates(k)
             .into_iter()
             .filter_map(|id| {
-                let s = k.slot(id)?;
-                (!s.healthy).then(|| (id, s.config.name.clone(), s.condition.to_string()))
+                let s = k.status(id)?;
+                (!s.healthy()).then(|| (id, s.config().name.clone(), s.condition().to_string()))
             })
             .collect();
         let now = self.now;
@@ -574,11 +561,11 @@ impl<S: Supervisor> Sim<S> {
         // Services the operator stopped have no process left.
         let k = self.sup.kernel();
         let stray: Vec<(ServiceId, String)> = k
-            .services()
+            .views()
             .filter(|s| {
-                !self.checker.wanted(&s.config.name) && self.world.groups_of(&s.config.name) > 0
+                !self.checker.wanted(&s.config().name) && self.world.groups_of(&s.config().name) > 0
             })
-            .map(|s| (s.id, s.config.name.clone()))
+            .map(|s| (s.id(), s.config().name.clone()))
             .collect();
         for (id, name) in stray {
             let what = "still running long after the operator stopped it".to_string();
@@ -594,12 +581,12 @@ impl<S: Supervisor> Sim<S> {
         }
         let k = self.sup.kernel();
         let per_level: Duration = k
-            .services()
-            .map(|s| s.config.stop_timeout)
+            .views()
+            .map(|s| s.config().stop_timeout)
             .max()
             .unwrap_or_default()
             + Duration::from_secs(1);
-        let bound = per_level * (k.services().count() as u32 + 2);
+        let bound = per_level * (k.views().count() as u32 + 2);
         let end = self.now + bound;
         match self.run_until(end, |s| s.world.shutdown_complete) {
             Stop::Violated => return false,
@@ -629,10 +616,10 @@ fn humantime_secs(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
-/// The swarm's external events for a fault phase of `length`.
 /// Ops at instants.
 type Timed = Vec<(Instant, Op)>;
 
+/// The swarm's external events for a fault phase of `length`.
 fn swarm_ops(rng: &mut Rng, faults: &Faults, length: Duration) -> Timed {
     let mut ops = Vec::new();
     let end = Instant::ZERO + length;

@@ -557,7 +557,8 @@ impl World {
             Effect::Unwatch { path } => {
                 self.watched.remove(path);
             }
-            Effect::Event { .. } | Effect::Notice { .. } => {}
+            // The world's process group ends with its leader: nothing is left to sweep.
+            Effect::Event { .. } | Effect::Notice { .. } | Effect::Sweep { .. } => {}
             Effect::ShutdownComplete => self.shutdown_complete = true,
         }
     }
@@ -774,7 +775,7 @@ impl World {
     /// Whether the service is up in the world: a live process, or a oneshot that succeeded and
     /// has not been undone by its `stop` command.
     /// A oneshot whose stop command has run past `stop-timeout` is not up any more: the kernel
-    /// abandons such a command (DESIGN.md leaves this open; see kernel `Timer::StopTimeout`).
+    /// abandons such a command (the design leaves this open; see kernel `Timer::StopTimeout`).
     pub fn is_up(&self, service: ServiceId, config: &ServiceConfig, now: Instant) -> bool {
         let undoable = matches!(config.kind, Kind::Oneshot { stop: Some(_), .. });
         self.procs.values().any(|p| p.service == service)

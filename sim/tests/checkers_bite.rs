@@ -111,9 +111,9 @@ impl Supervisor for IntervenesWhileBlocked {
         self.inner.step(now, input, out);
         let blocked: BTreeSet<ServiceId> = self
             .inner
-            .services()
-            .filter(|s| s.condition == Condition::Blocked)
-            .map(|s| s.id)
+            .views()
+            .filter(|s| *s.condition() == Condition::Blocked)
+            .map(|s| s.id())
             .collect();
         for id in blocked.intersection(&self.blocked) {
             if self.done.insert(*id) {
@@ -144,9 +144,9 @@ impl Supervisor for NeverGivesUp {
         self.inner.step(now, input, out);
         let given_up: Vec<String> = self
             .inner
-            .services()
-            .filter(|s| s.condition == Condition::GivenUp)
-            .map(|s| s.config.name.clone())
+            .views()
+            .filter(|s| *s.condition() == Condition::GivenUp)
+            .map(|s| s.name().to_string())
             .collect();
         for name in given_up {
             let mut hidden = Vec::new();
@@ -175,12 +175,13 @@ struct StartsEarly {
 impl Supervisor for StartsEarly {
     fn step(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
         self.inner.step(now, input, out);
-        let early: Vec<_> = self
-            .inner
-            .services()
-            .filter(|s| s.condition == Condition::Waiting && s.unhealthy_needs > 0)
-            .filter(|s| matches!(s.config.kind, Kind::Process { .. }))
-            .map(|s| (s.id, s.config.clone()))
+        let k = &self.inner;
+        let need_down = |n: &ServiceId| k.status(*n).is_some_and(|n| !n.healthy());
+        let early: Vec<_> = k
+            .views()
+            .filter(|s| *s.condition() == Condition::Waiting && s.needs().iter().any(need_down))
+            .filter(|s| matches!(s.config().kind, Kind::Process { .. }))
+            .map(|s| (s.id(), s.config().clone()))
             .collect();
         for (id, config) in early {
             if self.started.insert(id) {

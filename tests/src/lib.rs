@@ -2,7 +2,7 @@
 //! talk to it with the real command line, and wait for conditions by polling with generous
 //! timeouts (these tests assert what happens, never how fast).
 //!
-//! The binary under test is `medic-e2e`, built by this package from the daemon crate's sources
+//! The binary under test is `medic-e2e`, built by this package from the daemon's library
 //! (see `tests/Cargo.toml`), so `cargo test` always tests the current code.
 
 use std::io::Read;

@@ -2,7 +2,7 @@
 //! own (spawned from a thread that entered the namespace, so it and its children live there),
 //! with `wan` the `wan` end of a veth pair and a process service that needs it. The links are
 //! changed with `ip`; what medic did is read back with `medic status --json` and
-//! `medic history SERVICE --json` (DESIGN.md §4).
+//! `medic history SERVICE --json` (architecture.md §4).
 //!
 //! Needs root (see `netns_common`); skipped with a message otherwise, never skipped in CI.
 

@@ -1,4 +1,4 @@
-//! `medic-bench`: measures the daemon against the targets of DESIGN.md §8 and prints a table.
+//! `medic-bench`: measures the daemon against the targets of architecture.md §8 and prints a table.
 //!
 //! ```text
 //! cargo build --release -p medic && target/release/medic-bench
@@ -476,7 +476,11 @@ fn run_benchmarks() {
         d
     };
     let mut out = String::new();
-    writeln!(out, "| what | medic | comparison | target (DESIGN.md §8) |").unwrap();
+    writeln!(
+        out,
+        "| what | medic | comparison | target (architecture.md §8) |"
+    )
+    .unwrap();
     writeln!(out, "|---|---|---|---|").unwrap();
     bench_kill_restart(&sub("restart"), &mut out);
     bench_chain(&sub("chain"), &mut out);

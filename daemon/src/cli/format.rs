@@ -1,4 +1,4 @@
-//! How answers look: aligned tables for people, JSON for scripts (DESIGN.md §4).
+//! How answers look: aligned tables for people, JSON for scripts (architecture.md §4).
 //!
 //! Text for people never carries a service's control characters or escape sequences (from its
 //! output, or a condition name its probe printed): they are shown as `\x1b`-style escapes

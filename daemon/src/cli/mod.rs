@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md §4): argument parsing, exit statuses, and one module per group
+//! The command line (architecture.md §4): argument parsing, exit statuses, and one module per group
 //! of commands.
 //!
 //! Exit statuses: 0 done, 1 the operation failed, 2 bad usage or bad config, 3 no daemon

@@ -277,7 +277,7 @@ pub enum Heal {
 }
 
 impl Heal {
-    /// The default settle time of this heal (DESIGN.md §2).
+    /// The default settle time of this heal (architecture.md §2).
     pub fn default_settle(&self) -> Duration {
         match self {
             Heal::Restart | Heal::Kill => Duration::from_secs(1),
@@ -389,7 +389,7 @@ impl Signal {
     }
 }
 
-/// Defaults of DESIGN.md §2–§3, in one place.
+/// Defaults of architecture.md §2–§3, in one place.
 pub mod defaults {
     use core::time::Duration;
 
@@ -419,6 +419,11 @@ pub mod defaults {
     pub const READY_POLL_FIRST: Duration = Duration::from_millis(10);
     /// Readiness polls back off to this period.
     pub const READY_POLL_MAX: Duration = Duration::from_secs(1);
+    /// A heal or reload command still running after this is killed, with its group.
+    pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+    /// A process still alive this long after SIGKILL to its group (stuck in the kernel, say
+    /// on a dead NFS mount) is abandoned: what waited for it to stop goes on.
+    pub const KILL_GRACE: Duration = Duration::from_secs(5);
 }
 
 impl ServiceConfig {

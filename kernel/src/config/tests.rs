@@ -6,7 +6,7 @@ use core::time::Duration;
 use super::*;
 use crate::health::Condition;
 
-/// The example of DESIGN.md §3.
+/// The example of architecture.md §3.
 const EXAMPLE: &str = r#"[daemon]
 state-dir = "/run/medic"     # control socket, trace ring, saved history
 trace-size = "1MiB"           # in-memory ring of recent inputs

@@ -10,8 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use medic_kernel::config::{parse, Signal};
 use medic_kernel::{
-    render_history, CheckResult, Effect, ExitStatus, Input, Instant, JobId, Kernel, LinkState,
-    Operator, ServiceId,
+    CheckResult, Effect, ExitStatus, Input, Instant, JobId, Kernel, LinkState, Operator, ServiceId,
 };
 
 /// One process the world is running.
@@ -202,15 +201,15 @@ impl World {
 
     pub fn condition(&self, name: &str) -> String {
         let id = self.id(name);
-        self.kernel.slot(id).unwrap().condition.to_string()
+        self.kernel.status(id).unwrap().condition().to_string()
     }
 
     pub fn healthy(&self, name: &str) -> bool {
-        self.kernel.slot(self.id(name)).unwrap().healthy
+        self.kernel.status(self.id(name)).unwrap().healthy()
     }
 
     pub fn strikes(&self, name: &str) -> u32 {
-        self.kernel.slot(self.id(name)).unwrap().strikes
+        self.kernel.status(self.id(name)).unwrap().strikes()
     }
 
     pub fn is_running(&self, name: &str) -> bool {
@@ -271,7 +270,7 @@ impl World {
     }
 
     pub fn history(&self, name: &str) -> Vec<String> {
-        render_history(self.kernel.history(self.id(name)).unwrap())
+        self.kernel.history(self.id(name)).unwrap().lines()
     }
 
     /// Answers the readiness poll or probe in flight for `name`.

@@ -1,7 +1,7 @@
 //! Kernel throughput: inputs per second through `Kernel::step` for graphs of 10, 100 and 1000
 //! services, with a mix of crashes, spawns, readiness, probe results, memory samples and ticks.
 //!
-//! Run: `cargo bench -p medic-kernel --bench throughput` (prints a table). The time measured
+//! Run: `cargo bench -p medic-sim --bench kernel-throughput` (prints a table). The time measured
 //! includes the small driver that answers effects, so the kernel's own cost is lower still.
 //! The graph is made of clusters of ten services with random needs inside each cluster, and
 //! the clock advances so that each tick finds the same number of due timers at every size:
@@ -14,21 +14,7 @@ use std::time::Instant as WallClock;
 
 use medic_kernel::config::parse;
 use medic_kernel::{CheckResult, Effect, ExitStatus, Input, Instant, JobId, Kernel, ServiceId};
-
-/// splitmix64: a tiny deterministic generator, so every run feeds the same inputs.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use medic_sim::rng::Rng;
 
 fn config_text(services: usize, rng: &mut Rng) -> String {
     let mut text = String::new();
@@ -106,7 +92,7 @@ impl Driver {
 }
 
 fn run(services: usize, inputs: u64, crashes: bool) -> (u64, f64) {
-    let mut rng = Rng(services as u64);
+    let mut rng = Rng::new(services as u64);
     let config = parse(&config_text(services, &mut rng), "bench.toml").expect("bench config");
     let mut d = Driver {
         kernel: Kernel::new(config),

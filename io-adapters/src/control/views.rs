@@ -1,0 +1,322 @@
+//! Answers built from the kernel's read model ([`medic_kernel::ServiceView`]): status rows,
+//! histories, recent events, operator commands. The loop calls these; nothing here does I/O.
+
+use medic_kernel::{Instant, Kernel, LinkState, Operator, Record, ServiceId};
+
+use super::wire::{EventRow, HistoryRow, LinkInfo, Request, StatusRow};
+
+impl LinkInfo {
+    /// What the kernel's [`LinkState`] says, without addresses (`None`: no such link).
+    pub fn from_state(link: Option<&LinkState>) -> LinkInfo {
+        LinkInfo {
+            state: crate::netlink::describe(link).to_string(),
+            addresses: Vec::new(),
+        }
+    }
+}
+
+impl HistoryRow {
+    /// The row for one kernel record.
+    pub fn from_record(record: &Record) -> HistoryRow {
+        HistoryRow {
+            at_ms: record.at.as_millis(),
+            condition: record.condition.name().to_string(),
+            heal: record.heal.as_ref().map(|h| h.describe()),
+            outcome: record.outcome.map(|o| o.name().to_string()),
+            note: record.note.clone(),
+        }
+    }
+}
+
+impl EventRow {
+    /// The row for an [`medic_kernel::Effect::Event`] of service `id`.
+    pub fn new(kernel: &Kernel, id: ServiceId, record: &Record) -> EventRow {
+        EventRow {
+            service: kernel.name(id).to_string(),
+            record: HistoryRow::from_record(record),
+        }
+    }
+}
+
+/// The ids of `names`, each checked; an error names every unknown one.
+fn resolve(kernel: &Kernel, names: &[String]) -> Result<Vec<ServiceId>, String> {
+    let mut ids = Vec::with_capacity(names.len());
+    let mut unknown = Vec::new();
+    for name in names {
+        match kernel.lookup(name) {
+            Some(id) => ids.push(id),
+            None => unknown.push(unknown_service(kernel, name)),
+        }
+    }
+    if unknown.is_empty() {
+        Ok(ids)
+    } else {
+        Err(unknown.join("; "))
+    }
+}
+
+/// ``no service `dnsmask` in the config; did you mean `dnsmasq`?``
+fn unknown_service(kernel: &Kernel, name: &str) -> String {
+    let nearest = kernel
+        .views()
+        .map(|v| v.name())
+        .map(|n| (strsim::damerau_levenshtein(name, n), n))
+        // Close enough to be a typo: one edit in three characters.
+        .filter(|&(d, _)| d * 3 <= name.chars().count().max(3))
+        .min();
+    match nearest {
+        Some((_, n)) => format!("no service `{name}` in the config; did you mean `{n}`?"),
+        None => format!("no service `{name}` in the config; `medic status` lists them"),
+    }
+}
+
+/// The rows of [`Response::Status`] for `names` (every service when empty), in config order.
+/// `now` is the daemon's current time on the kernel's clock (for uptimes); `links` gives the
+/// netlink view of a link by name, when the runtime has one (else the kernel's state is shown).
+pub fn status_rows(
+    kernel: &Kernel,
+    names: &[String],
+    now: Instant,
+    links: impl Fn(&str) -> Option<LinkInfo>,
+) -> Result<Vec<StatusRow>, String> {
+    let wanted = resolve(kernel, names)?;
+    let rows = kernel
+        .views()
+        .filter(|v| wanted.is_empty() || wanted.contains(&v.id()))
+        .map(|v| {
+            let config = v.config();
+            let link = match &config.kind {
+                medic_kernel::config::Kind::Interface { ifname, .. } => {
+                    Some(links(ifname).unwrap_or_else(|| LinkInfo::from_state(kernel.link(ifname))))
+                }
+                _ => None,
+            };
+            let running = !v.is_stopping();
+            let uptime = match v.process_started().filter(|_| running) {
+                Some(started) => Some(now.saturating_since(started)),
+                None if v.healthy() => Some(now.saturating_since(v.since())),
+                None => None,
+            };
+            StatusRow {
+                name: v.name().to_string(),
+                kind: config.kind.name().to_string(),
+                condition: v.condition().name().to_string(),
+                healthy: v.healthy(),
+                pid: v.pid().filter(|_| running),
+                strikes: v.strikes(),
+                since_ms: v.since().as_millis(),
+                needs: config.needs.clone(),
+                link,
+                uptime_ms: uptime.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            }
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// The id of service `name`, or an error that names it and suggests the nearest one: for
+/// requests about one service (`history`, `logs`).
+pub fn service_id(kernel: &Kernel, name: &str) -> Result<ServiceId, String> {
+    kernel
+        .lookup(name)
+        .ok_or_else(|| unknown_service(kernel, name))
+}
+
+/// The rows of [`Response::History`] for service `name`, oldest first.
+pub fn history_rows(kernel: &Kernel, name: &str) -> Result<Vec<HistoryRow>, String> {
+    let id = service_id(kernel, name)?;
+    let history = kernel.history(id).map(|h| h.iter()).into_iter().flatten();
+    Ok(history.map(HistoryRow::from_record).collect())
+}
+
+/// The most recent `limit` records of every service's history, oldest first (ties in config
+/// order): what `medic events` shows before following.
+pub fn recent_events(kernel: &Kernel, limit: usize) -> Vec<EventRow> {
+    let mut all: Vec<(Instant, usize, u64, EventRow)> = Vec::new();
+    for (index, v) in kernel.views().enumerate() {
+        for record in v.history().iter() {
+            let row = EventRow::new(kernel, v.id(), record);
+            all.push((record.at, index, record.seq, row));
+        }
+    }
+    all.sort_by_key(|(at, index, seq, _)| (*at, *index, *seq));
+    let skip = all.len().saturating_sub(limit);
+    all.into_iter().skip(skip).map(|(.., row)| row).collect()
+}
+
+impl Request {
+    /// For `Start`, `Stop`, `Restart` and `Reload`: the operator inputs to feed the kernel, one
+    /// per service, or an error naming every unknown service (then nothing is to be done).
+    /// `None` for any other request.
+    pub fn operators(&self, kernel: &Kernel) -> Option<Result<Vec<Operator>, String>> {
+        let (names, make): (&[String], fn(String) -> Operator) = match self {
+            Request::Start(n) => (n, Operator::Start),
+            Request::Stop(n) => (n, Operator::Stop),
+            Request::Restart(n) => (n, Operator::Restart),
+            Request::Reload(n) => (n, Operator::Reload),
+            _ => return None,
+        };
+        if names.is_empty() {
+            return Some(Err("name at least one service".to_string()));
+        }
+        Some(resolve(kernel, names).map(|_| names.iter().cloned().map(make).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medic_kernel::config::{Heal, Kind, ServiceConfig};
+    use medic_kernel::{Condition, Effect, Input, Outcome};
+    use std::sync::Arc;
+
+    fn kernel() -> Kernel {
+        let wan = ServiceConfig::new(
+            "wan",
+            Kind::Interface {
+                ifname: "eth0".into(),
+                ready_when: medic_kernel::config::LinkReady::Carrier,
+            },
+        );
+        let mut dnsmasq = ServiceConfig::new(
+            "dnsmasq",
+            Kind::Process {
+                argv: vec!["/usr/sbin/dnsmasq".into()],
+            },
+        );
+        dnsmasq.needs = vec!["wan".into()];
+        let sleeper = ServiceConfig::new(
+            "sleeper",
+            Kind::Process {
+                argv: vec!["sleep".into()],
+            },
+        );
+        let config = medic_kernel::Config {
+            daemon: Default::default(),
+            services: vec![Arc::new(wan), Arc::new(dnsmasq), Arc::new(sleeper)],
+        };
+        Kernel::new(config)
+    }
+
+    /// Boots the kernel with eth0 up and every spawn answered with pid 100 + id.
+    fn booted() -> Kernel {
+        let mut k = kernel();
+        let mut out = Vec::new();
+        let link = LinkState {
+            admin_up: true,
+            carrier: true,
+            ipv4: true,
+            ipv6_global: false,
+        };
+        k.step(
+            Instant::ZERO,
+            Input::LinkChanged {
+                ifname: "eth0".into(),
+                link: Some(link),
+            },
+            &mut out,
+        );
+        let mut pending = Vec::new();
+        k.step(Instant::from_millis(1), Input::Tick, &mut out);
+        for _ in 0..4 {
+            pending.append(&mut out);
+            for effect in pending.drain(..) {
+                if let Effect::Spawn { service, job, .. } = effect {
+                    let pid = 100 + service.0;
+                    let input = Input::Spawned { service, job, pid };
+                    k.step(Instant::from_millis(2), input, &mut out);
+                }
+            }
+        }
+        k
+    }
+
+    #[test]
+    fn status_rows_follow_the_kernel() {
+        let k = booted();
+        let rows = status_rows(&k, &[], Instant::from_millis(5001), |_| None).unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["wan", "dnsmasq", "sleeper"], "config order");
+        let dnsmasq = &rows[1];
+        assert_eq!(dnsmasq.kind, "process");
+        assert_eq!(dnsmasq.condition, "ready");
+        assert!(dnsmasq.healthy);
+        assert_eq!(dnsmasq.pid, Some(101));
+        assert_eq!(dnsmasq.needs, ["wan"]);
+        assert_eq!(dnsmasq.link, None);
+        assert_eq!(
+            dnsmasq.uptime_ms,
+            Some(5000),
+            "since the spawn at boot, 1 ms"
+        );
+        let wan = &rows[0];
+        assert_eq!(wan.pid, None);
+        assert_eq!(wan.link.as_ref().unwrap().state, "up, carrier");
+        let view = |_: &str| {
+            Some(LinkInfo {
+                state: "up, carrier".into(),
+                addresses: vec!["192.0.2.1/24".into()],
+            })
+        };
+        let rows = status_rows(&k, &["wan".into()], Instant::from_millis(5002), view).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].link.as_ref().unwrap().addresses, ["192.0.2.1/24"]);
+    }
+
+    #[test]
+    fn unknown_services_are_named_with_a_suggestion() {
+        let k = booted();
+        let names = ["dnsmask".to_string(), "zzzzzzzz".to_string()];
+        let err = status_rows(&k, &names, Instant::ZERO, |_| None).unwrap_err();
+        assert!(
+            err.contains("`dnsmask`") && err.contains("did you mean `dnsmasq`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`zzzzzzzz`") && err.contains("medic status"),
+            "{err}"
+        );
+        assert!(history_rows(&k, "nope").is_err());
+        let stop = Request::Stop(vec!["dnsmasq".into(), "nope".into()]);
+        assert!(stop.operators(&k).unwrap().is_err(), "all or nothing");
+        let ops = Request::Restart(vec!["dnsmasq".into()]).operators(&k);
+        assert_eq!(ops, Some(Ok(vec![Operator::Restart("dnsmasq".into())])));
+        assert!(Request::Start(vec![]).operators(&k).unwrap().is_err());
+        assert_eq!(Request::Ping.operators(&k), None);
+    }
+
+    #[test]
+    fn history_rows_carry_heal_and_outcome() {
+        let record = Record {
+            seq: 3,
+            at: Instant::from_millis(812),
+            condition: Condition::Exited,
+            heal: Some(Heal::Restart),
+            outcome: Some(Outcome::Resolved),
+            note: "exit code 1".into(),
+        };
+        let row = HistoryRow::from_record(&record);
+        assert_eq!(row.at_ms, 812);
+        assert_eq!(row.condition, "exited");
+        assert_eq!(row.heal.as_deref(), Some("restart"));
+        assert_eq!(row.outcome.as_deref(), Some("resolved"));
+        assert_eq!(row.note, "exit code 1");
+        let mut k = booted();
+        let mut out = Vec::new();
+        let job = k.views().nth(2).unwrap().job().unwrap();
+        let exited = Input::Exited {
+            service: ServiceId(2),
+            job,
+            status: medic_kernel::ExitStatus::Code(1),
+        };
+        k.step(Instant::from_millis(900), exited, &mut out);
+        let rows = history_rows(&k, "sleeper").unwrap();
+        assert!(rows.iter().any(|r| r.condition == "exited"), "{rows:?}");
+        let events = recent_events(&k, 1000);
+        assert!(events.iter().any(|e| e.service == "sleeper"));
+        assert!(events
+            .windows(2)
+            .all(|w| w[0].record.at_ms <= w[1].record.at_ms));
+        assert_eq!(recent_events(&k, 1).len(), 1);
+    }
+}

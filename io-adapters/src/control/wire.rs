@@ -1,0 +1,390 @@
+//! The wire contract of the control socket: the messages and how they are framed. This file
+//! is what old clients and new daemons (and the reverse) must agree on: every type here only
+//! ever grows at the end (postcard numbers variants and fields by position), and
+//! `wire_numbers_of_variants_never_change` guards the numbering.
+
+use std::io;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The socket's file name in the state dir.
+pub const SOCKET_NAME: &str = "control.sock";
+/// The largest request frame the daemon reads (the body, without the length prefix).
+pub const MAX_REQUEST_BYTES: u32 = 64 * 1024;
+/// The largest answer frame a client reads.
+pub const MAX_RESPONSE_BYTES: u32 = 16 * 1024 * 1024;
+/// A request must arrive whole within this after the connection is accepted.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Every frame the daemon writes must be taken by the client within this.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client waits for the answer to a request that does not follow.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client whose request could not be sent looks for an answer already there.
+pub(crate) const EARLY_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Answers queued per connection before the daemon's `try_send` fails.
+pub const REPLY_QUEUE: usize = 64;
+
+/// What a client asks. Variants are only ever added at the end (postcard numbers them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The status of these services (all, in config order, when empty).
+    Status {
+        /// Service names.
+        services: Vec<String>,
+    },
+    /// Operator start of each service.
+    Start(Vec<String>),
+    /// Operator stop of each service.
+    Stop(Vec<String>),
+    /// Operator restart of each service.
+    Restart(Vec<String>),
+    /// Operator reload of each service.
+    Reload(Vec<String>),
+    /// The medical history of one service.
+    History {
+        /// The service's name.
+        service: String,
+    },
+    /// The captured output of one service.
+    Logs {
+        /// The service's name.
+        service: String,
+        /// How many of the most recent lines.
+        lines: u32,
+        /// Keep sending new lines as they come.
+        follow: bool,
+    },
+    /// Recent transitions and interventions of every service.
+    Events {
+        /// Keep sending new events as they happen.
+        follow: bool,
+    },
+    /// Write the in-memory trace ring to a file.
+    TraceSave {
+        /// An absolute path, as seen by the daemon.
+        path: String,
+    },
+    /// Is anybody there?
+    Ping,
+}
+
+/// What the daemon answers. Variants are only ever added at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// One row per service asked for.
+    Status(Vec<StatusRow>),
+    /// The operation was carried out (for an operator command: handed to the kernel).
+    Done,
+    /// The medical history, oldest first.
+    History(Vec<HistoryRow>),
+    /// Captured output lines, oldest first.
+    LogLines(Vec<String>),
+    /// Events, oldest first.
+    Events(Vec<EventRow>),
+    /// The trace was written.
+    TraceSaved {
+        /// Its size in bytes.
+        bytes: u64,
+    },
+    /// The request failed; the message says why and what to do.
+    Error(String),
+    /// The answer to [`Request::Ping`].
+    Pong,
+}
+
+/// One service in [`Response::Status`]. Fields are only ever added at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRow {
+    /// The service's name.
+    pub name: String,
+    /// `process`, `oneshot` or `interface`.
+    pub kind: String,
+    /// The condition's name (`ready`, `exited`, a probe's custom name, …).
+    pub condition: String,
+    /// The verdict's health bit for the condition.
+    pub healthy: bool,
+    /// The pid of the running process (its process group too).
+    pub pid: Option<u32>,
+    /// Interventions since the service was last healthy for `forgive-after`.
+    pub strikes: u32,
+    /// When the condition began, in milliseconds since the daemon started.
+    pub since_ms: u64,
+    /// The `needs` of the service, as named in the config.
+    pub needs: Vec<String>,
+    /// For an interface service: what the link looks like.
+    pub link: Option<LinkInfo>,
+    /// How long it has been up, in milliseconds: since the spawn for a running process, since
+    /// it became ready for a service without a process; `None` when neither.
+    pub uptime_ms: Option<u64>,
+}
+
+/// The link of an interface service, in [`StatusRow::link`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// `absent`, `down`, `up, no carrier`, `up, carrier`.
+    pub state: String,
+    /// Addresses as `address/prefix`.
+    pub addresses: Vec<String>,
+}
+
+/// One record of a medical history. Fields are only ever added at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    /// When, in milliseconds since the daemon started.
+    pub at_ms: u64,
+    /// The service's condition then.
+    pub condition: String,
+    /// The intervention made (`restart`, `signal USR1`, …); `None` when nothing was done.
+    pub heal: Option<String>,
+    /// `resolved`, `unresolved` or `pending`; `None` when there was no intervention.
+    pub outcome: Option<String>,
+    /// Why, in words (`exit code 1`, `blocked by wan`).
+    pub note: String,
+}
+
+/// One event of [`Response::Events`]: a history record and whose it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRow {
+    /// The service's name.
+    pub service: String,
+    /// What happened.
+    pub record: HistoryRow,
+}
+
+// ----- frames -----------------------------------------------------------------------------
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed the connection before the first byte of a frame.
+    #[error("the connection was closed")]
+    Closed,
+    /// The peer closed the connection in the middle of a frame.
+    #[error("the frame ended after {got} of {want} bytes")]
+    Truncated {
+        /// Bytes received.
+        got: usize,
+        /// Bytes announced (4 for the length prefix itself).
+        want: usize,
+    },
+    /// The length prefix announces more than the limit.
+    #[error("a frame of {len} bytes is over the limit of {max} bytes")]
+    TooLarge {
+        /// The announced length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// The frame did not arrive (or could not be sent) in time.
+    #[error("no complete frame within {} ms", .0.as_millis())]
+    TimedOut(Duration),
+    /// The body is not a postcard message of the expected type.
+    #[error("undecodable frame: {0}")]
+    Garbage(#[from] postcard::Error),
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads until `buf` is full or the stream ends; returns how many bytes were read.
+async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]).await? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// Reads one frame of at most `max` bytes and decodes it, within `timeout` when given.
+pub async fn read_frame<T, R>(
+    r: &mut R,
+    max: u32,
+    timeout: Option<Duration>,
+) -> Result<T, FrameError>
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
+    let read = async {
+        let mut prefix = [0u8; 4];
+        match read_full(r, &mut prefix).await? {
+            0 => return Err(FrameError::Closed),
+            4 => {}
+            got => return Err(FrameError::Truncated { got, want: 4 }),
+        }
+        let len = u32::from_le_bytes(prefix);
+        if len > max {
+            return Err(FrameError::TooLarge {
+                len: len.into(),
+                max,
+            });
+        }
+        let mut body = vec![0u8; len as usize];
+        let got = read_full(r, &mut body).await?;
+        if got < body.len() {
+            return Err(FrameError::Truncated {
+                got,
+                want: body.len(),
+            });
+        }
+        Ok(postcard::from_bytes(&body)?)
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, read)
+            .await
+            .unwrap_or(Err(FrameError::TimedOut(t))),
+        None => read.await,
+    }
+}
+
+/// Encodes `value` as one frame of at most `max` bytes and writes it, within `timeout` when
+/// given.
+pub async fn write_frame<T, W>(
+    w: &mut W,
+    value: &T,
+    max: u32,
+    timeout: Option<Duration>,
+) -> Result<(), FrameError>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    let frame = encode_frame(value, max)?;
+    let write = async {
+        w.write_all(&frame).await?;
+        w.flush().await?;
+        Ok(())
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, write)
+            .await
+            .unwrap_or(Err(FrameError::TimedOut(t))),
+        None => write.await,
+    }
+}
+
+/// The bytes of one frame: length prefix and postcard body.
+pub fn encode_frame<T: Serialize>(value: &T, max: u32) -> Result<Vec<u8>, FrameError> {
+    let mut frame = postcard::to_extend(value, vec![0u8; 4])?;
+    let len = frame.len() - 4;
+    if len > max as usize {
+        return Err(FrameError::TooLarge {
+            len: len as u64,
+            max,
+        });
+    }
+    frame[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let requests = [
+            Request::Status {
+                services: vec!["a".into()],
+            },
+            Request::Logs {
+                service: "a".into(),
+                lines: 20,
+                follow: true,
+            },
+            Request::TraceSave {
+                path: "/tmp/x".into(),
+            },
+            Request::Ping,
+        ];
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        for r in &requests {
+            write_frame(&mut a, r, MAX_REQUEST_BYTES, None)
+                .await
+                .unwrap();
+        }
+        for r in &requests {
+            let got: Request = read_frame(&mut b, MAX_REQUEST_BYTES, None).await.unwrap();
+            assert_eq!(&got, r);
+        }
+        let row = StatusRow {
+            name: "wan".into(),
+            kind: "interface".into(),
+            condition: "no-carrier".into(),
+            healthy: false,
+            pid: None,
+            strikes: 2,
+            since_ms: 99,
+            needs: vec![],
+            link: Some(LinkInfo::from_state(None)),
+            uptime_ms: None,
+        };
+        let response = Response::Status(vec![row]);
+        write_frame(&mut a, &response, MAX_RESPONSE_BYTES, None)
+            .await
+            .unwrap();
+        let got: Response = read_frame(&mut b, MAX_RESPONSE_BYTES, None).await.unwrap();
+        assert_eq!(got, response);
+    }
+
+    #[test]
+    fn wire_numbers_of_variants_never_change() {
+        // Postcard numbers variants by position: these bytes are the contract between a daemon
+        // and a client of another version. Append new variants; never reorder.
+        assert_eq!(postcard::to_allocvec(&Request::Ping).unwrap(), [9]);
+        assert_eq!(postcard::to_allocvec(&Response::Pong).unwrap(), [7]);
+        assert_eq!(postcard::to_allocvec(&Response::Done).unwrap(), [1]);
+        let stop = postcard::to_allocvec(&Request::Stop(vec!["a".into()])).unwrap();
+        assert_eq!(stop, [2, 1, 1, b'a']);
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_errors_not_panics() {
+        // Oversized length prefix.
+        let mut huge: &[u8] = &u32::MAX.to_le_bytes();
+        let err = read_frame::<Request, _>(&mut huge, MAX_REQUEST_BYTES, None).await;
+        assert!(matches!(err, Err(FrameError::TooLarge { .. })), "{err:?}");
+        // Truncated prefix and body.
+        let mut short: &[u8] = &[5, 0];
+        let err = read_frame::<Request, _>(&mut short, MAX_REQUEST_BYTES, None).await;
+        assert!(matches!(
+            err,
+            Err(FrameError::Truncated { got: 2, want: 4 })
+        ));
+        let mut short: &[u8] = &[5, 0, 0, 0, 1, 2];
+        let err = read_frame::<Request, _>(&mut short, MAX_REQUEST_BYTES, None).await;
+        assert!(matches!(
+            err,
+            Err(FrameError::Truncated { got: 2, want: 5 })
+        ));
+        // Garbage body: variant 200 does not exist.
+        let mut garbage: &[u8] = &[3, 0, 0, 0, 200, 1, 2];
+        let err = read_frame::<Request, _>(&mut garbage, MAX_REQUEST_BYTES, None).await;
+        assert!(matches!(err, Err(FrameError::Garbage(_))), "{err:?}");
+        // Empty stream.
+        let mut empty: &[u8] = &[];
+        let err = read_frame::<Request, _>(&mut empty, MAX_REQUEST_BYTES, None).await;
+        assert!(matches!(err, Err(FrameError::Closed)));
+        // Stalled stream.
+        let (_keep, mut stalled) = tokio::io::duplex(64);
+        let t = Duration::from_millis(20);
+        let err = read_frame::<Request, _>(&mut stalled, MAX_REQUEST_BYTES, Some(t)).await;
+        assert!(matches!(err, Err(FrameError::TimedOut(_))));
+        // Too large to send.
+        let big = Request::TraceSave {
+            path: "x".repeat(MAX_REQUEST_BYTES as usize),
+        };
+        assert!(matches!(
+            encode_frame(&big, MAX_REQUEST_BYTES),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+}

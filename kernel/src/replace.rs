@@ -1,0 +1,117 @@
+//! A new config (SIGHUP): only what changed is touched. Unchanged services keep running; a
+//! changed one is restarted as a new fact; a removed one is stopped and then forgotten; a new
+//! one starts like at boot.
+
+use std::collections::BTreeSet;
+
+use crate::config::{self, Kind};
+use crate::graph;
+use crate::kernel::Kernel;
+use crate::protocol::{Effect, ServiceId};
+use crate::service::{AfterStop, FileAction, Slot};
+
+impl Kernel {
+    pub(crate) fn on_replace_config(&mut self, text: &str, out: &mut Vec<Effect>) {
+        let new = match config::parse(text, "config") {
+            Ok(c) => c,
+            Err(errors) => {
+                out.push(Effect::Notice {
+                    message: format!(
+                        "new config refused: it does not validate; nothing changed:\n{errors}"
+                    ),
+                });
+                return;
+            }
+        };
+        let old_paths: BTreeSet<String> = self.watches.keys().cloned().collect();
+        let history_len = new.daemon.history_len;
+        let mut new_order = Vec::with_capacity(new.services.len());
+        let mut changed = Vec::new();
+        for service in &new.services {
+            match self.by_name.get(&service.name).copied() {
+                Some(id) if self.slots[id.index()].config == *service => new_order.push(id),
+                Some(id) => {
+                    self.slots[id.index()].config = service.clone();
+                    changed.push(id);
+                    new_order.push(id);
+                }
+                None => {
+                    let id = ServiceId(self.slots.len() as u32);
+                    let mut slot = Slot::new(id, service.clone(), history_len);
+                    slot.wanted = !self.shutting_down;
+                    slot.since = self.now;
+                    self.slots.push(slot);
+                    new_order.push(id);
+                    self.by_name.insert(service.name.clone(), id);
+                    self.mark(id);
+                }
+            }
+        }
+        let kept: BTreeSet<ServiceId> = new_order.iter().copied().collect();
+        for id in self.order.clone() {
+            if !kept.contains(&id) {
+                let slot = &mut self.slots[id.index()];
+                slot.removed = true;
+                slot.wanted = false;
+                self.by_name.remove(&slot.config.name);
+                self.stop_service(id, AfterStop::Nothing);
+                self.mark(id);
+            }
+        }
+        self.order = new_order;
+        self.config = new;
+        self.rebuild_indexes();
+        for id in changed {
+            self.note(id, "definition changed".into(), out);
+            self.new_fact(id);
+            self.restart(id);
+        }
+        // Every service re-derives: needs may have changed anywhere.
+        for i in 0..self.slots.len() {
+            self.mark(ServiceId(i as u32));
+        }
+        let new_paths: BTreeSet<String> = self.watches.keys().cloned().collect();
+        for path in old_paths.difference(&new_paths) {
+            out.push(Effect::Unwatch { path: path.clone() });
+        }
+        for path in new_paths.difference(&old_paths) {
+            out.push(Effect::Watch { path: path.clone() });
+        }
+    }
+
+    /// Rebuilds the graph edges, the need counters, the link and watch maps.
+    pub(crate) fn rebuild_indexes(&mut self) {
+        graph::link_edges(&mut self.slots, &self.by_name);
+        for i in 0..self.slots.len() {
+            let unhealthy = self.slots[i]
+                .needs
+                .iter()
+                .filter(|n| !self.slots[n.index()].healthy)
+                .count() as u32;
+            self.slots[i].unhealthy_needs = unhealthy;
+        }
+        self.link_services.clear();
+        self.watches.clear();
+        for &id in &self.order {
+            let config = &self.slots[id.index()].config;
+            if let Kind::Interface { ifname, .. } = &config.kind {
+                self.link_services
+                    .entry(ifname.clone())
+                    .or_default()
+                    .push(id);
+            }
+            for (paths, action) in [
+                (&config.reload_on, FileAction::Reload),
+                (&config.restart_on, FileAction::Restart),
+            ] {
+                for path in paths {
+                    self.watches
+                        .entry(path.clone())
+                        .or_default()
+                        .push((id, action));
+                }
+            }
+        }
+        self.reset_worklist_marks();
+    }
+}
