@@ -10,9 +10,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Context;
-use medic_io::runtime::{self, Setup};
+use medic_io::runtime::{self, RuntimeError, Setup};
+use medic_io::{fds, logsink};
 
 /// The config file to use: `explicit`, else `$MEDIC_CONFIG`, else `/etc/medic.toml`.
 pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
@@ -51,17 +52,45 @@ fn nix_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Runs `medic daemon`. Returns exit status 2 after printing every problem when the config does
-/// not validate; nothing is started then.
-pub fn run(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// How long the daemon waits at exit for its log to be written (a reader that stalls must
+/// not keep it from exiting).
+const LOG_FLUSH: Duration = Duration::from_secs(2);
+
+/// Runs `medic daemon` and returns its exit status: 2 after printing every problem when the
+/// config does not validate (nothing is started then), 1 when it could not run (its message
+/// is logged).
+///
+/// Everything the daemon writes to stderr goes through [`logsink`]: a log reader that stalls,
+/// is slow or has gone can neither block nor kill it.
+pub fn run(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
+    // Before anything is opened or started: nothing the daemon inherited reaches a service.
+    let inherited = fds::cloexec_inherited();
+    let limit = fds::raise_nofile_limit();
     init_logging();
+    if let Err(e) = inherited {
+        tracing::warn!("cannot mark inherited descriptors close-on-exec: {e}");
+    }
+    match limit {
+        Ok((old, new)) if old != new => tracing::debug!("descriptor limit raised {old} -> {new}"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
+    }
+    let status = supervise(config, state_dir);
+    logsink::flush(LOG_FLUSH);
+    status
+}
+
+fn supervise(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
     let config_path = config_path(config);
     let name = config_path.display().to_string();
-    let (config_text, config) = match crate::cli::check::load(&config_path) {
+    let loaded = crate::cli::check::load_with(&config_path, |errors| {
+        logsink::line(errors);
+    });
+    let (config_text, config) = match loaded {
         Ok(loaded) => loaded,
         Err(failure) => {
-            eprintln!("medic: {}; nothing was started", failure.message);
-            return Ok(ExitCode::from(failure.status));
+            logsink::line(&format!("medic: {}; nothing was started", failure.message));
+            return ExitCode::from(failure.status);
         }
     };
     let state_dir = self::state_dir(state_dir, || {
@@ -73,14 +102,24 @@ pub fn run(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> anyhow::Resul
         config.services.len(),
         state_dir.display()
     );
-    runtime::run(Setup {
+    let result = runtime::run(Setup {
         config_path,
         config_text,
         config,
         state_dir: state_dir.clone(),
-    })
-    .with_context(|| format!("medic daemon (state dir {})", state_dir.display()))?;
-    Ok(ExitCode::SUCCESS)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = match e {
+                // These name the state dir already.
+                RuntimeError::Prepare(e) => e.to_string(),
+                e => format!("medic daemon (state dir {}): {e}", state_dir.display()),
+            };
+            logsink::line(&format!("medic: {message}"));
+            ExitCode::from(crate::cli::EXIT_FAILED)
+        }
+    }
 }
 
 /// Logs to stderr; `MEDIC_LOG=debug|info|warn|error` sets the level (default info).
@@ -91,7 +130,8 @@ fn init_logging() {
         .unwrap_or(tracing::Level::INFO);
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(|| logsink::Writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .log_internal_errors(false)
         .try_init();
 }

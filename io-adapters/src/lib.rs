@@ -11,12 +11,20 @@
 //! * [`logs`]: the bounded ring of each service's output.
 //! * [`netlink`]: links and the link-up heal.
 //! * [`control`]: the control socket.
+//! * [`statedir`]: the state directory's checks and lock; whom a client trusts.
+//! * [`logsink`]: the daemon's own log, which can neither block nor kill the loop.
+//! * [`fds`]: descriptor limit and inherited descriptors at start.
+//! * [`terminal`]: service text made safe to print on a terminal.
 
 pub mod checks;
 pub mod children;
 pub mod control;
+pub mod fds;
 pub mod files;
 pub mod logs;
+pub mod logsink;
 pub mod netlink;
 pub mod process;
 pub mod runtime;
+pub mod statedir;
+pub mod terminal;

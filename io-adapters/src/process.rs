@@ -48,6 +48,35 @@ pub enum SpawnError {
     },
 }
 
+impl SpawnError {
+    /// The OS error number behind the failure, when there is one: from making the output or
+    /// readiness pipes (`Setup`), or from `posix_spawn`/fork/exec (`Exec`).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            SpawnError::Setup { source, .. } | SpawnError::Exec { source, .. } => {
+                source.raw_os_error()
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the daemon, not the service, ran short of something (descriptors, memory,
+    /// processes): EMFILE, ENFILE, ENOMEM or EAGAIN. Such a failure says nothing about the
+    /// service.
+    pub fn is_resource_shortage(&self) -> bool {
+        is_resource_shortage(self.raw_os_error())
+    }
+}
+
+/// Whether an errno says the daemon, not the service, ran short of something: EMFILE, ENFILE,
+/// ENOMEM or EAGAIN.
+pub fn is_resource_shortage(errno: Option<i32>) -> bool {
+    matches!(
+        errno,
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
+    )
+}
+
 /// Everything needed to start one process.
 #[derive(Debug)]
 pub struct SpawnSpec<'a> {
@@ -765,6 +794,41 @@ mod tests {
         assert!(group_rss_bytes(own_group).is_some_and(|b| b > 0));
         // No process has pgid 0 in /proc's view of groups we may read: unknown, not 0.
         assert_eq!(group_rss_bytes(u32::MAX), None);
+    }
+
+    #[test]
+    fn shortages_are_told_apart_from_a_bad_program() {
+        let emfile = SpawnError::Setup {
+            what: "an output pipe",
+            source: io::Error::from_raw_os_error(libc::EMFILE),
+        };
+        assert_eq!(emfile.raw_os_error(), Some(libc::EMFILE));
+        assert!(emfile.is_resource_shortage());
+        let enoent = SpawnError::Exec {
+            argv0: "/nope".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert!(!enoent.is_resource_shortage());
+        assert_eq!(SpawnError::EmptyArgv.raw_os_error(), None);
+        // A real spawn failure keeps its errno.
+        let argv = ["/nonexistent/medic-test".to_string()];
+        let env = BTreeMap::new();
+        let spec = SpawnSpec {
+            argv: &argv,
+            env: &env,
+            cwd: None,
+            user: None,
+            group: None,
+            base_dir: Path::new("/"),
+            service: "t",
+            instance: "t.1",
+            notify_fd: None,
+            notify_socket: None,
+            capture_stdout: false,
+            capture_stderr: false,
+        };
+        let err = spawn(spec).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
     }
 
     #[test]

@@ -46,8 +46,10 @@ use crate::children::{Children, ProcEntry, Reaped};
 use crate::control::{self, Call, EventRow, LinkInfo, Request, Response};
 use crate::files::Watcher;
 use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
+use crate::logsink::LineLimiter;
 use crate::netlink;
 use crate::process::{self, SpawnSpec};
+use crate::statedir::{self, FileId, StateDir, StateDirError};
 
 thread_local! {
     /// The read buffer of every output reader.
@@ -70,7 +72,10 @@ pub enum RuntimeError {
     /// The tokio runtime could not be built.
     #[error("starting the event loop: {0}")]
     Tokio(io::Error),
-    /// The state directory could not be made.
+    /// The state directory is refused, or another daemon has it.
+    #[error(transparent)]
+    Prepare(#[from] StateDirError),
+    /// A directory in the state directory could not be made.
     #[error("state directory {path}: {source}")]
     StateDir {
         /// The directory.
@@ -95,7 +100,8 @@ pub struct Setup {
     pub config_text: String,
     /// The validated config.
     pub config: Config,
-    /// The state directory (created 0700 if missing): sd_notify sockets, control socket.
+    /// The state directory (created 0700 if missing, else checked and never chmod-ed; locked
+    /// while the daemon runs): sd_notify sockets, control socket.
     pub state_dir: PathBuf,
 }
 
@@ -130,6 +136,8 @@ pub struct Runtime {
     tx: mpsc::Sender<Event>,
     children: Children,
     logs: BTreeMap<String, LogRing>,
+    /// Services' lines into the daemon log, rate-limited per service.
+    log_limit: LineLimiter,
     event_followers: Vec<mpsc::Sender<Response>>,
     log_followers: Vec<(String, mpsc::Sender<Response>)>,
     watcher: Option<Watcher>,
@@ -137,6 +145,10 @@ pub struct Runtime {
     config_path: PathBuf,
     base_dir: PathBuf,
     state_dir: PathBuf,
+    /// Holds the state dir's lock while the daemon runs.
+    _state: StateDir,
+    /// The control socket this daemon bound, removed at exit only if still the same file.
+    socket_id: Option<FileId>,
     shutting_down: bool,
     done: bool,
 }
@@ -158,7 +170,7 @@ pub fn run(setup: Setup) -> Result<(), RuntimeError> {
 
 impl Runtime {
     fn new(setup: Setup) -> Result<(Runtime, mpsc::Receiver<Event>), RuntimeError> {
-        make_state_dir(&setup.state_dir)?;
+        let state = statedir::prepare(&setup.state_dir)?;
         if let Err(e) = process::become_subreaper() {
             tracing::warn!(
                 "cannot become a child subreaper ({e}); orphans of services go to PID 1"
@@ -188,6 +200,7 @@ impl Runtime {
             tx,
             children: Children::default(),
             logs: BTreeMap::new(),
+            log_limit: LineLimiter::default(),
             event_followers: Vec::new(),
             log_followers: Vec::new(),
             watcher,
@@ -195,6 +208,8 @@ impl Runtime {
             config_path: setup.config_path,
             base_dir,
             state_dir: setup.state_dir,
+            _state: state,
+            socket_id: None,
             shutting_down: false,
             done: false,
         };
@@ -211,10 +226,11 @@ impl Runtime {
     }
 
     async fn serve(mut self, mut rx: mpsc::Receiver<Event>) -> Result<(), RuntimeError> {
-        // The control socket first: binding it fails when another daemon uses this state dir.
+        // The control socket first (the state dir's lock keeps any other daemon away from it).
         let (call_tx, mut calls) = mpsc::channel(CALL_QUEUE);
         let socket = self.state_dir.join(control::SOCKET_NAME);
         let server = control::bind(&socket).map_err(RuntimeError::Control)?;
+        self.socket_id = Some(server.id());
         tokio::spawn(server.run(call_tx));
         tracing::info!("control socket {}", socket.display());
         let notify_dir = self.state_dir.join("notify");
@@ -284,7 +300,9 @@ impl Runtime {
     fn cleanup(&mut self) {
         self.children.clear();
         let _ = std::fs::remove_dir_all(self.state_dir.join("notify"));
-        let _ = std::fs::remove_file(self.state_dir.join(control::SOCKET_NAME));
+        if let Some(id) = self.socket_id {
+            statedir::remove_if_same(&self.state_dir.join(control::SOCKET_NAME), id);
+        }
     }
 
     fn install_signals(&mut self) -> io::Result<()> {
@@ -339,12 +357,13 @@ impl Runtime {
                 stream,
                 text,
             } => {
-                match stream {
-                    Stream::Stdout => tracing::info!(target: "medic::output", "{service}: {text}"),
-                    Stream::Stderr => {
-                        tracing::info!(target: "medic::output", "{service} (stderr): {text}")
-                    }
-                }
+                let suffix = if stream == Stream::Stderr {
+                    " (stderr)"
+                } else {
+                    ""
+                };
+                let now = self.now().0;
+                self.log_limit.log(&service, suffix, &text, now);
                 let line = LogLine {
                     at: self.now(),
                     stream,
@@ -492,7 +511,9 @@ impl Runtime {
             }
             Effect::Event { service, record } => {
                 let name = self.kernel.name(*service);
-                tracing::info!(target: "medic::event", "{name}: {record}");
+                let record_text = record.to_string();
+                let shown = crate::terminal::sanitize(&record_text);
+                tracing::info!(target: "medic::event", "{name}: {shown}");
                 if !self.event_followers.is_empty() {
                     let row = EventRow::new(&self.kernel, *service, record);
                     self.event_followers.retain(|reply| {
@@ -518,10 +539,19 @@ impl Runtime {
         let mut notify_fd = None;
         let mut notify_read = None;
         let mut notify_socket = None;
-        let failed = |e: String| Input::SpawnFailed {
-            service,
-            job,
-            error: e,
+        // The daemon short of descriptors, memory or processes is not the service's fault:
+        // the kernel tries again later, without a strike.
+        let failed = |error: String, shortage: bool| match shortage {
+            true => Input::SpawnDeferred {
+                service,
+                job,
+                error,
+            },
+            false => Input::SpawnFailed {
+                service,
+                job,
+                error,
+            },
         };
         if is_process {
             match &config.ready {
@@ -530,7 +560,10 @@ impl Runtime {
                         notify_fd = Some((*n, w));
                         notify_read = Some(r);
                     }
-                    Err(e) => return self.queue.push_back(failed(e.to_string())),
+                    Err(e) => {
+                        let shortage = e.is_resource_shortage();
+                        return self.queue.push_back(failed(e.to_string(), shortage));
+                    }
                 },
                 Readiness::SdNotify => {
                     let path = self
@@ -543,10 +576,9 @@ impl Runtime {
                             notify_socket = Some(path);
                         }
                         Err(e) => {
-                            return self.queue.push_back(failed(format!(
-                                "NOTIFY_SOCKET {}: {e}",
-                                path.display()
-                            )))
+                            let shortage = process::is_resource_shortage(e.raw_os_error());
+                            let why = format!("NOTIFY_SOCKET {}: {e}", path.display());
+                            return self.queue.push_back(failed(why, shortage));
                         }
                     }
                 }
@@ -568,7 +600,8 @@ impl Runtime {
                     let _ = std::fs::remove_file(p);
                 }
                 tracing::warn!(service = %config.name, "spawn failed: {e}");
-                return self.queue.push_back(failed(e.to_string()));
+                let shortage = e.is_resource_shortage();
+                return self.queue.push_back(failed(e.to_string(), shortage));
             }
         };
         let pid = child.pid;
@@ -966,21 +999,6 @@ enum Woke {
 /// the process forks, so a sweep finds descendants that left the group.
 fn instance_tag(job: JobId) -> String {
     format!("{}.{}", std::process::id(), job.0)
-}
-
-/// Creates the state directory with mode 0700 (the mode of an existing one is tightened).
-fn make_state_dir(dir: &Path) -> Result<(), RuntimeError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let err = |source| RuntimeError::StateDir {
-        path: dir.to_path_buf(),
-        source,
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(err)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
 /// Binds the sd_notify datagram socket of one process.

@@ -12,6 +12,12 @@ use crate::daemon;
 /// Reads and validates the config at `path`; returns its text and its model. Every problem is
 /// printed on stderr as a `file:line:col: message` line; the failure counts them.
 pub fn load(path: &Path) -> Result<(String, Config), Failure> {
+    load_with(path, |errors| eprintln!("{errors}"))
+}
+
+/// [`load`], handing the text of every problem to `report` instead of printing it (the daemon
+/// writes it through its log, which never blocks or panics on a broken stderr).
+pub fn load_with(path: &Path, report: impl FnOnce(&str)) -> Result<(String, Config), Failure> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         Failure::usage(format!(
@@ -21,7 +27,7 @@ pub fn load(path: &Path) -> Result<(String, Config), Failure> {
     match medic_kernel::config::parse(&text, &name) {
         Ok(config) => Ok((text, config)),
         Err(errors) => {
-            eprintln!("{errors}");
+            report(&errors.to_string());
             let n = errors.errors.len();
             let problems = if n == 1 { "problem" } else { "problems" };
             Err(Failure::usage(format!("{name}: {n} {problems}")))

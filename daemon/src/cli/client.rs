@@ -76,6 +76,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             service,
             lines,
             follow,
+            json,
             target,
         } => {
             let request = Request::Logs {
@@ -85,7 +86,10 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             };
             stream(&target, request, follow, |answer| match answer {
                 Response::LogLines(lines) => {
-                    lines.iter().for_each(|l| emit(l));
+                    lines.iter().for_each(|l| match json {
+                        true => emit(&format::log_json(l)),
+                        false => emit(&format::log_line(l)),
+                    });
                     Ok(())
                 }
                 other => Err(unexpected(other)),

@@ -1,8 +1,13 @@
 //! How answers look: aligned tables for people, JSON for scripts (architecture.md §4).
+//!
+//! Text for people never carries a service's control characters or escape sequences (from its
+//! output, or a condition name its probe printed): they are shown as `\x1b`-style escapes
+//! ([`medic_io::terminal::sanitize`]). JSON keeps the raw text.
 
 use std::io::IsTerminal;
 
 use medic_io::control::{EventRow, HistoryRow, StatusRow};
+use medic_io::terminal::sanitize;
 use serde::Serialize;
 
 /// An ANSI colour for a table cell.
@@ -42,18 +47,15 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// A plain cell.
-    pub fn plain(text: impl Into<String>) -> Cell {
-        Cell {
-            text: text.into(),
-            colour: None,
-        }
+    /// A plain cell; control characters in `text` are made visible.
+    pub fn plain(text: impl AsRef<str>) -> Cell {
+        Cell::coloured(text, None)
     }
 
-    /// A cell coloured when colours are on.
-    pub fn coloured(text: impl Into<String>, colour: Option<Colour>) -> Cell {
+    /// A cell coloured when colours are on; control characters in `text` are made visible.
+    pub fn coloured(text: impl AsRef<str>, colour: Option<Colour>) -> Cell {
         Cell {
-            text: text.into(),
+            text: sanitize(text.as_ref()).into_owned(),
             colour,
         }
     }
@@ -194,7 +196,7 @@ pub fn history_json(rows: &[HistoryRow]) -> String {
 pub fn event_line(e: &EventRow) -> String {
     let r = &e.record;
     let (when, decided) = (at(r.at_ms), r.outcome_at_ms.map(at));
-    medic_kernel::history::Line {
+    let line = medic_kernel::history::Line {
         at: &when,
         service: Some(&e.service),
         condition: &r.condition,
@@ -203,7 +205,18 @@ pub fn event_line(e: &EventRow) -> String {
         outcome_at: decided.as_ref().map(|d| d as &dyn std::fmt::Display),
         note: &r.note,
     }
-    .to_string()
+    .to_string();
+    sanitize(&line).into_owned()
+}
+
+/// `medic logs`, one captured line: control characters made visible.
+pub fn log_line(line: &str) -> std::borrow::Cow<'_, str> {
+    sanitize(line)
+}
+
+/// `medic logs --json`: one JSON string per line, the raw text.
+pub fn log_json(line: &str) -> String {
+    to_json(line)
 }
 
 /// `medic events --json`: one object per line, a history record with `service` added.
@@ -369,6 +382,36 @@ mod tests {
                 "0.812s  exited     restart  resolved at 1.812s  exit code 1",
             ]
         );
+    }
+
+    #[test]
+    fn service_text_cannot_drive_the_terminal() {
+        let mut evil = row("l2tp", "\x1b]0;pwned\x07down\x1b[2J", false, None);
+        evil.kind = "process".into();
+        let table = status_table(std::slice::from_ref(&evil), true);
+        assert!(table.contains("\\x1b]0;pwned\\x07down\\x1b[2J"), "{table}");
+        let raw_escapes = table.matches('\x1b').count();
+        assert_eq!(
+            raw_escapes, 2,
+            "only medic's own colour on and off: {table:?}"
+        );
+        assert!(
+            status_json(&[evil]).contains("\\u001b]0;pwned"),
+            "JSON keeps the raw text (escaped as JSON does)"
+        );
+        let mut rec = record();
+        rec.condition = "\x1b[8mhidden".into();
+        rec.note = "probe said \u{9b}31m\r".into();
+        let table = history_table(std::slice::from_ref(&rec));
+        assert!(!table.contains('\x1b') && !table.contains('\u{9b}') && !table.contains('\r'));
+        assert!(table.contains("\\x1b[8mhidden"), "{table}");
+        let line = event_line(&EventRow {
+            service: "l2tp".into(),
+            record: rec,
+        });
+        assert!(line.contains("\\x1b[8mhidden") && line.contains("\\u{9b}31m\\x0d"));
+        assert_eq!(log_line("a\tb\x1b[31mred"), "a\tb\\x1b[31mred");
+        assert_eq!(log_json("\x1b[31m"), "\"\\u001b[31m\"");
     }
 
     #[test]

@@ -87,7 +87,12 @@ pub enum Command {
         subreaper.\n\n\
         The state directory is --state-dir, else $MEDIC_STATE_DIR, else the config's \
         `[daemon] state-dir`, else /run/medic for root and $XDG_RUNTIME_DIR/medic (or \
-        /tmp/medic-UID) for other users."
+        /tmp/medic-UID) for other users. A missing one is created with mode 0700; an existing \
+        one must be owned by the daemon's user and not writable by group or others (its mode is \
+        never changed). The daemon locks it: a second daemon on it exits 1, naming the first.\n\n\
+        The log never holds the daemon up: a stderr that is slow, stalled or closed loses log \
+        lines (counted), never supervision; each service's output is copied into it at most 20 \
+        lines a second after a burst of 200."
     )]
     Daemon {
         #[command(flatten)]
@@ -185,8 +190,10 @@ pub enum Command {
     #[command(
         long_about = "Print the last lines SERVICE wrote to stdout and stderr, as the \
         daemon captured them, oldest first.\n\n\
-        With --follow, keeps printing new lines as they come until interrupted or the daemon \
-        stops."
+        Control characters and escape sequences the service wrote are shown as escapes \
+        (`\\x1b[31m`), so they cannot drive the terminal; --json prints each line raw, as a \
+        JSON string. With --follow, keeps printing new lines as they come until interrupted \
+        or the daemon stops."
     )]
     Logs {
         /// The service.
@@ -198,6 +205,9 @@ pub enum Command {
         /// Keep printing new lines as they come.
         #[arg(short = 'f', long)]
         follow: bool,
+        /// Print each line as a JSON string, raw (control characters included).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -298,15 +308,7 @@ pub fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Daemon { config, state_dir } => {
-            return match daemon::run(config.config, state_dir) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("medic: {e:#}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            };
-        }
+        Command::Daemon { config, state_dir } => return daemon::run(config.config, state_dir),
         Command::Check { config } => check::run(config.config),
         Command::Replay { file, verbose } => replay::run(&file, verbose),
         remote => client::run(remote),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 
 use super::wire::*;
+use crate::statedir::{check_peer, check_socket};
 
 /// Why a client could not get an answer.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,14 @@ pub enum ClientError {
         path: PathBuf,
         /// How long the client waited.
         timeout: Duration,
+    },
+    /// The socket, or the process serving it, belongs to another user: not to be trusted.
+    #[error("refusing the control socket {}: {why}", path.display())]
+    Untrusted {
+        /// The socket.
+        path: PathBuf,
+        /// Whose it is.
+        why: String,
     },
     /// Connecting was forbidden.
     #[error(
@@ -104,6 +113,11 @@ pub async fn request_stream(
     request: Request,
     timeout: Option<Duration>,
 ) -> Result<Answers, ClientError> {
+    let untrusted = |why| ClientError::Untrusted {
+        path: path.to_path_buf(),
+        why,
+    };
+    check_socket(path).map_err(untrusted)?;
     let mut stream = UnixStream::connect(path).await.map_err(|source| {
         let path = path.to_path_buf();
         match source.kind() {
@@ -117,6 +131,10 @@ pub async fn request_stream(
             },
         }
     })?;
+    let peer = stream
+        .peer_cred()
+        .map_err(|e| untrusted(format!("SO_PEERCRED: {e}")))?;
+    check_peer(peer.uid()).map_err(untrusted)?;
     let mut early = None;
     if let Err(source) = write_frame(&mut stream, &request, MAX_REQUEST_BYTES, timeout).await {
         // The daemon may have answered and closed before taking the request (too many

@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::wire::*;
+use crate::statedir::{remove_if_same, FileId};
 
 /// One request from a client, handed to the daemon's loop. Send one [`Response`] on `reply`
 /// (or a stream of them for `follow`), then drop it to end the answer.
@@ -29,6 +30,7 @@ pub struct Server {
     listener: UnixListener,
     path: PathBuf,
     own_uid: u32,
+    id: FileId,
 }
 
 /// Whether a peer with uid `peer` may control a daemon running as `own`: root, or the same uid.
@@ -83,14 +85,23 @@ pub fn bind(path: &Path) -> io::Result<Server> {
     })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| context(&format!("cannot chmod 0600 {}", path.display()), e))?;
+    let id =
+        FileId::of(path).map_err(|e| context(&format!("cannot stat {}", path.display()), e))?;
     Ok(Server {
         listener,
         path: path.to_path_buf(),
         own_uid: nix::unistd::geteuid().as_raw(),
+        id,
     })
 }
 
 impl Server {
+    /// The socket file this server bound: remove it with [`remove_if_same`], never by path
+    /// alone (another daemon may have bound a new one there since).
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+
     /// Accepts connections, one task each, and hands their requests to `tx`, until the
     /// receiver of `tx` is dropped; then removes the socket file.
     pub async fn run(self, tx: mpsc::Sender<Call>) {
@@ -119,7 +130,7 @@ impl Server {
                 serve_connection(stream, tx, own_uid).await;
             });
         }
-        let _ = std::fs::remove_file(&self.path);
+        remove_if_same(&self.path, self.id);
     }
 }
 
