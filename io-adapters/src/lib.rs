@@ -14,6 +14,7 @@
 //! * [`statedir`]: the state directory's checks and lock; whom a client trusts.
 //! * [`logsink`]: the daemon's own log, which can neither block nor kill the loop.
 //! * [`fds`]: descriptor limit and inherited descriptors at start.
+//! * [`offloop`]: file I/O the loop must never wait for (trace saves, config reads).
 //! * [`terminal`]: service text made safe to print on a terminal.
 
 pub mod checks;
@@ -24,6 +25,7 @@ pub mod files;
 pub mod logs;
 pub mod logsink;
 pub mod netlink;
+pub mod offloop;
 pub mod process;
 pub mod runtime;
 pub mod statedir;

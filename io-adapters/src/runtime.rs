@@ -48,6 +48,7 @@ use crate::files::Watcher;
 use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
 use crate::logsink::LineLimiter;
 use crate::netlink;
+use crate::offloop;
 use crate::process::{self, SpawnSpec};
 use crate::statedir::{self, FileId, StateDir, StateDirError};
 
@@ -124,6 +125,8 @@ enum Event {
     Terminate(&'static str),
     /// SIGHUP.
     Reload,
+    /// The config file's text, read off the loop after a SIGHUP.
+    ConfigRead(io::Result<String>),
 }
 
 /// The loop's state.
@@ -151,6 +154,11 @@ pub struct Runtime {
     socket_id: Option<FileId>,
     shutting_down: bool,
     done: bool,
+    /// Trace saves writing on threads of their own.
+    trace_writers: offloop::TraceWriters,
+    /// A config read is under way (off the loop); `Some(true)`: another SIGHUP came meanwhile,
+    /// read again once it is done.
+    config_read: Option<bool>,
 }
 
 /// Runs the daemon until shutdown completes: builds a current-thread runtime and drives
@@ -212,6 +220,8 @@ impl Runtime {
             socket_id: None,
             shutting_down: false,
             done: false,
+            trace_writers: offloop::TraceWriters::default(),
+            config_read: None,
         };
         Ok((runtime, rx))
     }
@@ -386,22 +396,56 @@ impl Runtime {
                 }
             }
             Event::Reload => self.reload_config(),
+            Event::ConfigRead(text) => self.config_read(text),
         }
     }
 
+    /// SIGHUP: the config file is read on a thread of its own (a FIFO or a hung mount must not
+    /// stall the loop); its text is fed when it arrives ([`Runtime::config_read`]). One read at
+    /// a time: SIGHUPs during a read make one more read after it.
     fn reload_config(&mut self) {
         let path = self.config_path.display().to_string();
-        let text = match std::fs::read_to_string(&self.config_path) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!("SIGHUP: cannot read {path}: {e}; keeping the running config");
-                return;
+        if let Some(again) = self.config_read.as_mut() {
+            if !*again {
+                tracing::warn!("SIGHUP: still reading {path} for the previous SIGHUP; will read it again after");
             }
-        };
-        // The kernel validates it (one parse): a config that does not validate is refused with
-        // a notice, logged below, and changes nothing.
+            *again = true;
+            return;
+        }
         tracing::info!("SIGHUP: re-reading {path}");
-        self.feed(Input::ReplaceConfig { text });
+        match offloop::read_config(self.config_path.clone()) {
+            Ok(rx) => {
+                self.config_read = Some(false);
+                let tx = self.tx.clone();
+                tokio::task::spawn_local(async move {
+                    let text = rx.await.unwrap_or_else(|_| {
+                        Err(io::Error::other(
+                            "the reading thread ended without a result",
+                        ))
+                    });
+                    let _ = tx.send(Event::ConfigRead(text)).await;
+                });
+            }
+            Err(e) => tracing::error!(
+                "SIGHUP: cannot start a thread to read {path}: {e}; keeping the running config"
+            ),
+        }
+    }
+
+    /// The text of the config file, read after a SIGHUP. The kernel validates it (one parse): a
+    /// config that does not validate is refused with a notice and changes nothing.
+    fn config_read(&mut self, text: io::Result<String>) {
+        let again = self.config_read.take() == Some(true);
+        match text {
+            Ok(text) => self.feed(Input::ReplaceConfig { text }),
+            Err(e) => tracing::error!(
+                "SIGHUP: cannot read {}: {e}; keeping the running config",
+                self.config_path.display()
+            ),
+        }
+        if again {
+            self.reload_config();
+        }
     }
 
     fn reap(&mut self) {
@@ -944,14 +988,11 @@ impl Runtime {
                     return self.follow(reply, recent, Follower::Events);
                 }
             }
+            // Written on a thread of its own, which answers: a FIFO nobody reads or a hung
+            // mount stalls only that thread.
             Request::TraceSave { path } => {
                 let bytes = self.trace.to_file_bytes();
-                match std::fs::write(path, &bytes) {
-                    Ok(()) => Response::TraceSaved {
-                        bytes: bytes.len() as u64,
-                    },
-                    Err(e) => Response::Error(format!("cannot write the trace to {path}: {e}")),
-                }
+                return self.trace_writers.save(path.clone(), bytes, reply);
             }
             Request::Ping => Response::Pong,
         };

@@ -752,3 +752,119 @@ probe = { run = ["sh", "-c", "printf '\\033[31mevil\\n'"], every = "200ms", repo
     );
     assert!(text(&daemon_log).contains(r"esc: \x1b]0;pwned"));
 }
+
+// ----- issue 9, item 2: nothing blocking on the loop ---------------------------------------------
+
+/// One service to kill.
+const VICTIM: &str = r#"
+[service.victim]
+run = ["sleep", "1000"]
+"#;
+
+/// Whether a thread of `pid` is blocked in `openat` now (opening a FIFO nobody has opened at
+/// the other end).
+fn blocked_opening(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let syscall = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+        let number = syscall.split_whitespace().next();
+        number.and_then(|n| n.parse::<i64>().ok()) == Some(libc::SYS_openat)
+    })
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+}
+
+#[test]
+fn a_trace_save_to_a_fifo_nobody_reads_does_not_stall_the_daemon() {
+    let mut m = Medic::new(VICTIM);
+    m.start(Stdio::null());
+    let fifo = m.dir.path().join("trace.fifo");
+    mkfifo(&fifo);
+    let save = Command::new(medic_bin())
+        .args(["trace", "save"])
+        .arg(&fifo)
+        .env("MEDIC_STATE_DIR", &m.state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("medic trace save");
+    let mut save = Guard(save);
+    let daemon = m.pid();
+    wait_for(
+        "the daemon to be opening the FIFO",
+        || blocked_opening(daemon).then_some(()),
+        String::new,
+    );
+    let took = m.kill_and_time_restart("victim");
+    eprintln!("trace save to a FIFO: victim restarted after {took:?}");
+    assert!(m.status().is_some(), "status answers");
+    // A second and third save while the first still waits: one more is taken, then refused.
+    let out = m.medic(&["trace", "save", "/dev/null"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A reader comes: the save finishes and the client is told.
+    let mut trace = Vec::new();
+    std::fs::File::open(&fifo)
+        .expect("opening the FIFO")
+        .read_to_end(&mut trace)
+        .expect("reading the trace");
+    assert!(trace.starts_with(b"MEDICTRC"), "a trace came through");
+    let status = wait_for(
+        "the client to be answered",
+        || save.0.try_wait().ok().flatten(),
+        String::new,
+    );
+    let mut err = String::new();
+    let _ = save.0.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(status.success(), "{status}: {err}");
+}
+
+#[test]
+fn a_sighup_whose_config_is_a_fifo_does_not_stall_the_daemon() {
+    let mut m = Medic::new(VICTIM);
+    m.start(Stdio::null());
+    // The config becomes a FIFO nobody writes: opening it blocks until someone does.
+    std::fs::remove_file(&m.config).unwrap();
+    mkfifo(&m.config);
+    let daemon = m.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for(
+        "the daemon to be opening the config",
+        || blocked_opening(daemon).then_some(()),
+        String::new,
+    );
+    let took = m.kill_and_time_restart("victim");
+    eprintln!("config on a FIFO: victim restarted after {took:?}");
+    // Another SIGHUP meanwhile is not a second blocked reader.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    assert!(m.status().is_some(), "status answers");
+    // The config arrives (the reader is already waiting, so this does not block): it is applied.
+    let new = format!("{VICTIM}\n[service.added]\nrun = [\"sleep\", \"1000\"]\n");
+    std::fs::write(&m.config, &new).expect("writing the FIFO");
+    wait_for(
+        "the new service to be started",
+        || m.service_pid("added"),
+        || format!("{:?}", m.status()),
+    );
+    // The second SIGHUP's read comes after the first one's.
+    wait_for(
+        "the daemon to read the config again",
+        || blocked_opening(daemon).then_some(()),
+        String::new,
+    );
+    std::fs::write(&m.config, &new).expect("writing the FIFO");
+    let status = m.stop();
+    assert!(status.success(), "a clean shutdown, not {status}");
+}
