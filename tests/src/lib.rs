@@ -27,6 +27,11 @@ pub fn notify_bin() -> PathBuf {
     sibling_bin("medic-test-notify")
 }
 
+/// The `medic-test-hold` helper (holds connections that send nothing).
+pub fn hold_bin() -> PathBuf {
+    sibling_bin("medic-test-hold")
+}
+
 fn sibling_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     let profile_dir = exe

@@ -868,3 +868,163 @@ fn a_sighup_whose_config_is_a_fifo_does_not_stall_the_daemon() {
     let status = m.stop();
     assert!(status.success(), "a clean shutdown, not {status}");
 }
+
+// ----- issue 9, item 7: no client locks out `status` and `stop` ----------------------------------
+
+/// A child whose stdout is read without blocking.
+struct Piped {
+    guard: Guard,
+    out: Vec<u8>,
+}
+
+impl Piped {
+    fn spawn(cmd: &mut Command) -> Piped {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning a client");
+        let stdout = child.stdout.as_ref().expect("piped");
+        nix::fcntl::fcntl(
+            stdout,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .expect("non-blocking");
+        Piped {
+            guard: Guard(child),
+            out: Vec::new(),
+        }
+    }
+
+    /// What it printed so far.
+    fn printed(&mut self) -> &[u8] {
+        let mut buf = [0u8; 4096];
+        if let Some(stdout) = self.guard.0.stdout.as_mut() {
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                self.out.extend_from_slice(&buf[..n]);
+            }
+        }
+        &self.out
+    }
+
+    fn exited(&mut self) -> bool {
+        matches!(self.guard.0.try_wait(), Ok(Some(_)))
+    }
+}
+
+/// `status` answers eight times in a row, and `stop` and `start` of the victim are taken.
+fn status_and_stop_get_through(m: &mut Medic, why: &str) {
+    for i in 0..8 {
+        let out = m.medic(&["status"]);
+        assert!(
+            out.status.success(),
+            "{why}: `status` #{i} failed: {}",
+            text(&out.stderr)
+        );
+    }
+    for verb in ["stop", "start"] {
+        let out = m.medic(&[verb, "victim"]);
+        assert!(
+            out.status.success(),
+            "{why}: `{verb}` failed: {}",
+            text(&out.stderr)
+        );
+    }
+    let took = m.kill_and_time_restart("victim");
+    eprintln!("{why}: victim restarted after {took:?}");
+}
+
+#[test]
+fn forty_followers_do_not_lock_out_status_or_stop() {
+    let mut m = Medic::new(VICTIM);
+    m.start(Stdio::null());
+    wait_for(
+        "a first event",
+        || (!m.medic(&["events"]).stdout.is_empty()).then_some(()),
+        String::new,
+    );
+    let mut followers: Vec<Piped> = (0..40)
+        .map(|_| {
+            Piped::spawn(
+                Command::new(medic_bin())
+                    .args(["events", "--follow"])
+                    .env("MEDIC_STATE_DIR", &m.state),
+            )
+        })
+        .collect();
+    // Each one follows (it printed the recent events) or was refused (it exited).
+    let following = wait_for(
+        "every follower to follow or be refused",
+        || {
+            let mut following = 0;
+            for f in &mut followers {
+                if f.exited() {
+                    continue;
+                }
+                if f.printed().is_empty() {
+                    return None;
+                }
+                following += 1;
+            }
+            Some(following)
+        },
+        String::new,
+    );
+    eprintln!("40 followers: {following} follow, the rest were refused");
+    assert!(following >= 1, "followers are served at all");
+    status_and_stop_get_through(&mut m, "40 followers");
+}
+
+#[test]
+fn reconnecting_clients_that_send_nothing_do_not_fail_status() {
+    let mut m = Medic::new(VICTIM);
+    m.start(Stdio::null());
+    let socket = m.state.join("control.sock");
+    // Ten processes holding four silent connections each, reconnecting whenever closed.
+    let mut holders: Vec<Piped> = (0..10)
+        .map(|_| Piped::spawn(Command::new(medic_tests::hold_bin()).arg(&socket).arg("4")))
+        .collect();
+    wait_for(
+        "every holder to hold its connections",
+        || {
+            holders
+                .iter_mut()
+                .all(|h| h.printed().starts_with(b"held"))
+                .then_some(())
+        },
+        String::new,
+    );
+    status_and_stop_get_through(&mut m, "40 silent reconnecting connections");
+}
+
+#[test]
+fn another_user_holding_connections_does_not_lock_out_root() {
+    if !root("another_user_holding_connections_does_not_lock_out_root") {
+        return;
+    }
+    let mut m = Medic::new(VICTIM);
+    m.start(Stdio::null());
+    // Open the way to the socket, so that only the peer check stands between nobody and it.
+    for path in [m.dir.path(), m.state.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let socket = m.state.join("control.sock");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut holder = Piped::spawn(
+        Command::new(medic_tests::hold_bin())
+            .arg(&socket)
+            .arg("40")
+            .uid(65534)
+            .gid(65534),
+    );
+    wait_for(
+        "nobody to have connected 40 times",
+        || holder.printed().starts_with(b"held").then_some(()),
+        String::new,
+    );
+    status_and_stop_get_through(&mut m, "another user's 40 connections");
+}

@@ -1,15 +1,16 @@
 //! The daemon's side of the control socket: bind it, check each peer, read one request, hand
 //! it to the loop as a [`Call`], write the answers. Every connection runs on its own task.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::wire::*;
 use crate::statedir::{remove_if_same, FileId};
@@ -104,8 +105,20 @@ impl Server {
 
     /// Accepts connections, one task each, and hands their requests to `tx`, until the
     /// receiver of `tx` is dropped; then removes the socket file.
+    ///
+    /// Who may connect is checked first (`SO_PEERCRED`), before anything is spent on the
+    /// connection: a refused peer gets its error frame without blocking and is closed, without
+    /// a task or a slot. Then three bounded pools, so that no client can lock out `status` or
+    /// `stop`: at most [`MAX_CONNECTIONS`] connections still sending their request (a new one
+    /// beyond that closes the one that has waited longest; each has [`READ_TIMEOUT`]), at most
+    /// [`MAX_FOLLOWING`] followers, and at most [`MAX_ANSWERING`] one-shot requests being
+    /// answered.
     pub async fn run(self, tx: mpsc::Sender<Call>) {
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let pools = Pools {
+            waiting: Arc::new(Mutex::new(Waiting::default())),
+            following: Arc::new(Semaphore::new(MAX_FOLLOWING)),
+            answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
+        };
         loop {
             let stream = tokio::select! {
                 _ = tx.closed() => break,
@@ -119,58 +132,211 @@ impl Server {
                     }
                 },
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                refuse_busy(&stream);
-                continue;
+            let pid = match check_peer(&stream, self.own_uid) {
+                Ok(pid) => pid,
+                Err(message) => {
+                    refuse(&stream, message);
+                    continue;
+                }
+            };
+            let (id, evicted) = match pools.waiting_admit(pid) {
+                Admitted::Yes(id, evicted) => (id, evicted),
+                Admitted::Full => {
+                    let busy = format!(
+                        "the daemon has {} new connections not yet read; try again",
+                        2 * MAX_CONNECTIONS
+                    );
+                    refuse(&stream, busy);
+                    continue;
+                }
             };
             let tx = tx.clone();
-            let own_uid = self.own_uid;
+            let pools = pools.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                serve_connection(stream, tx, own_uid).await;
+                serve_connection(stream, tx, id, evicted, pools).await;
             });
         }
         remove_if_same(&self.path, self.id);
     }
 }
 
-/// Tells a client over the connection bound that the daemon is busy, without waiting.
-fn refuse_busy(stream: &UnixStream) {
-    let busy = Response::Error(format!(
-        "the daemon is serving {MAX_CONNECTIONS} connections already; try again"
-    ));
-    if let Ok(frame) = encode_frame(&busy, MAX_RESPONSE_BYTES) {
+/// The bounded pools of connections of one server.
+#[derive(Clone, Debug)]
+struct Pools {
+    waiting: Arc<Mutex<Waiting>>,
+    following: Arc<Semaphore>,
+    answering: Arc<Semaphore>,
+}
+
+/// Connections still sending their request, oldest first.
+#[derive(Debug, Default)]
+struct Waiting {
+    queue: VecDeque<Waiter>,
+    next: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    /// The peer's pid (`SO_PEERCRED`).
+    pid: Option<i32>,
+    /// Its task has run and tried to read: a request that was there has been taken. Only such
+    /// connections are closed to make room, so a burst of new connections cannot close one
+    /// whose request simply has not been looked at yet.
+    polled: bool,
+    /// Closes it.
+    evict: oneshot::Sender<()>,
+}
+
+/// Waiting connections from one process at most: a process holding more has its own oldest
+/// one closed, not someone else's. (The command line uses one connection per process.)
+const MAX_WAITING_PER_PEER: usize = 4;
+
+/// What admitting a new connection did.
+enum Admitted {
+    /// It waits for its request; the receiver says when it is closed to make room.
+    Yes(u64, oneshot::Receiver<()>),
+    /// Every slot is held by connections whose requests have not even been looked at yet
+    /// (a burst of twice [`MAX_CONNECTIONS`]): refused.
+    Full,
+}
+
+impl Pools {
+    /// Admits a new connection from process `pid` to the waiting pool, making room when the
+    /// pool (or this process's share of it) is full by closing the oldest connection that has
+    /// already been looked at.
+    fn waiting_admit(&self, pid: Option<i32>) -> Admitted {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = &mut waiting.queue;
+        let of_peer = queue
+            .iter()
+            .filter(|w| pid.is_some() && w.pid == pid)
+            .count();
+        let made_room = if of_peer >= MAX_WAITING_PER_PEER {
+            evict_oldest(queue, |w| w.pid == pid)
+        } else if queue.len() >= MAX_CONNECTIONS {
+            evict_oldest(queue, |_| true)
+        } else {
+            true
+        };
+        // A burst of connections none of which has been looked at yet goes over the bounds
+        // above, up to twice the pool.
+        let room = made_room || queue.len() < 2 * MAX_CONNECTIONS;
+        if !room {
+            return Admitted::Full;
+        }
+        let (evict, evicted) = oneshot::channel();
+        waiting.next += 1;
+        let id = waiting.next;
+        waiting.queue.push_back(Waiter {
+            id,
+            pid,
+            polled: false,
+            evict,
+        });
+        Admitted::Yes(id, evicted)
+    }
+
+    /// The task of connection `id` runs: from now on it may be closed to make room.
+    fn waiting_polled(&self, id: u64) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = waiting.queue.iter_mut().find(|w| w.id == id) {
+            w.polled = true;
+        }
+    }
+
+    /// The connection `id` has sent its request (or failed): it leaves the waiting pool.
+    fn waiting_done(&self, id: u64) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.queue.retain(|w| w.id != id);
+    }
+}
+
+/// Closes the oldest looked-at connection that `which` selects; whether there was one.
+fn evict_oldest(queue: &mut VecDeque<Waiter>, which: impl Fn(&Waiter) -> bool) -> bool {
+    match queue.iter().position(|w| w.polled && which(w)) {
+        Some(i) => {
+            if let Some(w) = queue.remove(i) {
+                let _ = w.evict.send(());
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether the peer of `stream` may talk to a daemon running as `own_uid`: its pid if so, the
+/// error message for it if not.
+fn check_peer(stream: &UnixStream, own_uid: u32) -> Result<Option<i32>, String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("cannot tell who is connecting (SO_PEERCRED): {e}"))?;
+    let peer = cred.uid();
+    if peer_allowed(peer, own_uid) {
+        Ok(cred.pid())
+    } else {
+        Err(format!(
+            "uid {peer} may not control medic: only root and uid {own_uid} may"
+        ))
+    }
+}
+
+/// Tells a client why it is refused, without waiting (the frame is small enough for an empty
+/// socket buffer; the client reads it even if its request could not be sent), and closes.
+fn refuse(stream: &UnixStream, message: String) {
+    if let Ok(frame) = encode_frame(&Response::Error(message), MAX_RESPONSE_BYTES) {
         let _ = stream.try_write(&frame);
     }
 }
 
-/// One connection: check the peer, read one request, hand it to the loop, write the answers.
-async fn serve_connection(mut stream: UnixStream, tx: mpsc::Sender<Call>, own_uid: u32) {
-    let peer = match stream.peer_cred() {
-        Ok(cred) => cred.uid(),
-        Err(e) => {
-            let message = format!("cannot tell who is connecting (SO_PEERCRED): {e}");
+/// One connection: read one request (unless a newer connection closes it first), hand it to
+/// the loop, write the answers.
+async fn serve_connection(
+    mut stream: UnixStream,
+    tx: mpsc::Sender<Call>,
+    id: u64,
+    evicted: oneshot::Receiver<()>,
+    pools: Pools,
+) {
+    pools.waiting_polled(id);
+    let read = tokio::select! {
+        read = read_frame::<Request, _>(&mut stream, MAX_REQUEST_BYTES, Some(READ_TIMEOUT)) => {
+            Some(read)
+        }
+        _ = evicted => None,
+    };
+    pools.waiting_done(id);
+    let request = match read {
+        Some(Ok(request)) => request,
+        None => {
+            let message = format!(
+                "closed: more than {MAX_CONNECTIONS} connections (or {MAX_WAITING_PER_PEER} \
+                 of this process) were waiting to send a request, and this one had waited \
+                 longest"
+            );
+            return refuse(&stream, message);
+        }
+        Some(Err(FrameError::Closed)) | Some(Err(FrameError::Io(_))) => return,
+        Some(Err(e)) => {
+            let message = format!(
+                "bad request: {e} (is this medic's control socket protocol, and the same \
+                 version of medic?)"
+            );
             return answer_error(&mut stream, message).await;
         }
     };
-    if !peer_allowed(peer, own_uid) {
-        // Take the request first, so that the client hears why rather than a broken pipe.
-        let _ = read_frame::<Request, _>(&mut stream, MAX_REQUEST_BYTES, Some(READ_TIMEOUT)).await;
-        let message = format!("uid {peer} may not control medic: only root and uid {own_uid} may");
+    let follows = matches!(
+        request,
+        Request::Events { follow: true } | Request::Logs { follow: true, .. }
+    );
+    let (pool, limit, what) = match follows {
+        true => (&pools.following, MAX_FOLLOWING, "followers"),
+        false => (&pools.answering, MAX_ANSWERING, "requests being answered"),
+    };
+    let Ok(_permit) = pool.clone().try_acquire_owned() else {
+        let message = format!("the daemon has {limit} {what} already; try again later");
         return answer_error(&mut stream, message).await;
-    }
-    let request =
-        match read_frame::<Request, _>(&mut stream, MAX_REQUEST_BYTES, Some(READ_TIMEOUT)).await {
-            Ok(request) => request,
-            Err(FrameError::Closed) | Err(FrameError::Io(_)) => return,
-            Err(e) => {
-                let message = format!(
-                    "bad request: {e} (is this medic's control socket protocol, and the same \
-                 version of medic?)"
-                );
-                return answer_error(&mut stream, message).await;
-            }
-        };
+    };
     let (reply, mut answers) = mpsc::channel(REPLY_QUEUE);
     if tx.send(Call { request, reply }).await.is_err() {
         return answer_error(&mut stream, "the daemon is shutting down".to_string()).await;
@@ -309,30 +475,32 @@ mod tests {
             "{r:?}"
         );
 
-        // Stalled clients hold at most MAX_CONNECTIONS slots; the next ones are refused at once
-        // rather than queued, and once the stalled ones go the daemon answers again.
+        // Clients that send nothing hold at most MAX_CONNECTIONS slots: a new connection
+        // closes the one that waited longest, so a client that sends its request at once is
+        // always answered; and each is closed after READ_TIMEOUT anyway.
         let mut stalled = Vec::new();
-        for _ in 0..MAX_CONNECTIONS {
+        for _ in 0..MAX_CONNECTIONS + 5 {
             stalled.push(UnixStream::connect(&path).await.unwrap());
         }
-        let r = request(&path, Request::Ping).await;
+        assert_eq!(request(&path, Request::Ping).await.unwrap(), Response::Pong);
+        // Now that they have all been looked at, a new connection closes the oldest one.
+        assert_eq!(request(&path, Request::Ping).await.unwrap(), Response::Pong);
+        let r: Response = read_frame(&mut stalled[0], MAX_RESPONSE_BYTES, None)
+            .await
+            .unwrap();
         assert!(
-            matches!(&r, Ok(Response::Error(m)) if m.contains("try again")),
+            matches!(&r, Response::Error(m) if m.contains("waited longest")),
             "{r:?}"
         );
-        drop(stalled);
-        let mut answered = false;
-        for _ in 0..100 {
-            if request(&path, Request::Ping).await.ok() == Some(Response::Pong) {
-                answered = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let last = stalled.last_mut().unwrap();
+        let r: Response = read_frame(last, MAX_RESPONSE_BYTES, Some(READ_TIMEOUT * 3))
+            .await
+            .unwrap();
         assert!(
-            answered,
-            "the daemon answers once the stalled clients are gone"
+            matches!(&r, Response::Error(m) if m.contains("within")),
+            "a silent client is closed after READ_TIMEOUT: {r:?}"
         );
+        drop(stalled);
 
         // A request the loop drops without an answer.
         let r = request(&path, Request::Status { services: vec![] }).await;

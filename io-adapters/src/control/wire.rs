@@ -16,16 +16,25 @@ pub const SOCKET_NAME: &str = "control.sock";
 pub const MAX_REQUEST_BYTES: u32 = 64 * 1024;
 /// The largest answer frame a client reads.
 pub const MAX_RESPONSE_BYTES: u32 = 16 * 1024 * 1024;
-/// A request must arrive whole within this after the connection is accepted.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request must arrive whole within this after the connection is accepted (a client sends it
+/// at once: a connection that sends nothing must not hold a slot for long).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Every frame the daemon writes must be taken by the client within this.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client waits for the answer to a request that does not follow.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client whose request could not be sent looks for an answer already there.
 pub(crate) const EARLY_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
-/// Connections served at once; more are closed at once.
+/// Connections still sending their request at once; a new connection beyond this closes the
+/// one that has waited longest (so connections that send nothing cannot lock anyone out).
 pub const MAX_CONNECTIONS: usize = 32;
+/// Connections following (`events --follow`, `logs --follow`) at once; more are refused. Well
+/// below [`MAX_CONNECTIONS`], and apart from [`MAX_ANSWERING`]: followers never take the room
+/// of `status` or an operator command.
+pub const MAX_FOLLOWING: usize = 8;
+/// Connections being answered a one-shot request (`status`, `stop`, …) at once; more are
+/// refused.
+pub const MAX_ANSWERING: usize = 32;
 /// Answers queued per connection before the daemon's `try_send` fails.
 pub const REPLY_QUEUE: usize = 64;
 
