@@ -16,6 +16,8 @@
 //! * [`fds`]: descriptor limit and inherited descriptors at start.
 //! * [`offloop`]: file I/O the loop must never wait for (trace saves, config reads).
 //! * [`terminal`]: service text made safe to print on a terminal.
+//! * [`users`]: `user =` and `group =` looked up once per name.
+//! * [`notify`]: sd_notify sockets, and whose `READY=1` counts.
 
 pub mod checks;
 pub mod children;
@@ -25,8 +27,10 @@ pub mod files;
 pub mod logs;
 pub mod logsink;
 pub mod netlink;
+pub mod notify;
 pub mod offloop;
 pub mod process;
 pub mod runtime;
 pub mod statedir;
 pub mod terminal;
+pub mod users;

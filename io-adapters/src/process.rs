@@ -16,7 +16,7 @@ use medic_kernel::config::Signal;
 use medic_kernel::ExitStatus;
 use nix::sys::signal::{self as nsig, Signal as NixSignal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{Gid, Group, Pid, Uid, User};
+use nix::unistd::Pid;
 
 /// Why a process could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -154,29 +154,12 @@ pub fn resolve(base: &Path, path: &str) -> PathBuf {
     }
 }
 
-fn lookup_user(user: &str) -> Result<(Uid, Gid), SpawnError> {
-    let found = match user.parse::<u32>() {
-        // A numeric uid need not have a passwd entry; its group is then the same number.
-        Ok(uid) => Some(
-            User::from_uid(Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map_or((Uid::from_raw(uid), Gid::from_raw(uid)), |u| (u.uid, u.gid)),
-        ),
-        Err(_) => User::from_name(user).ok().flatten().map(|u| (u.uid, u.gid)),
-    };
-    found.ok_or_else(|| SpawnError::NoSuchUser(user.to_string()))
+fn lookup_user(user: &str) -> Result<crate::users::UserIds, SpawnError> {
+    crate::users::user(user).ok_or_else(|| SpawnError::NoSuchUser(user.to_string()))
 }
 
-fn lookup_group(group: &str) -> Result<Gid, SpawnError> {
-    match group.parse::<u32>() {
-        Ok(gid) => Ok(Gid::from_raw(gid)),
-        Err(_) => Group::from_name(group)
-            .ok()
-            .flatten()
-            .map(|g| g.gid)
-            .ok_or_else(|| SpawnError::NoSuchGroup(group.to_string())),
-    }
+fn lookup_group(group: &str) -> Result<u32, SpawnError> {
+    crate::users::group(group).ok_or_else(|| SpawnError::NoSuchGroup(group.to_string()))
 }
 
 /// Starts a process in a new session (so its own process group, pgid = pid), stdin from
@@ -217,17 +200,14 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Child, SpawnError> {
         cmd.current_dir(resolve(spec.base_dir, cwd));
     }
     if let Some(user) = spec.user {
-        let (uid, gid) = lookup_user(user)?;
-        cmd.uid(uid.as_raw()).gid(gid.as_raw());
-        if let Ok(Some(u)) = User::from_uid(uid) {
-            cmd.env("USER", &u.name)
-                .env("LOGNAME", &u.name)
-                .env("HOME", &u.dir);
+        let ids = lookup_user(user)?;
+        cmd.uid(ids.uid).gid(ids.gid);
+        if let Some((name, home)) = &ids.entry {
+            cmd.env("USER", name).env("LOGNAME", name).env("HOME", home);
         }
     }
     if let Some(group) = spec.group {
-        let gid = lookup_group(group)?;
-        cmd.gid(gid.as_raw());
+        cmd.gid(lookup_group(group)?);
     }
     cmd.stdin(Stdio::null());
     cmd.stdout(if spec.capture_stdout {
@@ -660,8 +640,8 @@ fn read_stat_into(pid: u32, path: &mut String, buf: &mut Vec<u8>) -> Option<Proc
     parse_stat(std::str::from_utf8(buf).ok()?)
 }
 
-#[cfg(test)]
-fn read_stat(pid: u32) -> Option<ProcStat> {
+/// What `/proc/PID/stat` says of `pid`; `None` when it is gone (or there is no `/proc`).
+pub fn read_stat(pid: u32) -> Option<ProcStat> {
     read_stat_into(pid, &mut String::new(), &mut Vec::new())
 }
 

@@ -48,6 +48,7 @@ use crate::files::Watcher;
 use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
 use crate::logsink::LineLimiter;
 use crate::netlink;
+use crate::notify::NotifySocket;
 use crate::offloop;
 use crate::process::{self, SpawnSpec};
 use crate::statedir::{self, FileId, StateDir, StateDirError};
@@ -436,6 +437,8 @@ impl Runtime {
     /// config that does not validate is refused with a notice and changes nothing.
     fn config_read(&mut self, text: io::Result<String>) {
         let again = self.config_read.take() == Some(true);
+        // Users and groups are looked up afresh after a SIGHUP.
+        crate::users::forget();
         match text {
             Ok(text) => self.feed(Input::ReplaceConfig { text }),
             Err(e) => tracing::error!(
@@ -579,10 +582,10 @@ impl Runtime {
         };
         let exec = Exec::of(config);
         let instance = instance_tag(job);
-        let mut tasks = Vec::new();
+        let mut tasks: Vec<AbortHandle> = Vec::new();
         let mut notify_fd = None;
         let mut notify_read = None;
-        let mut notify_socket = None;
+        let mut notify_socket: Option<NotifySocket> = None;
         // The daemon short of descriptors, memory or processes is not the service's fault:
         // the kernel tries again later, without a strike.
         let failed = |error: String, shortage: bool| match shortage {
@@ -609,16 +612,19 @@ impl Runtime {
                         return self.queue.push_back(failed(e.to_string(), shortage));
                     }
                 },
+                // A service of another user cannot reach the state dir: its socket is in the
+                // abstract namespace; whoever sends, only its own processes' READY=1 counts.
                 Readiness::SdNotify => {
                     let path = self
                         .state_dir
                         .join("notify")
                         .join(format!("{}.{}.sock", config.name, job.0));
-                    match bind_notify_socket(&path) {
-                        Ok(sock) => {
-                            tasks.push(self.read_sd_notify(sock, service, job));
-                            notify_socket = Some(path);
-                        }
+                    let bound = match &config.user {
+                        Some(_) => NotifySocket::bind_abstract(&config.name),
+                        None => NotifySocket::bind_file(&path),
+                    };
+                    match bound {
+                        Ok(sock) => notify_socket = Some(sock),
                         Err(e) => {
                             let shortage = process::is_resource_shortage(e.raw_os_error());
                             let why = format!("NOTIFY_SOCKET {}: {e}", path.display());
@@ -631,7 +637,7 @@ impl Runtime {
         }
         let spec = SpawnSpec {
             notify_fd,
-            notify_socket: notify_socket.as_deref(),
+            notify_socket: notify_socket.as_ref().map(NotifySocket::address),
             ..SpawnSpec::for_service(argv, &exec, &self.base_dir, &instance)
         };
         let child = match process::spawn(spec) {
@@ -640,7 +646,7 @@ impl Runtime {
                 for t in tasks {
                     t.abort();
                 }
-                if let Some(p) = notify_socket {
+                if let Some(p) = notify_socket.and_then(|s| s.file) {
                     let _ = std::fs::remove_file(p);
                 }
                 tracing::warn!(service = %config.name, "spawn failed: {e}");
@@ -653,6 +659,15 @@ impl Runtime {
         if let Some(r) = notify_read {
             tasks.push(self.read_notify_fd(r, service, job));
         }
+        let mut notify_file = None;
+        if let Some(sock) = notify_socket {
+            notify_file = sock.file.clone();
+            let uid = match &config.user {
+                Some(user) => crate::users::user(user).map_or(u32::MAX, |ids| ids.uid),
+                None => nix::unistd::geteuid().as_raw(),
+            };
+            tasks.push(self.read_sd_notify(sock, service, job, pid, uid, &config.name));
+        }
         tasks.extend(self.read_output(&config.name, child.stdout, child.stderr));
         if let Some(fd) = process::pidfd_open(pid) {
             tasks.push(self.watch_pidfd(fd));
@@ -664,7 +679,7 @@ impl Runtime {
                 name: config.name.clone(),
                 pid,
                 instance,
-                notify_socket,
+                notify_socket: notify_file,
                 tasks,
             },
         );
@@ -891,23 +906,24 @@ impl Runtime {
         .abort_handle()
     }
 
+    /// Waits for the process `pid` (running as `uid`) or one of its group to send `READY=1`
+    /// on `sock` (see [`crate::notify`]).
     fn read_sd_notify(
         &self,
-        sock: tokio::net::UnixDatagram,
+        sock: NotifySocket,
         service: ServiceId,
         job: JobId,
+        pid: u32,
+        uid: u32,
+        name: &str,
     ) -> AbortHandle {
         let tx = self.tx.clone();
+        let name = name.to_string();
         tokio::task::spawn_local(async move {
-            let mut buf = vec![0u8; 4096];
-            while let Ok(n) = sock.recv(&mut buf).await {
-                let ready = buf[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1");
-                if ready {
-                    let _ = tx
-                        .send(Event::Input(Input::ReadyNotified { service, job }))
-                        .await;
-                }
-            }
+            sock.ready(pid, uid, name).await;
+            let _ = tx
+                .send(Event::Input(Input::ReadyNotified { service, job }))
+                .await;
         })
         .abort_handle()
     }
@@ -1040,16 +1056,6 @@ enum Woke {
 /// the process forks, so a sweep finds descendants that left the group.
 fn instance_tag(job: JobId) -> String {
     format!("{}.{}", std::process::id(), job.0)
-}
-
-/// Binds the sd_notify datagram socket of one process.
-fn bind_notify_socket(path: &Path) -> io::Result<tokio::net::UnixDatagram> {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::remove_file(path);
-    let sock = tokio::net::UnixDatagram::bind(path)?;
-    // A service running as another user must be able to send to it.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    Ok(sock)
 }
 
 /// The first line a check printed (at most 256 bytes), or `None` when it printed nothing.

@@ -1028,3 +1028,108 @@ fn another_user_holding_connections_does_not_lock_out_root() {
     );
     status_and_stop_get_through(&mut m, "another user's 40 connections");
 }
+
+// ----- issue 9, item 8: sd-notify for `user =` services, and nobody else's READY=1 -------------
+
+/// `NOTIFY_SOCKET` in the environment of process `pid`.
+fn notify_socket_of(pid: u32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|&b| b == 0).find_map(|kv| {
+        let kv = std::str::from_utf8(kv).ok()?;
+        kv.strip_prefix("NOTIFY_SOCKET=").map(str::to_string)
+    })
+}
+
+/// A service that says READY=1 only once `@DIR@/go` exists; `user` is its `user =` line.
+fn waits_for_go(user: &str) -> String {
+    format!(
+        r#"
+[service.svc]
+run = ["sh", "-c", "while [ ! -e @DIR@/go ]; do sleep 0.02; done; {notify}; exec sleep 1000"]
+ready = "sd-notify"
+start-timeout = "5m"
+{user}
+"#,
+        notify = medic_tests::notify_bin().display()
+    )
+}
+
+/// Sends READY=1 to `svc`'s socket from this test's process (alive all along, so the daemon
+/// can see it is none of the service's) and, when given, from a helper run as `uid` (which has
+/// exited by the time the daemon looks, so only its uid can tell); checks both are ignored,
+/// then lets `svc` say it itself and checks that it becomes ready.
+fn only_the_services_ready_counts(m: &mut Medic, log: &Path, uid: Option<u32>) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let pid = wait_for("svc to run", || m.service_pid("svc"), String::new);
+    let socket = wait_for("svc's NOTIFY_SOCKET", || notify_socket_of(pid), String::new);
+    let sock = UnixDatagram::unbound().unwrap();
+    match socket.strip_prefix('@') {
+        Some(name) => {
+            let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            sock.send_to_addr(b"READY=1", &addr)
+        }
+        None => sock.send_to(b"READY=1", &socket),
+    }
+    .expect("sending the fake READY=1");
+    let mut fakes = 1;
+    if let Some(uid) = uid {
+        let out = Command::new(medic_tests::notify_bin())
+            .env("NOTIFY_SOCKET", &socket)
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .expect("running the notify helper");
+        assert!(
+            out.status.success(),
+            "the fake was sent: {}",
+            text(&out.stderr)
+        );
+        fakes += 1;
+    }
+    let said = format!("({fakes} ignored so far)");
+    wait_for(
+        "the daemon to ignore the fake READY=1",
+        || {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            log.contains(&said).then_some(())
+        },
+        || std::fs::read_to_string(log).unwrap_or_default(),
+    );
+    let svc = m.service("svc").expect("svc");
+    assert_eq!(svc["condition"], "starting", "the fake counted: {svc}");
+    std::fs::write(m.dir.path().join("go"), "").unwrap();
+    wait_for(
+        "svc to say it is ready",
+        || (m.service("svc")?["condition"] == "ready").then_some(()),
+        || {
+            format!(
+                "{:?}\n{}",
+                m.service("svc"),
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        },
+    );
+}
+
+#[test]
+fn a_ready_from_a_process_outside_the_service_is_ignored() {
+    let mut m = Medic::new(&waits_for_go(""));
+    let log = m.dir.path().join("daemon.log");
+    m.start(std::fs::File::create(&log).unwrap());
+    only_the_services_ready_counts(&mut m, &log, None);
+}
+
+#[test]
+fn sd_notify_works_for_a_service_of_another_user_and_only_for_it() {
+    if !root("sd_notify_works_for_a_service_of_another_user_and_only_for_it") {
+        return;
+    }
+    let mut m = Medic::new(&waits_for_go(r#"user = "nobody""#));
+    // nobody must be able to look for `go`.
+    std::fs::set_permissions(m.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = m.dir.path().join("daemon.log");
+    m.start(std::fs::File::create(&log).unwrap());
+    // The fakes come from root and from another user.
+    only_the_services_ready_counts(&mut m, &log, Some(65533));
+}
