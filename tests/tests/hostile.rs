@@ -1133,3 +1133,81 @@ fn sd_notify_works_for_a_service_of_another_user_and_only_for_it() {
     // The fakes come from root and from another user.
     only_the_services_ready_counts(&mut m, &log, Some(65533));
 }
+
+// ----- issue 9, item 5: descriptors run short -----------------------------------------------------
+
+#[test]
+fn four_hundred_services_under_a_descriptor_limit_of_256_take_no_strikes() {
+    let mut config = String::from(VICTIM);
+    for i in 0..400 {
+        config.push_str(&format!("\n[service.s{i}]\nrun = [\"sleep\", \"1000\"]\n"));
+    }
+    let mut m = Medic::new(&config);
+    let log = m.dir.path().join("daemon.log");
+    // The hard limit too: the daemon cannot raise itself out of it.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"ulimit -n 256 && exec "$@""#)
+        .arg("sh")
+        .arg(medic_bin())
+        .args(["daemon", "-c"])
+        .arg(&m.config)
+        .arg("--state-dir")
+        .arg(&m.state)
+        .env("MEDIC_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    m.child = Some(cmd.spawn().expect("spawning medic daemon"));
+    let limit = wait_for(
+        "the daemon to run under the limit",
+        || {
+            let exe = std::fs::read_link(format!("/proc/{}/exe", m.pid())).ok()?;
+            if exe != medic_bin() {
+                return None; // still the shell
+            }
+            let limits = std::fs::read_to_string(format!("/proc/{}/limits", m.pid())).ok()?;
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            Some(line.to_string())
+        },
+        String::new,
+    );
+    assert!(
+        limit.split_whitespace().filter(|w| *w == "256").count() == 2,
+        "{limit}"
+    );
+    // Some services run, and the daemon is short of descriptors for the others.
+    wait_for(
+        "the daemon to run short of descriptors",
+        || {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            (log.contains("Too many open files") || log.contains("descriptors")).then_some(())
+        },
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+    );
+    let status = wait_for(
+        "status to answer",
+        || m.status(),
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+    );
+    let running = status.iter().filter(|s| !s["pid"].is_null()).count();
+    eprintln!("under ulimit -n 256: {running} of 401 services run");
+    for s in &status {
+        assert_eq!(
+            s["strikes"], 0,
+            "a shortage of the daemon is no strike: {s}"
+        );
+        assert_ne!(s["condition"], "given-up", "{s}");
+    }
+    let took = m.kill_and_time_restart("victim");
+    eprintln!("under ulimit -n 256: victim restarted after {took:?}");
+    for _ in 0..8 {
+        assert!(m.status().is_some(), "status answers");
+    }
+    let daemon_fds = std::fs::read_dir(format!("/proc/{}/fd", m.pid()))
+        .unwrap()
+        .count();
+    eprintln!("daemon descriptors: {daemon_fds}");
+    let status = m.stop();
+    assert!(status.success(), "a clean shutdown, not {status}");
+}
