@@ -386,7 +386,10 @@ impl Runtime {
                             .try_send(Response::LogLines(vec![line.text.clone()]))
                             .is_ok()
                 });
-                self.logs.entry(service).or_default().push(line);
+                // A removed service's last lines are not kept (its log has been dropped).
+                if self.logs.contains_key(&service) || self.kernel.lookup(&service).is_some() {
+                    self.logs.entry(service).or_default().push(line);
+                }
             }
             Event::Expire { pid, token } => self.children.expire(pid, token),
             Event::Terminate(name) => {
@@ -440,7 +443,12 @@ impl Runtime {
         // Users and groups are looked up afresh after a SIGHUP.
         crate::users::forget();
         match text {
-            Ok(text) => self.feed(Input::ReplaceConfig { text }),
+            Ok(text) => {
+                self.feed(Input::ReplaceConfig { text });
+                // The captured output of services no longer in the config goes with them.
+                let kernel = &self.kernel;
+                self.logs.retain(|name, _| kernel.lookup(name).is_some());
+            }
             Err(e) => tracing::error!(
                 "SIGHUP: cannot read {}: {e}; keeping the running config",
                 self.config_path.display()

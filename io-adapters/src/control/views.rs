@@ -133,16 +133,50 @@ pub fn history_rows(kernel: &Kernel, name: &str) -> Result<Vec<HistoryRow>, Stri
 /// The most recent `limit` records of every service's history, oldest first (ties in config
 /// order): what `medic events` shows before following.
 pub fn recent_events(kernel: &Kernel, limit: usize) -> Vec<EventRow> {
-    let mut all: Vec<(Instant, usize, u64, EventRow)> = Vec::new();
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    // Bounded work whatever the histories hold: from each service only its last `limit`
+    // records are looked at, a heap keeps the `limit` most recent of them (by reference), and
+    // rows are built for those alone.
+    let mut newest: BinaryHeap<Reverse<(Instant, usize, u64, ServiceId, RecordRef<'_>)>> =
+        BinaryHeap::with_capacity(limit + 1);
     for (index, v) in kernel.views().enumerate() {
-        for record in v.history().iter() {
-            let row = EventRow::new(kernel, v.id(), record);
-            all.push((record.at, index, record.seq, row));
+        let history = v.history();
+        for record in history.iter().skip(history.len().saturating_sub(limit)) {
+            let key = (record.at, index, record.seq, v.id(), RecordRef(record));
+            newest.push(Reverse(key));
+            if newest.len() > limit {
+                newest.pop();
+            }
         }
     }
-    all.sort_by_key(|(at, index, seq, _)| (*at, *index, *seq));
-    let skip = all.len().saturating_sub(limit);
-    all.into_iter().skip(skip).map(|(.., row)| row).collect()
+    let mut picked: Vec<_> = newest.into_iter().map(|Reverse(k)| k).collect();
+    picked.sort_by_key(|(at, index, seq, ..)| (*at, *index, *seq));
+    picked
+        .into_iter()
+        .map(|(_, _, _, id, record)| EventRow::new(kernel, id, record.0))
+        .collect()
+}
+
+/// A record in the heap of [`recent_events`], ordered by nothing (the key before it decides).
+#[derive(Clone, Copy)]
+struct RecordRef<'a>(&'a Record);
+
+impl PartialEq for RecordRef<'_> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for RecordRef<'_> {}
+impl PartialOrd for RecordRef<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for RecordRef<'_> {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
 }
 
 impl Request {
@@ -320,5 +354,28 @@ mod tests {
             .windows(2)
             .all(|w| w[0].record.at_ms <= w[1].record.at_ms));
         assert_eq!(recent_events(&k, 1).len(), 1);
+        // The same as sorting every record and keeping the last `limit`, for every limit.
+        let mut all: Vec<(Instant, usize, u64, EventRow)> = Vec::new();
+        for (index, v) in k.views().enumerate() {
+            for record in v.history().iter() {
+                all.push((
+                    record.at,
+                    index,
+                    record.seq,
+                    EventRow::new(&k, v.id(), record),
+                ));
+            }
+        }
+        all.sort_by_key(|(at, index, seq, _)| (*at, *index, *seq));
+        let all: Vec<EventRow> = all.into_iter().map(|(.., row)| row).collect();
+        assert!(
+            all.len() > 3,
+            "enough records to choose from: {}",
+            all.len()
+        );
+        for limit in 0..=all.len() + 1 {
+            let want = &all[all.len().saturating_sub(limit)..];
+            assert_eq!(recent_events(&k, limit), want, "limit {limit}");
+        }
     }
 }
