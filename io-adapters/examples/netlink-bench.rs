@@ -22,7 +22,7 @@ use std::time::{Duration, Instant as StdInstant};
 use medic_io::netlink;
 use medic_kernel::{Effect, ExitStatus, Input, Instant, Kernel, ServiceId};
 use rtnetlink::LinkUnspec;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 const CONFIG: &str = r#"
 [service.wan]
@@ -204,7 +204,7 @@ impl Driver {
     }
 }
 
-async fn next_link(rx: &mut UnboundedReceiver<Input>, d: &mut Driver, service: ServiceId) -> Input {
+async fn next_link(rx: &mut Receiver<Input>, d: &mut Driver, service: ServiceId) -> Input {
     loop {
         let wait = match d.kernel.next_deadline() {
             Some(at) => at.saturating_since(d.now()),
@@ -227,7 +227,7 @@ async fn bench(flaps: usize) -> Vec<(String, Vec<Duration>)> {
     };
     let tunnel = d.kernel.lookup("tunnel").expect("tunnel");
 
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let _watcher = netlink::watch(tx).await.expect("netlink::watch");
     while let Ok(input) = rx.try_recv() {
         d.step(input, tunnel);

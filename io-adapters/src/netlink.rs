@@ -42,7 +42,7 @@
 //! Only `AF_UNSPEC` link messages describe a link: a bridge port's `AF_BRIDGE` `RTM_DELLINK`
 //! (the port leaving a bridge) does not delete the link.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -63,7 +63,8 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::proto::Connection;
 use rtnetlink::sys::{AsyncSocket, SocketAddr};
 use rtnetlink::{Handle, LinkUnspec, MulticastGroup};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
 
 /// After the netlink socket fails, wait this long before opening a new one, so a persistent
@@ -127,6 +128,12 @@ impl LinkTable {
         self.lock().generation
     }
 
+    /// How many changes could not be sent at once because the loop's queue was full (each was
+    /// sent later, in its latest state).
+    pub fn delayed(&self) -> u64 {
+        self.lock().delayed
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         // A panic while holding the lock leaves a table that is at worst stale; keep serving it.
         self.table
@@ -165,15 +172,12 @@ impl Drop for LinkWatcher {
 ///
 /// Returns once the initial dump has been sent through `tx`, one [`Input::LinkChanged`] per
 /// existing link. Must be called from within a tokio runtime (it spawns the watcher task).
-pub async fn watch(tx: UnboundedSender<Input>) -> io::Result<LinkWatcher> {
+pub async fn watch(tx: Sender<Input>) -> io::Result<LinkWatcher> {
     watch_with(tx, WatchOptions::default()).await
 }
 
 /// [`watch`] with explicit options.
-pub async fn watch_with(
-    tx: UnboundedSender<Input>,
-    options: WatchOptions,
-) -> io::Result<LinkWatcher> {
+pub async fn watch_with(tx: Sender<Input>, options: WatchOptions) -> io::Result<LinkWatcher> {
     let table = LinkTable::default();
     let mut session = Session::open(options)?;
     session.start_dump(&table)?;
@@ -208,12 +212,7 @@ fn netlink_error(error: rtnetlink::Error) -> io::Error {
 }
 
 /// The watcher task: serve the session; when it fails, open a new one and dump again.
-async fn follow(
-    mut session: Session,
-    table: LinkTable,
-    tx: UnboundedSender<Input>,
-    options: WatchOptions,
-) {
+async fn follow(mut session: Session, table: LinkTable, tx: Sender<Input>, options: WatchOptions) {
     loop {
         match session.serve(&table, &tx, Until::Closed).await {
             Ok(()) => return, // nobody listens any more
@@ -260,6 +259,8 @@ struct Session {
     phase: Phase,
     /// Dump again once the running dump completes (an overrun or an interrupted dump).
     dump_again: bool,
+    /// The loop's queue was full: some changes are still to be sent once it has room.
+    behind: bool,
 }
 
 impl Session {
@@ -279,6 +280,7 @@ impl Session {
             messages,
             phase: Phase::Idle,
             dump_again: false,
+            behind: false,
         })
     }
 
@@ -301,23 +303,53 @@ impl Session {
     async fn serve(
         &mut self,
         table: &LinkTable,
-        tx: &UnboundedSender<Input>,
+        tx: &Sender<Input>,
         until: Until,
     ) -> io::Result<()> {
         loop {
-            let message = self.next_message().await?;
-            self.handle_message(table, message)?;
-            // Everything the kernel queued in the same moment is one change: `ip link del`
-            // sends "down" and then "deleted"; the kernel is told only "deleted".
-            while let Ok((message, _)) = self.messages.try_recv() {
-                self.handle_message(table, message)?;
+            // While the loop's queue is full, wait for room as well as for the socket.
+            let message = if self.behind {
+                tokio::select! {
+                    permit = tx.reserve() => match permit {
+                        Ok(_) => None,
+                        Err(_) => return Ok(()), // nobody listens any more
+                    },
+                    message = self.next_message() => Some(message?),
+                }
+            } else {
+                Some(self.next_message().await?)
+            };
+            match message {
+                Some(message) => {
+                    self.handle_message(table, message)?;
+                    // Everything the kernel queued in the same moment is one change: `ip link
+                    // del` sends "down" and then "deleted"; the kernel is told only "deleted".
+                    while let Ok((message, _)) = self.messages.try_recv() {
+                        self.handle_message(table, message)?;
+                    }
+                }
+                None => self.behind = false,
             }
             if self.phase != Phase::Idle {
                 continue;
             }
-            for (ifname, link) in table.lock().changes() {
-                if tx.send(Input::LinkChanged { ifname, link }).is_err() {
-                    return Ok(());
+            // The queue to the loop is bounded: what does not fit is sent when there is room,
+            // in its latest state (the table is the truth; only the sending is late).
+            let changes = table.lock().changes();
+            for (ifname, link) in changes {
+                if self.behind {
+                    table.lock().unsent(ifname);
+                    continue;
+                }
+                match tx.try_send(Input::LinkChanged { ifname, link }) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(Input::LinkChanged { ifname, .. })) => {
+                        tracing::debug!("netlink: the loop's queue is full; sending later");
+                        table.lock().unsent(ifname);
+                        self.behind = true;
+                    }
+                    Err(TrySendError::Full(_)) => {}
+                    Err(TrySendError::Closed(_)) => return Ok(()),
                 }
             }
             if until == Until::Synced {
@@ -409,6 +441,11 @@ struct Table {
     addresses: BTreeMap<(u32, IpAddr, u8), Address>,
     /// The last state sent for each name; a name is absent here when `None` was sent.
     reported: BTreeMap<String, LinkState>,
+    /// Names whose last change could not be sent (the loop's queue was full): reported again
+    /// with their current state by the next [`Table::changes`].
+    unsent: BTreeSet<String>,
+    /// Changes that could not be sent at once, ever.
+    delayed: u64,
     /// The current dump's generation: what is not marked with it when the dump ends is gone.
     generation: u64,
 }
@@ -566,8 +603,20 @@ impl Table {
                 changes.push((name.clone(), Some(*state)));
             }
         }
+        for name in std::mem::take(&mut self.unsent) {
+            if !changes.iter().any(|(n, _)| *n == name) {
+                let state = current.get(&name).copied();
+                changes.push((name, state));
+            }
+        }
         self.reported = current;
         changes
+    }
+
+    /// The change of `name` just returned by [`Table::changes`] could not be sent.
+    fn unsent(&mut self, name: String) {
+        self.delayed += 1;
+        self.unsent.insert(name);
     }
 }
 

@@ -60,6 +60,9 @@ thread_local! {
 
 /// Bound of the queue of events from tasks to the loop; a task waits when it is full.
 const EVENT_QUEUE: usize = 4096;
+/// Bound of the queue of link changes from the netlink watcher to the loop; what does not fit
+/// is sent later, in its latest state.
+const LINK_QUEUE: usize = 1024;
 /// Bound of the queue of control calls waiting for the loop.
 const CALL_QUEUE: usize = 64;
 /// Events sent before following with `medic events --follow` (and all `medic events` shows).
@@ -252,7 +255,7 @@ impl Runtime {
         })?;
         self.install_signals().map_err(RuntimeError::Signals)?;
         // Links first, so the boot (the first Tick) already sees them.
-        let (link_tx, mut link_rx) = mpsc::unbounded_channel();
+        let (link_tx, mut link_rx) = mpsc::channel(LINK_QUEUE);
         match netlink::watch(link_tx).await {
             Ok(w) => self.links = Some(w),
             Err(e) => tracing::warn!("netlink unavailable ({e}): interface services stay absent"),

@@ -250,3 +250,36 @@ fn a_lost_notification_is_recovered_by_dumping_again() {
         .filter(|a| a.starts_with("198.51.100."));
     assert_eq!(flood.count(), 200, "{view:?}");
 }
+
+/// The queue from the watcher to the daemon's loop is bounded: while the loop does not read,
+/// changes that do not fit wait in the watcher's table and are sent, in their latest state,
+/// once there is room. Nothing is lost, nothing grows.
+#[test]
+fn a_full_queue_to_the_loop_loses_no_change() {
+    let Some(ns) = Netns::new("queue") else {
+        return;
+    };
+    ns.veth_wan();
+    let mut w = ns.watch_with_queue(WatchOptions::default(), 2);
+    w.ignore(Duration::from_millis(1500));
+    for i in 0..10 {
+        let (a, b) = (format!("q{i}"), format!("q{i}p"));
+        ns.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+    }
+    ns.ip(&["link", "del", "q0"]); // and q0p with it
+    w.wait_for("q0", Duration::from_secs(10), |l| l.is_none());
+    for i in 1..10 {
+        w.wait_for(&format!("q{i}"), Duration::from_secs(10), |l| l.is_some());
+    }
+    let last_q0 = w.seen.iter().rev().find(|(n, _)| n == "q0");
+    assert_eq!(
+        last_q0.map(|(_, l)| *l),
+        Some(None),
+        "q0 ends deleted: {:?}",
+        w.seen
+    );
+    assert!(
+        w.table.delayed() > 0,
+        "the queue of 2 never filled up, so this proves nothing"
+    );
+}

@@ -111,7 +111,13 @@ impl Netns {
 
     /// Start the netlink watcher inside this namespace, with options.
     pub fn watch_with(&self, options: WatchOptions) -> Watcher {
-        Watcher::start(self, options)
+        Watcher::start(self, options, 1024)
+    }
+
+    /// Start the netlink watcher inside this namespace, its queue to the reader bounded by
+    /// `queue` inputs.
+    pub fn watch_with_queue(&self, options: WatchOptions, queue: usize) -> Watcher {
+        Watcher::start(self, options, queue)
     }
 }
 
@@ -152,6 +158,9 @@ pub fn runtime() -> tokio::runtime::Runtime {
 enum Control {
     /// Block the watcher's runtime (so its socket fills up).
     Stall(Duration),
+    /// Stop reading the watcher's inputs for a while (so its queue fills up); says when it
+    /// has begun.
+    Ignore(Duration, std::sync::mpsc::Sender<()>),
 }
 
 /// The netlink watcher running on its own thread inside a namespace; its inputs arrive here.
@@ -168,7 +177,7 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    fn start(ns: &Netns, options: WatchOptions) -> Watcher {
+    fn start(ns: &Netns, options: WatchOptions, queue: usize) -> Watcher {
         let (inputs_tx, inputs) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
         let (control, mut control_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -176,7 +185,7 @@ impl Watcher {
         let thread = std::thread::spawn(move || {
             enter(&ns_name);
             runtime().block_on(async move {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let (tx, mut rx) = tokio::sync::mpsc::channel(queue);
                 let watcher = netlink::watch_with(tx, options).await.expect("watch");
                 let mut initial = Vec::new();
                 while let Ok(input) = rx.try_recv() {
@@ -195,6 +204,10 @@ impl Watcher {
                         },
                         control = control_rx.recv() => match control {
                             Some(Control::Stall(d)) => std::thread::sleep(d),
+                            Some(Control::Ignore(d, began)) => {
+                                let _ = began.send(());
+                                tokio::time::sleep(d).await;
+                            }
                             None => break,
                         },
                     }
@@ -221,6 +234,17 @@ impl Watcher {
             Input::LinkChanged { ifname: n, link } if n == ifname => *link,
             _ => None,
         })
+    }
+
+    /// Stop reading the watcher's inputs for `d` (the watcher itself goes on); returns once
+    /// that has begun.
+    pub fn ignore(&self, d: Duration) {
+        let (began, begun) = std::sync::mpsc::channel();
+        let control = self.control.as_ref().unwrap();
+        control.send(Control::Ignore(d, began)).unwrap();
+        begun
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the reader to pause");
     }
 
     /// Block the watcher's runtime for `d`, starting now.
