@@ -665,14 +665,86 @@ fn proc_stats() -> Vec<ProcStat> {
 /// Summed RSS in bytes of every process in the process group or session `pgid` (the service's
 /// leader made both with `setsid`); `None` when no such process can be read (no `/proc`, or
 /// the group is gone): unknown, never 0.
+///
+/// Only the service's own processes are read, not all of `/proc`: the leader and its
+/// descendants (from `/proc/PID/task/TID/children`), and the daemon's children that are in the
+/// group or session but not below the leader (orphans re-parented to the daemon). Without
+/// `children` files (a kernel without `CONFIG_PROC_CHILDREN`), every process is read.
 pub fn group_rss_bytes(pgid: u32) -> Option<u64> {
     let page = page_size();
-    let mut members = proc_stats()
-        .into_iter()
-        .filter(|s| s.pgrp == pgid || s.session == pgid)
-        .peekable();
-    members.peek()?;
-    Some(members.map(|s| s.rss_pages * page).sum())
+    let members = group_members(pgid).0?;
+    (!members.is_empty()).then(|| members.iter().map(|s| s.rss_pages * page).sum())
+}
+
+/// At most this many processes are read for one group (a fork bomb's tree is not walked for
+/// ever; what is beyond is not counted).
+const MAX_GROUP_WALK: usize = 4096;
+
+/// The processes of group or session `pgid`, and how many `/proc/PID/stat` files were read to
+/// find them.
+fn group_members(pgid: u32) -> (Option<Vec<ProcStat>>, usize) {
+    let mut path = String::new();
+    let mut buf = Vec::with_capacity(4096);
+    let member = |s: &ProcStat| s.pgrp == pgid || s.session == pgid;
+    let Some(mut queue) = children_of(pgid, &mut path, &mut buf) else {
+        // No children files: every process.
+        let stats = proc_stats();
+        let reads = stats.len();
+        let members: Vec<ProcStat> = stats.into_iter().filter(member).collect();
+        return (Some(members), reads);
+    };
+    queue.push(pgid);
+    // Orphans of the group, adopted by the daemon (a subreaper or PID 1).
+    let me = std::process::id();
+    queue.extend(children_of(me, &mut path, &mut buf).unwrap_or_default());
+    let mut seen = std::collections::HashSet::new();
+    let mut members = Vec::new();
+    let mut reads = 0;
+    while let Some(pid) = queue.pop() {
+        if pid == me || !seen.insert(pid) || seen.len() > MAX_GROUP_WALK {
+            continue;
+        }
+        reads += 1;
+        let Some(stat) = read_stat_into(pid, &mut path, &mut buf) else {
+            continue;
+        };
+        // The daemon's other children (other services' leaders) are not walked into.
+        if stat.ppid == me && pid != pgid && !member(&stat) {
+            continue;
+        }
+        if member(&stat) || pid == pgid {
+            members.push(stat);
+        }
+        queue.extend(children_of(pid, &mut path, &mut buf).unwrap_or_default());
+    }
+    (Some(members), reads)
+}
+
+/// The children of `pid` from `/proc/PID/task/*/children`; `None` when there is no such file
+/// (the kernel does not provide them, or `pid` is gone).
+fn children_of(pid: u32, path: &mut String, buf: &mut Vec<u8>) -> Option<Vec<u32>> {
+    use std::fmt::Write as _;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut children = Vec::new();
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+            continue;
+        };
+        path.clear();
+        let _ = write!(path, "/proc/{pid}/task/{tid}/children");
+        if !read_proc(path, buf) {
+            continue;
+        }
+        any = true;
+        children.extend(
+            std::str::from_utf8(buf)
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    any.then_some(children)
 }
 
 /// SIGKILL to every process of a service: its process group, its session, and whatever carries
@@ -774,6 +846,49 @@ mod tests {
         assert!(group_rss_bytes(own_group).is_some_and(|b| b > 0));
         // No process has pgid 0 in /proc's view of groups we may read: unknown, not 0.
         assert_eq!(group_rss_bytes(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_groups_memory_is_read_from_its_own_processes_only() {
+        // A leader in its own group with two children.
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .expect("sh");
+        let pgid = leader.id();
+        let start = std::time::Instant::now();
+        let mut path = String::new();
+        let mut buf = Vec::new();
+        while children_of(pgid, &mut path, &mut buf).unwrap_or_default().len() < 2 {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10), "no children");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let (members, reads) = group_members(pgid);
+        let members = members.expect("known");
+        let everything = proc_stats();
+        let mut want: Vec<u32> = everything
+            .iter()
+            .filter(|s| s.pgrp == pgid || s.session == pgid)
+            .map(|s| s.pid)
+            .collect();
+        let mut got: Vec<u32> = members.iter().map(|s| s.pid).collect();
+        want.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, want, "the same members as a scan of all of /proc");
+        assert_eq!(got.len(), 3, "the leader and its children");
+        // The leader, its two children, and the test process's own children at most.
+        let own_children = children_of(std::process::id(), &mut path, &mut buf)
+            .unwrap_or_default()
+            .len();
+        assert!(
+            reads <= 3 + own_children,
+            "{reads} processes read for a group of 2 ({} in /proc)",
+            everything.len()
+        );
+        assert!(group_rss_bytes(pgid).is_some_and(|b| b > 0));
+        let _ = signal_group(pgid, NixSignal::SIGKILL);
+        let _ = leader.wait();
     }
 
     #[test]
