@@ -728,7 +728,11 @@ fn children_of(pid: u32, path: &mut String, buf: &mut Vec<u8>) -> Option<Vec<u32
     let mut children = Vec::new();
     let mut any = false;
     for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
             continue;
         };
         path.clear();
@@ -860,8 +864,15 @@ mod tests {
         let start = std::time::Instant::now();
         let mut path = String::new();
         let mut buf = Vec::new();
-        while children_of(pgid, &mut path, &mut buf).unwrap_or_default().len() < 2 {
-            assert!(start.elapsed() < std::time::Duration::from_secs(10), "no children");
+        while children_of(pgid, &mut path, &mut buf)
+            .unwrap_or_default()
+            .len()
+            < 2
+        {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "no children"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let (members, reads) = group_members(pgid);

@@ -138,8 +138,7 @@ pub fn recent_events(kernel: &Kernel, limit: usize) -> Vec<EventRow> {
     // Bounded work whatever the histories hold: from each service only its last `limit`
     // records are looked at, a heap keeps the `limit` most recent of them (by reference), and
     // rows are built for those alone.
-    let mut newest: BinaryHeap<Reverse<(Instant, usize, u64, ServiceId, RecordRef<'_>)>> =
-        BinaryHeap::with_capacity(limit + 1);
+    let mut newest: BinaryHeap<Reverse<Keyed<'_>>> = BinaryHeap::with_capacity(limit + 1);
     for (index, v) in kernel.views().enumerate() {
         let history = v.history();
         for record in history.iter().skip(history.len().saturating_sub(limit)) {
@@ -157,6 +156,9 @@ pub fn recent_events(kernel: &Kernel, limit: usize) -> Vec<EventRow> {
         .map(|(_, _, _, id, record)| EventRow::new(kernel, id, record.0))
         .collect()
 }
+
+/// A record in the heap of [`recent_events`]: (when, config index, seq, service, the record).
+type Keyed<'a> = (Instant, usize, u64, ServiceId, RecordRef<'a>);
 
 /// A record in the heap of [`recent_events`], ordered by nothing (the key before it decides).
 #[derive(Clone, Copy)]
