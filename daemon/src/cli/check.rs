@@ -22,7 +22,7 @@ pub fn load(path: &Path) -> Result<(String, Config), Failure> {
         Ok(config) => Ok((text, config)),
         Err(errors) => {
             eprintln!("{errors}");
-            let n = errors.errors.len();
+            let n = errors.total;
             let problems = if n == 1 { "problem" } else { "problems" };
             Err(Failure::usage(format!("{name}: {n} {problems}")))
         }
