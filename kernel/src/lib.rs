@@ -56,6 +56,7 @@ pub mod history;
 mod kernel;
 pub mod protocol;
 pub mod service;
+pub mod snapshot;
 pub mod time;
 pub mod timers;
 pub mod trace;
