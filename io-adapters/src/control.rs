@@ -442,7 +442,7 @@ where
                 want: body.len(),
             });
         }
-        Ok(postcard::from_bytes(&body)?)
+        decode_body(&body)
     };
     match timeout {
         Some(t) => tokio::time::timeout(t, read)
@@ -450,6 +450,13 @@ where
             .unwrap_or(Err(FrameError::TimedOut(t))),
         None => read.await,
     }
+}
+
+/// Decodes the body of one frame (the bytes after its length prefix): what the server does
+/// with every request it reads and a client with every answer. Bytes from a peer are trusted
+/// for nothing: this never panics (`fuzz/fuzz_targets/control_decode.rs`).
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    Ok(postcard::from_bytes(body)?)
 }
 
 /// Encodes `value` as one frame of at most `max` bytes and writes it, within `timeout` when
