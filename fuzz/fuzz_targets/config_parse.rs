@@ -1,26 +1,8 @@
-//! The config parser on any text: problems are errors with a place, never a panic; a config
-//! that parses builds a kernel that boots.
+//! The `config_parse` target: see `config_parse` in `tests/src/fuzz.rs`, which the normal test suite runs
+//! on every input in `fuzz/regressions/config_parse/` and `fuzz/seeds/config_parse/`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use medic_kernel::{config, Input, Instant, Kernel};
+#[path = "../../tests/src/fuzz.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    match config::parse(text, "fuzz.toml") {
-        Ok(config) => {
-            let mut kernel = Kernel::new(config);
-            let mut effects = Vec::new();
-            kernel.step(Instant::ZERO, Input::Tick, &mut effects);
-            assert_eq!(kernel.check_invariants(), Ok(()));
-        }
-        Err(errors) => {
-            assert!(!errors.errors.is_empty());
-            assert!(errors.errors.len() <= config::MAX_REPORTED_ERRORS);
-            assert!(errors.total >= errors.errors.len());
-            let _ = errors.to_string();
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::config_parse(data));

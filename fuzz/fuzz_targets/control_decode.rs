@@ -1,17 +1,8 @@
-//! The body of a control-socket frame, as the daemon decodes a request (and a client an answer)
-//! from whoever is on the other end: an error or a value, never a panic; a request decoded
-//! encodes again to the same request.
+//! The `control_decode` target: see `control_decode` in `tests/src/fuzz.rs`, which the normal test suite runs
+//! on every input in `fuzz/regressions/control_decode/` and `fuzz/seeds/control_decode/`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use medic_io::control::{self, Request, Response, MAX_REQUEST_BYTES};
+#[path = "../../tests/src/fuzz.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(request) = control::decode_body::<Request>(data) {
-        if let Ok(frame) = control::encode_frame(&request, MAX_REQUEST_BYTES) {
-            let again: Request = control::decode_body(&frame[4..]).expect("re-encoded decodes");
-            assert_eq!(again, request);
-        }
-    }
-    let _ = control::decode_body::<Response>(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::control_decode(data));

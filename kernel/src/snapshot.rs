@@ -107,6 +107,26 @@ fn check_shape(k: &Shape) -> Result<(), String> {
             return Err(format!("the counters of {name} are past {}", u32::MAX / 2));
         }
     }
+    // `dependents` and `successors` are the reverses of `needs` and `after`, edge for edge: the
+    // kernel counts a service's unhealthy needs up and down along them.
+    for (forward, backward, what) in [
+        (
+            edges(&k.slots, |s| &s.needs),
+            edges(&k.slots, |s| &s.dependents),
+            "needs and dependents",
+        ),
+        (
+            edges(&k.slots, |s| &s.after),
+            edges(&k.slots, |s| &s.successors),
+            "after and successors",
+        ),
+    ] {
+        let mut reversed: Vec<_> = backward.into_iter().map(|(a, b)| (b, a)).collect();
+        reversed.sort_unstable();
+        if forward != reversed {
+            return Err(format!("the {what} of the services disagree"));
+        }
+    }
     let mut in_order = BTreeSet::new();
     for id in &k.order {
         known(id, "the service order")?;
@@ -139,6 +159,16 @@ fn check_shape(k: &Shape) -> Result<(), String> {
         return Err(format!("the job counter is past {COUNTER_LIMIT}"));
     }
     Ok(())
+}
+
+/// Every edge `(slot, other)` of the lists `of` picks, sorted.
+fn edges(slots: &[Slot], of: impl Fn(&Slot) -> &Vec<ServiceId>) -> Vec<(u32, u32)> {
+    let mut all: Vec<_> = slots
+        .iter()
+        .flat_map(|s| of(s).iter().map(move |other| (s.id.0, other.0)))
+        .collect();
+    all.sort_unstable();
+    all
 }
 
 #[cfg(test)]
@@ -277,6 +307,15 @@ mod tests {
             (
                 Box::new(|s| s.order.push(ServiceId(0))),
                 "the service order holds #0 twice",
+            ),
+            (
+                // wan lists b as a dependent, but b does not need wan.
+                Box::new(|s| s.slots[0].dependents.push(ServiceId(2))),
+                "the needs and dependents of the services disagree",
+            ),
+            (
+                Box::new(|s| s.slots[1].successors.push(ServiceId(0))),
+                "the after and successors of the services disagree",
             ),
             (
                 Box::new(|s| s.next_job = u64::MAX),
