@@ -5,6 +5,8 @@
 //! The binary under test is `medic-e2e`, built by this package from the daemon's library
 //! (see `tests/Cargo.toml`), so `cargo test` always tests the current code.
 
+pub mod fuzz;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

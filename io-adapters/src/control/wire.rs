@@ -238,7 +238,7 @@ where
                 want: body.len(),
             });
         }
-        Ok(postcard::from_bytes(&body)?)
+        decode_body(&body)
     };
     match timeout {
         Some(t) => tokio::time::timeout(t, read)
@@ -246,6 +246,12 @@ where
             .unwrap_or(Err(FrameError::TimedOut(t))),
         None => read.await,
     }
+}
+
+/// Decodes the body of a frame (without its length prefix): what [`read_frame`] does once the
+/// bytes are in, public so that a fuzz target can drive it with arbitrary bytes.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    Ok(postcard::from_bytes(body)?)
 }
 
 /// Encodes `value` as one frame of at most `max` bytes and writes it, within `timeout` when
