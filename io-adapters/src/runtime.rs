@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::checks;
-use crate::children::{Children, ProcEntry, Reaped};
+use crate::children::{self, Alive, Children, ProcEntry, Reaped};
 use crate::control::{self, Call, EventRow, LinkInfo, Request, Response};
 use crate::files::Watcher;
 use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
@@ -609,7 +609,7 @@ impl Runtime {
         if let Some(r) = notify_read {
             tasks.push(self.read_notify_fd(r, service, job));
         }
-        tasks.extend(self.read_output(&config.name, child.stdout, child.stderr));
+        let alive = self.read_output(&config.name, child.stdout, child.stderr);
         if let Some(fd) = process::pidfd_open(pid) {
             tasks.push(self.watch_pidfd(fd));
         }
@@ -622,6 +622,7 @@ impl Runtime {
                 instance,
                 notify_socket,
                 tasks,
+                alive,
             },
         );
         self.queue.push_back(Input::Spawned { service, job, pid });
@@ -751,63 +752,75 @@ impl Runtime {
         };
         let pid = child.pid;
         tracing::info!(service = %name, pid, "{purpose:?} command: {}", argv.join(" "));
-        self.read_output(name, child.stdout, child.stderr);
+        let alive = self.read_output(name, child.stdout, child.stderr);
         let tx = self.tx.clone();
-        self.children.add_command(pid, service, job, |token| {
-            tokio::task::spawn_local(async move {
-                tokio::time::sleep(timeout).await;
-                let _ = tx.send(Event::Expire { pid, token }).await;
-            })
-            .abort_handle()
-        });
+        self.children
+            .add_command(pid, service, job, alive, |token| {
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(timeout).await;
+                    let _ = tx.send(Event::Expire { pid, token }).await;
+                })
+                .abort_handle()
+            });
     }
 
     // ----- tasks -------------------------------------------------------------------------------
 
+    /// Reads a process's stdout and stderr into lines for the loop, each on its own task, until
+    /// the end of the stream, or until [`children::OUTPUT_DRAIN`] after the returned token is
+    /// dropped (when the process is reaped). The tasks are never aborted: the deadline runs on
+    /// them, so the loop never waits for a drain.
     fn read_output(
         &self,
         service: &str,
         stdout: Option<OwnedFd>,
         stderr: Option<OwnedFd>,
-    ) -> Vec<AbortHandle> {
-        let mut handles = Vec::new();
+    ) -> Alive {
+        let (alive, watch) = Alive::new();
         for (fd, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
             let Some(fd) = fd else { continue };
             let tx = self.tx.clone();
             let service = service.to_string();
-            let task = tokio::task::spawn_local(async move {
+            let drained = children::reaped_and_drained(watch.clone());
+            tokio::task::spawn_local(async move {
                 let Ok(pipe) = pipe::Receiver::from_owned_fd(fd) else {
                     return;
                 };
                 let mut splitter = LineSplitter::default();
-                loop {
-                    // One scratch buffer for every reader (they all run on this thread), so an
-                    // idle service costs no buffer.
-                    if pipe.readable().await.is_err() {
-                        break;
-                    }
-                    let mut lines = Vec::new();
-                    let read = SCRATCH.with_borrow_mut(|buf| {
-                        let n = pipe.try_read(buf)?;
-                        splitter.feed(&buf[..n], |l| lines.push(l));
-                        Ok::<usize, io::Error>(n)
-                    });
-                    match read {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(_) => break,
-                    }
-                    for text in lines {
-                        let ev = Event::Line {
-                            service: service.clone(),
-                            stream,
-                            text,
-                        };
-                        if tx.send(ev).await.is_err() {
+                let read = async {
+                    loop {
+                        // One scratch buffer for every reader (they all run on this thread), so
+                        // an idle service costs no buffer.
+                        if pipe.readable().await.is_err() {
                             return;
                         }
+                        let mut lines = Vec::new();
+                        let read = SCRATCH.with_borrow_mut(|buf| {
+                            let n = pipe.try_read(buf)?;
+                            splitter.feed(&buf[..n], |l| lines.push(l));
+                            Ok::<usize, io::Error>(n)
+                        });
+                        match read {
+                            Ok(0) => return,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                            Err(_) => return,
+                        }
+                        for text in lines {
+                            let ev = Event::Line {
+                                service: service.clone(),
+                                stream,
+                                text,
+                            };
+                            if tx.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
                     }
+                };
+                tokio::select! {
+                    () = read => {}
+                    () = drained => {}
                 }
                 if let Some(text) = splitter.finish() {
                     let _ = tx
@@ -819,9 +832,8 @@ impl Runtime {
                         .await;
                 }
             });
-            handles.push(task.abort_handle());
         }
-        handles
+        alive
     }
 
     fn read_notify_fd(&self, fd: OwnedFd, service: ServiceId, job: JobId) -> AbortHandle {

@@ -328,3 +328,40 @@ heal = []
         );
     }
 }
+
+/// A command's output follows the same policy as a service's: drained after it is reaped, then
+/// closed, even while something it left in the background still holds the pipe.
+#[test]
+fn a_commands_output_is_drained_then_closed_like_a_services() {
+    let d = Daemon::start(
+        r#"
+[service.setup]
+oneshot = ["/bin/true"]
+stop = ["/bin/sh", "-c", "echo undoing; (trap '' PIPE; sleep 2; echo late || touch @DIR@/closed) & exit 0"]
+"#,
+    );
+    d.wait_condition("setup", "ready");
+    d.medic_ok(&["stop", "setup"]);
+    d.wait_condition("setup", "stopped");
+    wait_for(
+        "the stop command's output in the logs",
+        || {
+            let logs = d.medic_ok(&["logs", "setup"]);
+            logs.lines().any(|l| l == "undoing").then_some(())
+        },
+        || d.describe("setup"),
+    );
+    wait_for(
+        "the background writer to find the pipe closed",
+        || d.path("closed").exists().then_some(()),
+        || {
+            format!(
+                "--- medic logs setup ---\n{}\n{}",
+                d.medic_ok(&["logs", "setup"]),
+                d.describe("setup")
+            )
+        },
+    );
+    let logs = d.medic_ok(&["logs", "setup"]);
+    assert!(!logs.contains("late"), "{logs}");
+}
