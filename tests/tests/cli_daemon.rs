@@ -252,3 +252,142 @@ fn only_root_and_the_daemons_user_may_use_the_socket() {
     assert!(out.stdout.is_empty());
     d.medic_ok(&["status"]);
 }
+
+/// While a process is `stopping` and still alive, `status` shows its pid (in the table and the
+/// JSON), not `-`.
+#[test]
+fn status_shows_the_pid_of_a_process_that_is_stopping() {
+    let d = Daemon::start(
+        r#"
+[service.slow]
+run = ["/bin/sh", "-c", "trap '' TERM; exec sleep 1000"]
+stop-timeout = "10m"
+"#,
+    );
+    let pid = d.wait_condition("slow", "ready")["pid"].as_u64().unwrap();
+    d.medic_ok(&["stop", "slow"]);
+    let stopping = d.wait_condition("slow", "stopping");
+    assert_eq!(stopping["pid"].as_u64(), Some(pid), "{stopping}");
+    let table = d.medic_ok(&["status", "slow"]);
+    let line = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        line.split_whitespace().any(|w| w == pid.to_string()),
+        "the pid in the table:\n{table}"
+    );
+    // It ignores SIGTERM: end it here rather than wait out its stop timeout.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let stopped = d.wait_condition("slow", "stopped");
+    assert!(stopped["pid"].is_null(), "{stopped}");
+}
+
+/// A follower started as `medic ARGS…` against `d`, its stdout lines collected on a thread.
+struct Follower {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Follower {
+    fn start(d: &Daemon, args: &[&str]) -> Follower {
+        let mut child = Command::new(medic_bin())
+            .args(args)
+            .env("MEDIC_STATE_DIR", &d.state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line, within [`PATIENCE`]; `None` at the end of the output.
+    fn next(&mut self) -> Option<String> {
+        let line = self.lines.recv_timeout(PATIENCE).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Every line until the end of the output, and the exit status and stderr.
+    fn finish(mut self) -> (Vec<String>, std::process::ExitStatus, String) {
+        while self.next().is_some() {}
+        let status = wait_for(
+            "the follower to exit",
+            || self.child.try_wait().unwrap(),
+            || self.seen.join("\n"),
+        );
+        let mut stderr = String::new();
+        use std::io::Read;
+        let _ = self
+            .child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr);
+        (self.seen, status, stderr)
+    }
+}
+
+/// `events --follow` shows the shutdown as it happens, then says that the daemon is gone as
+/// its last line and exits 0 (in JSON mode stdout stays JSON; the last word goes to stderr).
+#[test]
+fn events_follow_shows_the_shutdown_and_ends_with_a_last_line() {
+    let mut d = Daemon::start(CONFIG);
+    d.wait_condition("web", "ready");
+    let mut plain = Follower::start(&d, &["events", "--follow"]);
+    let mut json = Follower::start(&d, &["events", "--follow", "--json"]);
+    // The recent events come first: once one has arrived, the follower is subscribed.
+    assert!(plain.next().is_some(), "no recent events\n{}", d.log());
+    assert!(json.next().is_some(), "no recent events\n{}", d.log());
+    assert!(d.stop().success(), "{}", d.log());
+
+    let (lines, status, stderr) = plain.finish();
+    assert!(status.success(), "{status}: {stderr}\n{}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l.contains(" web stopped: shutdown")),
+        "the shutdown is streamed:\n{}\n{}",
+        lines.join("\n"),
+        d.log()
+    );
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("-- the medic daemon shut down: no more events --"),
+        "{}",
+        lines.join("\n")
+    );
+
+    let (lines, status, stderr) = json.finish();
+    assert!(status.success(), "{status}: {stderr}\n{}", lines.join("\n"));
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("stdout stays one JSON object per line"))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["service"] == "web"
+            && e["condition"] == "stopped"
+            && e["note"].as_str().unwrap_or("").contains("shutdown")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        stderr.contains("the medic daemon shut down: no more events"),
+        "{stderr}"
+    );
+}
