@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use medic_tests::{medic_bin, wait_for, Daemon, PATIENCE};
 use serde_json::Value;
@@ -194,11 +193,13 @@ fn events_follow_streams_as_things_happen() {
             }
         }
     });
-    // Give the follower time to subscribe before acting; the restart then shows up live.
-    std::thread::sleep(Duration::from_millis(500));
+    // The recent events are the follower's first answer: once one has arrived it is
+    // subscribed, and the restart shows up live.
+    let mut seen = vec![rx
+        .recv_timeout(PATIENCE)
+        .unwrap_or_else(|_| panic!("the follower printed no recent events\n{}", d.log()))];
     d.medic_ok(&["restart", "web"]);
     let deadline = std::time::Instant::now() + PATIENCE;
-    let mut seen = Vec::new();
     let found = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let Ok(line) = rx.recv_timeout(left) else {
@@ -222,8 +223,10 @@ fn events_follow_streams_as_things_happen() {
 
 #[test]
 fn only_root_and_the_daemons_user_may_use_the_socket() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("needs root to connect as another user; CI runs it as root");
+    if !medic_tests::root_or_skip(
+        "only_root_and_the_daemons_user_may_use_the_socket",
+        "to connect as another user",
+    ) {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
