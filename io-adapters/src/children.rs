@@ -7,6 +7,8 @@
 //!   orphan, and dispatches it by pid, so no exit status is ever stolen.
 //! * **Expiry**: a check or command is killed (with its group) when its timeout passes, only if
 //!   the pid is still the child the token names (a pid can be reused).
+//! * **Output**: a process's output readers are not aborted when it is reaped; dropping its
+//!   [`Alive`] token lets them drain for [`OUTPUT_DRAIN`], then close (services and commands).
 //! * **Sweeps**: when the kernel says so ([`medic_kernel::Effect::Sweep`]), the group of an
 //!   ended (or abandoned) process gets SIGKILL at once; the `/proc` scan for what left the
 //!   group runs later, in [`Children::run_sweeps`], so a restart does not wait for it.

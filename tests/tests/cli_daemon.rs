@@ -356,10 +356,21 @@ fn events_follow_shows_the_shutdown_and_ends_with_a_last_line() {
     d.wait_condition("web", "ready");
     let mut plain = Follower::start(&d, &["events", "--follow"]);
     let mut json = Follower::start(&d, &["events", "--follow", "--json"]);
-    // The recent events come first: once one has arrived, the follower is subscribed.
+    let mut logs = Follower::start(&d, &["logs", "web", "--follow"]);
+    // The recent events (lines) come first: once one has arrived, the follower is subscribed.
     assert!(plain.next().is_some(), "no recent events\n{}", d.log());
     assert!(json.next().is_some(), "no recent events\n{}", d.log());
+    assert!(logs.next().is_some(), "no recent lines\n{}", d.log());
     assert!(d.stop().success(), "{}", d.log());
+
+    let (lines, status, stderr) = logs.finish();
+    assert!(status.success(), "{status}: {stderr}\n{}", lines.join("\n"));
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("-- the medic daemon shut down: no more output --"),
+        "{}",
+        lines.join("\n")
+    );
 
     let (lines, status, stderr) = plain.finish();
     assert!(status.success(), "{status}: {stderr}\n{}", lines.join("\n"));
@@ -393,4 +404,23 @@ fn events_follow_shows_the_shutdown_and_ends_with_a_last_line() {
         stderr.contains("the medic daemon shut down: no more events"),
         "{stderr}"
     );
+}
+
+/// A followed stream that stops without the daemon's last word (the daemon was killed) is not
+/// a clean end: the follower says so and exits 1.
+#[test]
+fn a_follower_whose_daemon_is_killed_says_so_and_exits_1() {
+    let d = Daemon::start(CONFIG);
+    let web = d.wait_condition("web", "ready")["pid"].as_u64().unwrap();
+    let mut follower = Follower::start(&d, &["events", "--follow"]);
+    assert!(follower.next().is_some(), "no recent events\n{}", d.log());
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    let (lines, status, stderr) = follower.finish();
+    // The daemon's service outlives it: end it here.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(web as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}\n{}", lines.join("\n"));
+    assert!(stderr.contains("without a last word"), "{stderr}");
 }
