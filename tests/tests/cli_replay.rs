@@ -130,11 +130,9 @@ fn a_torn_tail_is_skipped_and_said() {
 #[test]
 fn the_golden_traces_replay_identically() {
     let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
-    let Ok(entries) = std::fs::read_dir(&golden) else {
-        // The simulator commits its golden traces here; until then there is nothing to replay.
-        eprintln!("no {}: nothing to replay", golden.display());
-        return;
-    };
+    let entries = std::fs::read_dir(&golden)
+        .unwrap_or_else(|e| panic!("the golden traces in {}: {e}", golden.display()));
+    let mut replayed = 0;
     for entry in entries {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("trace") {
@@ -143,7 +141,13 @@ fn the_golden_traces_replay_identically() {
         let (code, stdout, stderr) = replay(&["replay", path.to_str().unwrap()]);
         assert_eq!(code, Some(0), "{}: {stdout}{stderr}", path.display());
         assert!(stdout.contains("identical"), "{stdout}");
+        replayed += 1;
     }
+    assert!(
+        replayed > 0,
+        "no *.trace in {}: the golden traces are missing",
+        golden.display()
+    );
 }
 
 #[test]

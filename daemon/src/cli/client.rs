@@ -84,7 +84,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 lines,
                 follow,
             };
-            stream(&target, request, follow, |answer| match answer {
+            let ended = stream(&target, request, follow, |answer| match answer {
                 Response::LogLines(lines) => {
                     lines.iter().for_each(|l| match json {
                         true => emit(&format::log_json(l)),
@@ -94,14 +94,21 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 }
                 other => Err(unexpected(other)),
             })
-            .await
+            .await?;
+            match ended {
+                // stdout stays one JSON string per line.
+                Some(why) if json => eprintln!("{}", last_word(&why, "output")),
+                Some(why) => emit(&last_word(&why, "output")),
+                None => {}
+            }
+            Ok(())
         }
         Command::Events {
             follow,
             json,
             target,
         } => {
-            stream(&target, Request::Events { follow }, follow, |answer| {
+            let ended = stream(&target, Request::Events { follow }, follow, |answer| {
                 match answer {
                     Response::Events(rows) => rows.iter().for_each(|e| match json {
                         true => emit(&format::event_json(e)),
@@ -111,7 +118,14 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 }
                 Ok(())
             })
-            .await
+            .await?;
+            match ended {
+                // stdout stays one JSON object per line.
+                Some(why) if json => eprintln!("{}", last_word(&why, "events")),
+                Some(why) => emit(&last_word(&why, "events")),
+                None => {}
+            }
+            Ok(())
         }
         Command::Trace(TraceCommand::Save { file, target }) => {
             let file = absolute(&file)?;
@@ -128,6 +142,14 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             unreachable!("handled without a daemon")
         }
     }
+}
+
+/// The last line of a followed stream that the daemon ended: `-- the medic daemon shut down:
+/// no more events --`.
+fn last_word(why: &str, what: &str) -> String {
+    // The daemon's words, shown on a terminal: escaped like everything else it sends.
+    let why = medic_io::terminal::sanitize(why);
+    format!("-- {why}: no more {what} --")
 }
 
 /// Prints one line and flushes, so a follower sees it at once.
@@ -175,13 +197,14 @@ async fn operator(target: &Target, request: Request) -> Result<(), Failure> {
 }
 
 /// Sends a request whose answer may be a stream (`follow`), handing each answer to `each`
-/// until the daemon closes the connection.
+/// until the daemon closes the connection. A followed stream ends with the daemon's last word
+/// ([`Response::Ended`]), returned; one that just stops is a failure.
 async fn stream(
     target: &Target,
     request: Request,
     follow: bool,
     mut each: impl FnMut(Response) -> Result<(), Failure>,
-) -> Result<(), Failure> {
+) -> Result<Option<String>, Failure> {
     let socket = socket_path(target);
     let timeout = (!follow).then_some(control::ANSWER_TIMEOUT);
     let mut answers = control::request_stream(&socket, request, timeout)
@@ -192,6 +215,7 @@ async fn stream(
         any = true;
         match answer {
             Response::Error(message) => return Err(Failure::failed(message)),
+            Response::Ended(why) => return Ok(Some(why)),
             answer => each(answer)?,
         }
     }
@@ -201,7 +225,14 @@ async fn stream(
             socket.display()
         )));
     }
-    Ok(())
+    if follow {
+        return Err(Failure::failed(format!(
+            "the daemon on {} ended the stream without a last word: it was killed, or this \
+             follower fell too far behind",
+            socket.display()
+        )));
+    }
+    Ok(None)
 }
 
 /// An answer that does not fit the request: a daemon of another version, most likely.

@@ -193,7 +193,7 @@ pub enum Command {
         Control characters and escape sequences the service wrote are shown as escapes \
         (`\\x1b[31m`), so they cannot drive the terminal; --json prints each line raw, as a \
         JSON string. With --follow, keeps printing new lines as they come until interrupted \
-        or the daemon stops."
+        or the daemon stops; then the last line says so and the exit status is 0."
     )]
     Logs {
         /// The service.
@@ -216,8 +216,9 @@ pub enum Command {
         long_about = "Print recent transitions and interventions of every service, \
         oldest first, one per line: when, service, condition, heal, outcome, why.\n\n\
         With --follow, keeps printing them as they happen until interrupted or the daemon \
-        stops. With --json, prints one JSON object per line: service, at_ms, condition, heal, \
-        outcome, note."
+        stops: its shutdown is shown, then a last line says the daemon is gone (on stderr with \
+        --json) and the exit status is 0. With --json, prints one JSON object per line: \
+        service, at_ms, condition, heal, outcome, note."
     )]
     Events {
         /// Keep printing events as they happen.

@@ -48,6 +48,6 @@ pub mod views;
 pub mod wire;
 
 pub use client::{request, request_stream, Answers, ClientError};
-pub use server::{bind, peer_allowed, Call, Server};
+pub use server::{bind, peer_allowed, Call, Connections, Server};
 pub use views::{history_rows, recent_events, service_id, status_rows};
 pub use wire::*;

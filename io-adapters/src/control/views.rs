@@ -92,6 +92,7 @@ pub fn status_rows(
                 }
                 _ => None,
             };
+            // A process being stopped still runs (and still has its pid), but is no longer up.
             let running = !v.is_stopping();
             let uptime = match v.process_started().filter(|_| running) {
                 Some(started) => Some(now.saturating_since(started)),
@@ -103,7 +104,7 @@ pub fn status_rows(
                 kind: config.kind.name().to_string(),
                 condition: v.condition().name().to_string(),
                 healthy: v.healthy(),
-                pid: v.pid().filter(|_| running),
+                pid: v.pid(),
                 strikes: v.strikes(),
                 since_ms: v.since().as_millis(),
                 needs: config.needs.clone(),

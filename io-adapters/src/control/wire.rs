@@ -95,6 +95,9 @@ pub enum Response {
     Error(String),
     /// The answer to [`Request::Ping`].
     Pong,
+    /// The last answer of a followed stream (`--follow`): the daemon ends it, and says why
+    /// (`the medic daemon shut down`).
+    Ended(String),
 }
 
 /// One service in [`Response::Status`]. Fields are only ever added at the end.
@@ -351,6 +354,8 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&Request::Ping).unwrap(), [9]);
         assert_eq!(postcard::to_allocvec(&Response::Pong).unwrap(), [7]);
         assert_eq!(postcard::to_allocvec(&Response::Done).unwrap(), [1]);
+        let ended = postcard::to_allocvec(&Response::Ended("x".into())).unwrap();
+        assert_eq!(ended, [8, 1, b'x']);
         let stop = postcard::to_allocvec(&Request::Stop(vec!["a".into()])).unwrap();
         assert_eq!(stop, [2, 1, 1, b'a']);
     }
