@@ -191,14 +191,18 @@ fn reload_signals_the_main_process_not_its_children() {
     let d = Daemon::start(
         r#"
 [service.parent]
-run = ["/bin/sh", "-c", "sh -c 'trap \"echo child-hup >> @DIR@/log\" HUP; trap \"echo usr1 >> @DIR@/log\" USR1; while :; do sleep 0.05; done' & c=$!; echo $c > @DIR@/child; trap 'echo hup >> @DIR@/log; kill -USR1 $c' HUP; while :; do wait; done"]
+run = ["/bin/sh", "-c", "sh -c 'trap \"echo child-hup >> @DIR@/log\" HUP; trap \"echo usr1 >> @DIR@/log\" USR1; echo $$ > @DIR@/child; while :; do sleep 0.05; done' & c=$!; trap 'echo hup >> @DIR@/log; kill -USR1 $c' HUP; echo $$ > @DIR@/parent; while :; do wait; done"]
 reload = { signal = "HUP" }
 "#,
     );
     d.wait_condition("parent", "ready");
+    // Both have set their traps once both pids are written.
     let child = wait_for(
-        "the child's pid",
-        || pids_in(&d.path("child")).first().copied(),
+        "the child's and the parent's traps",
+        || {
+            let parent = pids_in(&d.path("parent")).first().copied();
+            parent.and(pids_in(&d.path("child")).first().copied())
+        },
         || d.describe("parent"),
     );
     d.medic_ok(&["reload", "parent"]);
