@@ -369,3 +369,38 @@ stop = ["/bin/sh", "-c", "echo undoing; (trap '' PIPE; sleep 2; echo late || tou
     let logs = d.medic_ok(&["logs", "setup"]);
     assert!(!logs.contains("late"), "{logs}");
 }
+
+#[test]
+fn relative_paths_are_taken_from_the_config_files_directory_whatever_the_cwd() {
+    let d = Daemon::start("[service.placeholder]\nrun = [\"sleep\", \"1000\"]\n");
+    let bin = d.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("svc.sh");
+    std::fs::write(&script, "#!/bin/sh\npwd > \"$1\"\nexec sleep 1000\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A program named relative to the config (read again on SIGHUP, from the daemon's own
+    // working directory, which is not the config's); the service itself runs in `/`.
+    d.write_config("[service.rel]\nrun = [\"bin/svc.sh\", \"@DIR@/cwd\"]\ncwd = \"/\"\n");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_condition("rel", "ready");
+    wait_for(
+        "the service's pwd",
+        || (d.read("cwd").trim() == "/").then_some(()),
+        || d.describe("rel"),
+    );
+    let started = format!("started {} ", script.display());
+    assert!(d.log().contains(&started), "{}", d.log());
+    // `medic check` from another directory resolves it alike.
+    let out = std::process::Command::new(medic_tests::medic_bin())
+        .args(["check", "-c"])
+        .arg(&d.config)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -18,6 +18,9 @@ pub fn load(path: &Path) -> Result<(String, Config), Failure> {
 /// [`load`], handing the text of every problem to `report` instead of printing it (the daemon
 /// writes it through its log, which never blocks or panics on a broken stderr).
 pub fn load_with(path: &Path, report: impl FnOnce(&str)) -> Result<(String, Config), Failure> {
+    // Absolute, so that relative paths in it are taken from its directory, not from wherever
+    // the daemon happens to run.
+    let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         Failure::usage(format!(

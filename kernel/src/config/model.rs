@@ -36,6 +36,9 @@ pub struct DaemonConfig {
     pub trace_size_bytes: u64,
     /// `history-size`: entries in each service's medical history ring (default 64, 1..=4096).
     pub history_len: u32,
+    /// The directory relative paths were resolved against when the config was loaded (the
+    /// config file's), kept so that a new text of the same file resolves them alike.
+    pub base_dir: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -44,6 +47,7 @@ impl Default for DaemonConfig {
             state_dir: None,
             trace_size_bytes: 1 << 20,
             history_len: 64,
+            base_dir: None,
         }
     }
 }

@@ -62,12 +62,24 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Parses and validates a config. `file` names the file in messages.
+/// Parses and validates a config. `file` names the file in messages; when it is an absolute
+/// path, relative paths in the config (programs named with a `/`, `cwd`, watched files, check
+/// paths) are taken from its directory, resolved now.
 ///
 /// Every problem is reported, in the order of the file, each with its line and column: a TOML
 /// syntax error alone (nothing else can be read then), otherwise unknown keys, wrong types, bad
 /// values, keys and heals that do not fit the service's kind, unknown or cyclic dependencies.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let base = std::path::Path::new(file)
+        .parent()
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.to_string_lossy().into_owned());
+    parse_in(text, file, base.as_deref())
+}
+
+/// [`parse`], with relative paths taken from `base_dir` (the config file's directory; with
+/// `None` only absolute paths are accepted).
+pub fn parse_in(text: &str, file: &str, base_dir: Option<&str>) -> Result<Config, ConfigErrors> {
     let root = match DeTable::parse(text) {
         Ok(root) => root,
         Err(e) => {
@@ -90,8 +102,14 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
             });
         }
     };
-    let mut cx = Ctx::default();
-    let mut daemon = DaemonConfig::default();
+    let mut cx = Ctx {
+        base: base_dir.map(str::to_string),
+        ..Ctx::default()
+    };
+    let mut daemon = DaemonConfig {
+        base_dir: base_dir.map(str::to_string),
+        ..DaemonConfig::default()
+    };
     let mut services = Vec::new();
     for (k, value) in entries(root.get_ref()) {
         let f = Field::new(k.get_ref(), "the top-level table", value);

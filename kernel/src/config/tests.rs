@@ -607,8 +607,9 @@ fn names_and_paths_are_checked() {
     );
     assert_eq!(
         err(&service("run = [\"x\"]\nreload-on = [\"etc/x.conf\"]\n")),
-        "medic.toml:3:14: `reload-on` in [service.x]: `etc/x.conf` is not an absolute path; write \
-         it from `/`"
+        "medic.toml:3:14: `reload-on` in [service.x]: `etc/x.conf` is not an absolute path, and \
+         this config was not read from a file whose directory it could be taken from; write it \
+         from `/`"
     );
     assert_eq!(
         err(&service("run = [\"x\"]\nenv = { TZ = 1 }\n")),
@@ -894,4 +895,49 @@ fn suggestions_skip_long_words_and_stop_when_the_budget_is_spent() {
     let mut budget = 10;
     assert_eq!(suggest("neds", ["needs"], &mut budget), None);
     assert_eq!(budget, 0);
+}
+
+#[test]
+fn relative_paths_are_taken_from_the_config_files_directory() {
+    let text = "[service.x]\nrun = [\"bin/x\", \"arg/not/a/path\"]\ncwd = \"../run\"\n\
+                reload-on = [\"./x.conf\"]\nready = { file = \"state/x.ready\" }\n\
+                [service.y]\nrun = [\"sleep\", \"1\"]\nstop-signal = \"INT\"\n";
+    let config = parse(text, "/etc/medic/medic.toml").expect("valid");
+    let x = &config.services[0];
+    assert_eq!(
+        x.kind,
+        Kind::Process {
+            argv: vec!["/etc/medic/bin/x".into(), "arg/not/a/path".into()]
+        }
+    );
+    assert_eq!(x.cwd.as_deref(), Some("/etc/run"));
+    assert_eq!(x.reload_on, ["/etc/medic/x.conf"]);
+    assert_eq!(
+        x.ready,
+        Readiness::Poll(Check::File("/etc/medic/state/x.ready".into()))
+    );
+    // A bare name is looked up in PATH when it is started, not here.
+    assert_eq!(
+        config.services[1].kind,
+        Kind::Process {
+            argv: vec!["sleep".into(), "1".into()]
+        }
+    );
+    assert_eq!(config.daemon.base_dir.as_deref(), Some("/etc/medic"));
+    // Without a directory to take them from, relative paths are refused.
+    assert!(parse(text, "medic.toml").is_err());
+    assert!(parse_in(text, "medic.toml", Some("/srv")).is_ok());
+}
+
+#[test]
+fn a_nul_character_is_refused_wherever_it_hides() {
+    for text in [
+        "[service.x]\nrun = [\"/bin/x\\u0000\"]\n",
+        "[service.x]\nrun = [\"/bin/x\", \"a\\u0000b\"]\n",
+        "[service.x]\nrun = [\"/bin/x\"]\nenv = { A = \"1\\u00002\" }\n",
+        "[service.x]\nrun = [\"/bin/x\"]\ncwd = \"/tmp\\u0000\"\n",
+    ] {
+        let e = parse(text, "/m.toml").expect_err(text).to_string();
+        assert!(e.contains("NUL character"), "{text}: {e}");
+    }
 }

@@ -22,6 +22,8 @@ pub(super) struct Ctx {
     pub errors: Vec<(usize, String, Option<Hint>)>,
     /// Edit-distance cells that suggestions may still spend (see [`SUGGEST_BUDGET`]).
     pub suggest_budget: u64,
+    /// The config file's directory: relative paths are taken from it.
+    pub base: Option<String>,
 }
 
 impl Default for Ctx {
@@ -29,6 +31,7 @@ impl Default for Ctx {
         Ctx {
             errors: Vec::new(),
             suggest_budget: SUGGEST_BUDGET,
+            base: None,
         }
     }
 }
@@ -264,25 +267,59 @@ impl Ctx {
         self.error_with_hint(key.span().start, message, hint);
     }
 
-    /// A string.
+    /// A string (never one with a NUL character: no path, name or environment can carry it).
     pub fn string(&mut self, f: Field) -> Option<String> {
         match f.value.get_ref() {
+            DeValue::String(s) if s.contains('\0') => self.invalid(
+                f,
+                "the text contains a NUL character (\\u0000), which no path, name or environment \
+                 variable can carry",
+            ),
             DeValue::String(s) => Some(s.to_string()),
             _ => self.wrong_type(f, "a string"),
         }
     }
 
-    /// An absolute path.
+    /// A path: absolute, or relative to the config file's directory (resolved now).
     pub fn path(&mut self, f: Field) -> Option<String> {
         let path = self.string(f)?;
-        if path.starts_with('/') {
-            Some(path)
-        } else {
-            self.invalid(
+        match self.resolve(&path) {
+            Some(p) => Some(p),
+            None => self.invalid(
                 f,
-                format_args!("`{path}` is not an absolute path; write it from `/`"),
-            )
+                format_args!(
+                    "`{path}` is not an absolute path, and this config was not read from a file \
+                     whose directory it could be taken from; write it from `/`"
+                ),
+            ),
         }
+    }
+
+    /// `path` made absolute against the config file's directory; `None` when it is relative
+    /// and there is no directory. Pure string work: nothing is looked up on disk.
+    fn resolve(&self, path: &str) -> Option<String> {
+        if path.starts_with('/') {
+            return Some(path.to_string());
+        }
+        let base = self.base.as_deref()?;
+        let joined = std::path::Path::new(base).join(path);
+        let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+        for c in joined.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    parts.pop();
+                }
+                std::path::Component::Normal(p) => parts.push(p),
+                std::path::Component::RootDir | std::path::Component::Prefix(_) => {}
+            }
+        }
+        let mut out = String::new();
+        for p in parts {
+            out.push('/');
+            out.push_str(&p.to_string_lossy());
+        }
+        Some(if out.is_empty() { "/".into() } else { out })
     }
 
     /// `true` or `false`.
@@ -428,6 +465,22 @@ impl Ctx {
                  like [\"/usr/sbin/ntpd\", \"-n\"]",
             ),
             Some(program) if program.is_empty() => self.invalid(f, "the program name is empty"),
+            Some(_) if argv.iter().any(|a| a.contains('\0')) => self.invalid(
+                f,
+                "the command line contains a NUL character (\\u0000), which no program can be given",
+            ),
+            // A program named with a `/` is a path, relative to the config file's directory; a
+            // bare name is looked up in `PATH` when it is started.
+            Some(program) if program.contains('/') => match self.resolve(program) {
+                Some(p) => Some([vec![p], argv[1..].to_vec()].concat()),
+                None => self.invalid(
+                    f,
+                    format_args!(
+                        "`{program}` is a relative path, and this config was not read from a \
+                         file whose directory it could be taken from; write it from `/`"
+                    ),
+                ),
+            },
             Some(_) => Some(argv),
         }
     }
