@@ -93,6 +93,10 @@ fn supervise(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(failure.status);
         }
     };
+    for warning in crate::cli::check::warnings(&config, &crate::cli::check::base_dir(&config_path))
+    {
+        tracing::warn!("{name}: {warning}");
+    }
     let state_dir = self::state_dir(state_dir, || {
         config.daemon.state_dir.as_ref().map(PathBuf::from)
     });

@@ -468,3 +468,74 @@ fn reload_config_applies_a_valid_config_and_refuses_a_bad_one() {
     assert_eq!(d.service_pid("web"), web, "nothing changed");
     assert_eq!(d.condition("extra"), "ready");
 }
+
+#[test]
+fn check_warns_about_what_cannot_run_here_but_still_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    let config = dir.path().join("medic.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[service.missing]
+run = ["/nonexistent/medic-daemon"]
+[service.shell]
+run = ["/bin/sleep 100"]
+[service.plain]
+oneshot = ["{}"]
+cwd = "/nonexistent/dir"
+user = "no-such-user-medic"
+group = "no-such-group-medic"
+[service.zero]
+run = ["sleep", "1"]
+memory-max = "0"
+[service.fine]
+run = ["sleep", "1"]
+user = "0"
+"#,
+            script.display()
+        ),
+    )
+    .unwrap();
+    let out = medic_tests::medic(&["check", "-c", config.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "warnings are not errors: {stderr}"
+    );
+    for want in [
+        "warning: service missing: `run`: /nonexistent/medic-daemon does not exist here",
+        "warning: service shell: `run`: `/bin/sleep 100` is not a program",
+        "[\"/bin/sleep\", \"100\"]",
+        "warning: service plain: `oneshot`: ",
+        "not-executable.sh is not executable",
+        "warning: service plain: `cwd` /nonexistent/dir is not a directory here",
+        "warning: service plain: no user `no-such-user-medic` here",
+        "warning: service plain: no group `no-such-group-medic` here",
+        "warning: service zero: `memory-max` is 0",
+    ] {
+        assert!(stderr.contains(want), "{want:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("service fine"), "{stderr}");
+
+    std::fs::write(&config, "# nothing yet\n").unwrap();
+    let out = medic_tests::medic(&["check", "-c", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("warning: no services"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::write(&config, b"[service.a]\nrun = [\"/bin/true\"]\n# caf\xe9\n").unwrap();
+    let out = medic_tests::medic(&["check", "-c", config.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("medic.toml:3:6: not UTF-8: the byte at offset 37 (0xe9)"),
+        "{stderr}"
+    );
+}
