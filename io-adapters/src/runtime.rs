@@ -29,7 +29,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use medic_kernel::config::{Check, Kind, Readiness, Reports, ServiceConfig};
+use medic_kernel::config::{Check, DaemonConfig, Kind, Readiness, Reports, ServiceConfig};
 use medic_kernel::trace::TraceRing;
 use medic_kernel::{
     CheckResult, CommandPurpose, Config, Effect, Exec, ExitStatus, Input, JobId, Kernel, Operator,
@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::checks;
-use crate::children::{Children, ProcEntry, Reaped};
+use crate::children::{self, Alive, Children, ProcEntry, Reaped};
 use crate::control::{self, Call, EventRow, LinkInfo, Request, Response};
 use crate::files::Watcher;
 use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
@@ -65,6 +65,11 @@ const RECENT_EVENTS: usize = 200;
 /// Followers (`events --follow`, `logs --follow`) at most, each bounded by the reply queue of
 /// the control socket; a follower that does not keep up is dropped.
 const MAX_FOLLOWERS: usize = 32;
+/// At exit, how long the connections get to write what is queued for them (the shutdown's
+/// events, the followers' last word) before the daemon exits anyway.
+const FLUSH_AT_EXIT: Duration = Duration::from_millis(500);
+/// The last word to followers when the daemon exits.
+const SHUT_DOWN: &str = "the medic daemon shut down";
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +157,8 @@ pub struct Runtime {
     _state: StateDir,
     /// The control socket this daemon bound, removed at exit only if still the same file.
     socket_id: Option<FileId>,
+    /// The `[daemon]` settings the daemon runs with: read at startup only.
+    daemon: DaemonConfig,
     shutting_down: bool,
     done: bool,
 }
@@ -194,6 +201,7 @@ impl Runtime {
             }
         };
         let trace = TraceRing::new(&setup.config_text, setup.config.daemon.trace_size_bytes);
+        let daemon = setup.config.daemon.clone();
         let runtime = Runtime {
             kernel: Kernel::new(setup.config),
             trace,
@@ -214,6 +222,7 @@ impl Runtime {
             state_dir: setup.state_dir,
             _state: state,
             socket_id: None,
+            daemon,
             shutting_down: false,
             done: false,
         };
@@ -235,6 +244,7 @@ impl Runtime {
         let socket = self.state_dir.join(control::SOCKET_NAME);
         let server = control::bind(&socket).map_err(RuntimeError::Control)?;
         self.socket_id = Some(server.id());
+        let connections = server.connections();
         tokio::spawn(server.run(call_tx));
         tracing::info!("control socket {}", socket.display());
         let notify_dir = self.state_dir.join("notify");
@@ -297,8 +307,26 @@ impl Runtime {
             }
         }
         self.cleanup();
+        // Followers hear the last word after the shutdown's events; the connections then get a
+        // moment to write what is queued (a pending request is answered that the daemon is
+        // gone), and the daemon exits whether or not they are done.
+        self.end_followers(SHUT_DOWN);
+        drop(calls);
+        let _ = tokio::time::timeout(FLUSH_AT_EXIT, connections.finished()).await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+
+    /// Ends every followed stream with `why` as its last answer.
+    fn end_followers(&mut self, why: &str) {
+        let followers = std::mem::take(&mut self.event_followers).into_iter().chain(
+            std::mem::take(&mut self.log_followers)
+                .into_iter()
+                .map(|(_, _, f)| f),
+        );
+        for reply in followers {
+            let _ = reply.try_send(Response::Ended(why.to_string()));
+        }
     }
 
     fn cleanup(&mut self) {
@@ -427,6 +455,41 @@ impl Runtime {
         // a notice, logged below, and changes nothing.
         tracing::info!("SIGHUP: re-reading {path}");
         self.feed(Input::ReplaceConfig { text });
+        self.warn_daemon_keys();
+    }
+
+    /// `[daemon]` keys take effect at startup only: after a reload, says which ones the
+    /// config the kernel now holds sets otherwise than the daemon runs with.
+    fn warn_daemon_keys(&self) {
+        let (runs, config) = (&self.daemon, &self.kernel.config().daemon);
+        // The state dir in use may come from --state-dir or MEDIC_STATE_DIR; it is the key
+        // that is compared, the directory in use that is named.
+        let state_dir = match (&config.state_dir, runs.state_dir == config.state_dir) {
+            (_, true) => (String::new(), String::new()),
+            (Some(dir), false) => (self.state_dir.display().to_string(), dir.clone()),
+            (None, false) => (self.state_dir.display().to_string(), "unset".into()),
+        };
+        let keys = [
+            ("state-dir", state_dir.0, state_dir.1),
+            (
+                "trace-size",
+                format!("{} bytes", runs.trace_size_bytes),
+                format!("{} bytes", config.trace_size_bytes),
+            ),
+            (
+                "history-size",
+                runs.history_len.to_string(),
+                config.history_len.to_string(),
+            ),
+        ];
+        for (key, runs, config) in keys {
+            if runs != config {
+                tracing::warn!(
+                    "SIGHUP: [daemon] {key} is {config} in the config, but the daemon runs with \
+                     {runs} and reads it only at startup: restart needed"
+                );
+            }
+        }
     }
 
     /// `medic reload-config`: as SIGHUP, but the client hears whether the config was taken.
@@ -666,7 +729,7 @@ impl Runtime {
         if let Some(r) = notify_read {
             tasks.push(self.read_notify_fd(r, service, job));
         }
-        tasks.extend(self.read_output(&config.name, child.stdout, child.stderr));
+        let alive = self.read_output(&config.name, child.stdout, child.stderr);
         if let Some(fd) = process::pidfd_open(pid) {
             tasks.push(self.watch_pidfd(fd));
         }
@@ -679,6 +742,7 @@ impl Runtime {
                 instance,
                 notify_socket,
                 tasks,
+                alive,
             },
         );
         self.queue.push_back(Input::Spawned { service, job, pid });
@@ -808,63 +872,75 @@ impl Runtime {
         };
         let pid = child.pid;
         tracing::info!(service = %name, pid, "{purpose:?} command: {}", argv.join(" "));
-        self.read_output(name, child.stdout, child.stderr);
+        let alive = self.read_output(name, child.stdout, child.stderr);
         let tx = self.tx.clone();
-        self.children.add_command(pid, service, job, |token| {
-            tokio::task::spawn_local(async move {
-                tokio::time::sleep(timeout).await;
-                let _ = tx.send(Event::Expire { pid, token }).await;
-            })
-            .abort_handle()
-        });
+        self.children
+            .add_command(pid, service, job, alive, |token| {
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(timeout).await;
+                    let _ = tx.send(Event::Expire { pid, token }).await;
+                })
+                .abort_handle()
+            });
     }
 
     // ----- tasks -------------------------------------------------------------------------------
 
+    /// Reads a process's stdout and stderr into lines for the loop, each on its own task, until
+    /// the end of the stream, or until [`children::OUTPUT_DRAIN`] after the returned token is
+    /// dropped (when the process is reaped). The tasks are never aborted: the deadline runs on
+    /// them, so the loop never waits for a drain.
     fn read_output(
         &self,
         service: &str,
         stdout: Option<OwnedFd>,
         stderr: Option<OwnedFd>,
-    ) -> Vec<AbortHandle> {
-        let mut handles = Vec::new();
+    ) -> Alive {
+        let (alive, watch) = Alive::new();
         for (fd, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
             let Some(fd) = fd else { continue };
             let tx = self.tx.clone();
             let service = service.to_string();
-            let task = tokio::task::spawn_local(async move {
+            let drained = children::reaped_and_drained(watch.clone());
+            tokio::task::spawn_local(async move {
                 let Ok(pipe) = pipe::Receiver::from_owned_fd(fd) else {
                     return;
                 };
                 let mut splitter = LineSplitter::default();
-                loop {
-                    // One scratch buffer for every reader (they all run on this thread), so an
-                    // idle service costs no buffer.
-                    if pipe.readable().await.is_err() {
-                        break;
-                    }
-                    let mut lines = Vec::new();
-                    let read = SCRATCH.with_borrow_mut(|buf| {
-                        let n = pipe.try_read(buf)?;
-                        splitter.feed(&buf[..n], |l| lines.push(l));
-                        Ok::<usize, io::Error>(n)
-                    });
-                    match read {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(_) => break,
-                    }
-                    for text in lines {
-                        let ev = Event::Line {
-                            service: service.clone(),
-                            stream,
-                            text,
-                        };
-                        if tx.send(ev).await.is_err() {
+                let read = async {
+                    loop {
+                        // One scratch buffer for every reader (they all run on this thread), so
+                        // an idle service costs no buffer.
+                        if pipe.readable().await.is_err() {
                             return;
                         }
+                        let mut lines = Vec::new();
+                        let read = SCRATCH.with_borrow_mut(|buf| {
+                            let n = pipe.try_read(buf)?;
+                            splitter.feed(&buf[..n], |l| lines.push(l));
+                            Ok::<usize, io::Error>(n)
+                        });
+                        match read {
+                            Ok(0) => return,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                            Err(_) => return,
+                        }
+                        for text in lines {
+                            let ev = Event::Line {
+                                service: service.clone(),
+                                stream,
+                                text,
+                            };
+                            if tx.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
                     }
+                };
+                tokio::select! {
+                    () = read => {}
+                    () = drained => {}
                 }
                 if let Some(text) = splitter.finish() {
                     let _ = tx
@@ -876,9 +952,8 @@ impl Runtime {
                         .await;
                 }
             });
-            handles.push(task.abort_handle());
         }
-        handles
+        alive
     }
 
     fn read_notify_fd(&self, fd: OwnedFd, service: ServiceId, job: JobId) -> AbortHandle {

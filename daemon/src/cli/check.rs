@@ -44,7 +44,7 @@ pub fn load_with(path: &Path, report: impl FnOnce(&str)) -> Result<(String, Conf
         Ok(config) => Ok((text, config)),
         Err(errors) => {
             report(&errors.to_string());
-            let n = errors.errors.len();
+            let n = errors.total;
             let problems = if n == 1 { "problem" } else { "problems" };
             Err(Failure::usage(format!("{name}: {n} {problems}")))
         }

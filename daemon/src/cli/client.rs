@@ -114,7 +114,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 }
                 other => Err(unexpected(other)),
             };
-            match stream(&target, request, follow, each).await {
+            let ended = match stream(&target, request, follow, each).await {
                 // A daemon older than LogRecords: plain lines.
                 Err(f) if is_unknown_request(&f) => {
                     let request = Request::Logs {
@@ -122,10 +122,17 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                         lines,
                         follow,
                     };
-                    stream(&target, request, follow, each).await
+                    stream(&target, request, follow, each).await?
                 }
-                done => done,
+                done => done?,
+            };
+            match ended {
+                // stdout stays one JSON string per line.
+                Some(why) if json => eprintln!("{}", last_word(&why, "output")),
+                Some(why) => emit(&last_word(&why, "output")),
+                None => {}
             }
+            Ok(())
         }
         Command::Events {
             follow,
@@ -137,7 +144,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             // The first answer is what happened before; what follows happens live, and an
             // outcome decided live is shown at the time it was decided.
             let mut live = false;
-            stream(&target, Request::Events { follow }, follow, |answer| {
+            let ended = stream(&target, Request::Events { follow }, follow, |answer| {
                 match answer {
                     Response::Events(rows) => rows.iter().for_each(|e| {
                         let update = live && e.record.outcome_at_ms.is_some();
@@ -151,7 +158,14 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 live = true;
                 Ok(())
             })
-            .await
+            .await?;
+            match ended {
+                // stdout stays one JSON object per line.
+                Some(why) if json => eprintln!("{}", last_word(&why, "events")),
+                Some(why) => emit(&last_word(&why, "events")),
+                None => {}
+            }
+            Ok(())
         }
         Command::ReloadConfig { target } => match ask(&target, Request::ReloadConfig).await? {
             Response::Done => Ok(()),
@@ -287,6 +301,14 @@ async fn status(
     Ok(())
 }
 
+/// The last line of a followed stream the daemon ended: `-- the medic daemon shut down: no more
+/// events --`.
+fn last_word(why: &str, what: &str) -> String {
+    // The daemon's words, shown on a terminal: escaped like everything else it sends.
+    let why = medic_io::terminal::sanitize(why);
+    format!("-- {why}: no more {what} --")
+}
+
 /// Prints one line and flushes, so a follower sees it at once.
 fn emit(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -392,13 +414,14 @@ async fn operator(
 const WAIT_POLL: Duration = Duration::from_millis(100);
 
 /// Sends a request whose answer may be a stream (`follow`), handing each answer to `each`
-/// until the daemon closes the connection.
+/// until the daemon closes the connection; returns the daemon's last word when it ended a
+/// followed stream ([`Response::Ended`]). A followed stream closed without one is a failure.
 async fn stream(
     target: &Target,
     request: Request,
     follow: bool,
     mut each: impl FnMut(Response) -> Result<(), Failure>,
-) -> Result<(), Failure> {
+) -> Result<Option<String>, Failure> {
     let socket = socket_path(target)?;
     let timeout = (!follow).then_some(control::ANSWER_TIMEOUT);
     let mut answers = control::request_stream(&socket, request, timeout)
@@ -409,6 +432,7 @@ async fn stream(
         any = true;
         match answer {
             Response::Error(message) => return Err(Failure::failed(message)),
+            Response::Ended(why) => return Ok(Some(why)),
             answer => each(answer)?,
         }
     }
@@ -418,7 +442,14 @@ async fn stream(
             socket.display()
         )));
     }
-    Ok(())
+    if follow {
+        return Err(Failure::failed(format!(
+            "the daemon on {} ended the stream without a last word: it was killed, or this \
+             follower fell too far behind",
+            socket.display()
+        )));
+    }
+    Ok(None)
 }
 
 /// An answer that does not fit the request: a daemon of another version, most likely.

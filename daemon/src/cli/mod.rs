@@ -264,7 +264,7 @@ pub enum Command {
         Control characters and escape sequences the service wrote are shown as escapes \
         (`\\x1b[31m`), so they cannot drive the terminal; --json prints each line raw, as a \
         JSON string. With --follow, keeps printing new lines as they come until interrupted \
-        or the daemon stops."
+        or the daemon stops; then the last line says so and the exit status is 0."
     )]
     Logs {
         /// The service.
@@ -289,10 +289,11 @@ pub enum Command {
         long_about = "Print recent transitions and interventions of every service, \
         oldest first, one per line: when, service, condition, heal, outcome, why.\n\n\
         With --follow, keeps printing them as they happen until interrupted or the daemon \
-        stops; the outcome of an intervention, decided at the end of its settle time, is \
-        printed then, at that time, so lines stay in time order. With --json, prints one JSON \
-        object per line: service, at_ms, condition, heal, outcome, note, outcome_at_ms, at and \
-        outcome_at (RFC 3339)."
+        stops: its shutdown is shown, then a last line says the daemon is gone (on stderr with \
+        --json) and the exit status is 0. The outcome of an intervention, decided at the end \
+        of its settle time, is printed then, at that time, so lines stay in time order. With \
+        --json, prints one JSON object per line: service, at_ms, condition, heal, outcome, \
+        note, outcome_at_ms, at and outcome_at (RFC 3339)."
     )]
     Events {
         /// Keep printing events as they happen.

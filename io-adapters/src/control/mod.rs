@@ -49,7 +49,7 @@ pub mod views;
 pub mod wire;
 
 pub use client::{request, request_stream, Answers, ClientError};
-pub use server::{bind, peer_allowed, Call, Server};
+pub use server::{bind, peer_allowed, Call, Connections, Server};
 pub use views::{
     history_rows, logs_of, recent_events, service_id, status_report, status_rows, Observed,
 };

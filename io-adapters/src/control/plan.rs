@@ -1,12 +1,12 @@
 //! Why a service is as it is, and what the kernel will do about it next: the WHY and NEXT of
 //! `medic status`.
 //!
-//! The kernel's read model does not (yet) say what it plans: [`kernel_plan`] is where an
-//! accessor such as `ServiceView::next_action() -> Option<(Instant, String)>` would plug in.
-//! Until then the plan is derived from what the view does hold: the condition and when it
-//! began, the strikes, the config, and the notes of the medical history, which carry the
-//! instants the rules wait for (`backing off until 12.000s after 3 strikes`, `settling until
-//! 13.000s, then giving up`).
+//! What the kernel has scheduled comes from [`ServiceView::next_action`] (its timers: the
+//! heal a backoff waits for, SIGKILL after `stop-timeout`, `retry-after`, a start timeout, the
+//! decision of an outcome). When nothing is scheduled, NEXT says what the service waits for
+//! instead (a need, an operator, forgiveness), derived from the view: the condition and when
+//! it began, the strikes, the config, and the notes of the medical history, which carry the
+//! instants the rules wait for (`backing off until 12.000s after 3 strikes`).
 
 use medic_kernel::config::Kind;
 use medic_kernel::health;
@@ -23,10 +23,9 @@ pub struct Explained {
     pub at: Option<Instant>,
 }
 
-/// The kernel's own plan for `v`, when its read model offers one. Switch this to the kernel's
-/// accessor once it exists; [`explain`] falls back on deriving the plan.
-fn kernel_plan(_v: &ServiceView<'_>) -> Option<(Option<Instant>, String)> {
-    None
+/// The kernel's own plan for `v`: what it has scheduled.
+fn kernel_plan(v: &ServiceView<'_>) -> Option<(Option<Instant>, String)> {
+    v.next_action().map(|(at, what)| (Some(at), what))
 }
 
 /// WHY and NEXT for service `v` at `now`.

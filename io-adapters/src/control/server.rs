@@ -31,6 +31,19 @@ pub struct Server {
     path: PathBuf,
     own_uid: u32,
     id: FileId,
+    permits: Arc<Semaphore>,
+}
+
+/// The connections of a [`Server`], to wait for at exit.
+#[derive(Clone, Debug)]
+pub struct Connections(Arc<Semaphore>);
+
+impl Connections {
+    /// Waits until no connection is being served: every one has written what was queued for
+    /// it and closed. Bound it with a timeout: a client may be slow to read.
+    pub async fn finished(&self) {
+        let _ = self.0.acquire_many(MAX_CONNECTIONS as u32).await;
+    }
 }
 
 /// Whether a peer with uid `peer` may control a daemon running as `own`: root, or the same uid.
@@ -92,6 +105,7 @@ pub fn bind(path: &Path) -> io::Result<Server> {
         path: path.to_path_buf(),
         own_uid: nix::unistd::geteuid().as_raw(),
         id,
+        permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     })
 }
 
@@ -102,10 +116,15 @@ impl Server {
         self.id
     }
 
+    /// Its connections, to wait for at exit.
+    pub fn connections(&self) -> Connections {
+        Connections(self.permits.clone())
+    }
+
     /// Accepts connections, one task each, and hands their requests to `tx`, until the
     /// receiver of `tx` is dropped; then removes the socket file.
     pub async fn run(self, tx: mpsc::Sender<Call>) {
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let permits = self.permits.clone();
         loop {
             let stream = tokio::select! {
                 _ = tx.closed() => break,

@@ -116,6 +116,9 @@ pub enum Response {
     Error(String),
     /// The answer to [`Request::Ping`].
     Pong,
+    /// The last answer of a followed stream (`--follow`): the daemon ends it, and says why
+    /// (`the medic daemon shut down`).
+    Ended(String),
     /// The answer to [`Request::Info`].
     Info(DaemonInfo),
     /// The answer to [`Request::StatusReport`].
@@ -339,7 +342,7 @@ where
                 want: body.len(),
             });
         }
-        Ok(postcard::from_bytes(&body)?)
+        decode_body(&body)
     };
     match timeout {
         Some(t) => tokio::time::timeout(t, read)
@@ -347,6 +350,12 @@ where
             .unwrap_or(Err(FrameError::TimedOut(t))),
         None => read.await,
     }
+}
+
+/// Decodes the body of a frame (without its length prefix): what [`read_frame`] does once the
+/// bytes are in, public so that a fuzz target can drive it with arbitrary bytes.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    Ok(postcard::from_bytes(body)?)
 }
 
 /// Encodes `value` as one frame of at most `max` bytes and writes it, within `timeout` when
@@ -446,6 +455,8 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&Request::Ping).unwrap(), [9]);
         assert_eq!(postcard::to_allocvec(&Response::Pong).unwrap(), [7]);
         assert_eq!(postcard::to_allocvec(&Response::Done).unwrap(), [1]);
+        let ended = postcard::to_allocvec(&Response::Ended("x".into())).unwrap();
+        assert_eq!(ended, [8, 1, b'x']);
         let stop = postcard::to_allocvec(&Request::Stop(vec!["a".into()])).unwrap();
         assert_eq!(stop, [2, 1, 1, b'a']);
         assert_eq!(postcard::to_allocvec(&Request::Info).unwrap(), [10]);
@@ -459,7 +470,7 @@ mod tests {
         };
         assert_eq!(postcard::to_allocvec(&logs).unwrap(), [12, 1, b'a', 1, 0]);
         let lines = Response::LogRecords(vec![]);
-        assert_eq!(postcard::to_allocvec(&lines).unwrap(), [10, 0]);
+        assert_eq!(postcard::to_allocvec(&lines).unwrap(), [11, 0]);
     }
 
     #[tokio::test]

@@ -391,6 +391,19 @@ impl Signal {
     }
 }
 
+/// The floor and ceiling of every value (architecture.md §3): a value outside is a config error.
+pub mod limits {
+    use core::time::Duration;
+
+    /// The longest duration anywhere in a config: 100 years (humantime's `"100y"`, a year being
+    /// 365.25 days). Longer ones overflow clocks and sums, and mean "never" anyway.
+    pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+    /// The largest size: 1 EiB.
+    pub const MAX_SIZE: u64 = 1 << 60;
+    /// The shortest `memory-every` and probe `every`: a shorter period only burns the CPU.
+    pub const MIN_POLL_PERIOD: Duration = Duration::from_millis(100);
+}
+
 /// Defaults of architecture.md §2–§3, in one place.
 pub mod defaults {
     use core::time::Duration;
