@@ -144,7 +144,10 @@ pub struct Runtime {
     /// Services' lines into the daemon log, rate-limited per service.
     log_limit: LineLimiter,
     event_followers: Vec<mpsc::Sender<Response>>,
-    log_followers: Vec<(String, mpsc::Sender<Response>)>,
+    /// `medic logs --follow`: the service, whether it asked for [`Request::LogRecords`], where.
+    log_followers: Vec<(String, bool, mpsc::Sender<Response>)>,
+    /// The last memory sample of each service's process group (for `status`), by job.
+    memory: BTreeMap<ServiceId, (JobId, u64)>,
     watcher: Option<Watcher>,
     links: Option<netlink::LinkWatcher>,
     config_path: PathBuf,
@@ -211,6 +214,7 @@ impl Runtime {
             log_limit: LineLimiter::default(),
             event_followers: Vec::new(),
             log_followers: Vec::new(),
+            memory: BTreeMap::new(),
             watcher,
             links: None,
             config_path: setup.config_path,
@@ -318,7 +322,7 @@ impl Runtime {
         let followers = std::mem::take(&mut self.event_followers).into_iter().chain(
             std::mem::take(&mut self.log_followers)
                 .into_iter()
-                .map(|(_, f)| f),
+                .map(|(_, _, f)| f),
         );
         for reply in followers {
             let _ = reply.try_send(Response::Ended(why.to_string()));
@@ -371,9 +375,41 @@ impl Runtime {
             self.carry_out(effect);
         }
         self.effects = effects;
-        if let Input::Exited { job, .. } = input {
-            self.children.forget_ended(job);
+        match input {
+            Input::Exited { job, .. } => self.children.forget_ended(job),
+            Input::Spawned { service, pid, .. } => {
+                let name = self.kernel.name(service).to_string();
+                self.log_line(name, Stream::Start(pid), String::new());
+            }
+            Input::MemorySampled {
+                service,
+                job,
+                rss_bytes: Some(rss),
+                ..
+            } => {
+                self.memory.insert(service, (job, rss));
+            }
+            _ => {}
         }
+    }
+
+    /// Keeps one line of a service's output (or the mark of a new run) and sends it to whoever
+    /// follows that service's log.
+    fn log_line(&mut self, service: String, stream: Stream, text: String) {
+        let line = LogLine {
+            at: self.now(),
+            stream,
+            text,
+        };
+        self.log_followers.retain(|(name, records, reply)| {
+            let answer = match records {
+                true => Response::LogRecords(vec![control::LogRow::from_line(&line)]),
+                false if matches!(stream, Stream::Start(_)) => return true,
+                false => Response::LogLines(vec![line.text.clone()]),
+            };
+            *name != service || reply.try_send(answer).is_ok()
+        });
+        self.logs.entry(service).or_default().push(line);
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -392,18 +428,7 @@ impl Runtime {
                 };
                 let now = self.now().0;
                 self.log_limit.log(&service, suffix, &text, now);
-                let line = LogLine {
-                    at: self.now(),
-                    stream,
-                    text,
-                };
-                self.log_followers.retain(|(name, reply)| {
-                    *name != service
-                        || reply
-                            .try_send(Response::LogLines(vec![line.text.clone()]))
-                            .is_ok()
-                });
-                self.logs.entry(service).or_default().push(line);
+                self.log_line(service, stream, text);
             }
             Event::Expire { pid, token } => self.children.expire(pid, token),
             Event::Terminate(name) => {
@@ -464,6 +489,38 @@ impl Runtime {
                      {runs} and reads it only at startup: restart needed"
                 );
             }
+        }
+    }
+
+    /// `medic reload-config`: as SIGHUP, but the client hears whether the config was taken.
+    fn reload_config_for_client(&mut self) -> Response {
+        let path = self.config_path.display().to_string();
+        let text = match std::fs::read_to_string(&self.config_path) {
+            Ok(t) => t,
+            Err(e) => return Response::Error(format!("cannot read {path}: {e}; nothing changed")),
+        };
+        if let Err(errors) = medic_kernel::config::parse(&text, &path) {
+            return Response::Error(format!(
+                "{errors}\n{path} does not validate; nothing changed"
+            ));
+        }
+        tracing::info!("medic reload-config: re-reading {path}");
+        self.queue.push_back(Input::ReplaceConfig { text });
+        Response::Done
+    }
+
+    /// Who this daemon is, and its clocks now.
+    fn info(&self) -> control::DaemonInfo {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        control::DaemonInfo {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config_path: self.config_path.display().to_string(),
+            state_dir: self.state_dir.display().to_string(),
+            now_ms: self.now().as_millis(),
+            now_unix_ms: u64::try_from(unix.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
@@ -964,7 +1021,7 @@ impl Runtime {
     fn answer(&mut self, call: Call) {
         let Call { request, reply } = call;
         let response = match &request {
-            Request::Status { services } => {
+            Request::Status { services } | Request::StatusReport { services } => {
                 let links = self.links.as_ref().map(|l| l.table());
                 let view = |ifname: &str| {
                     let v = links.as_ref()?.view(ifname)?;
@@ -973,8 +1030,19 @@ impl Runtime {
                         addresses: v.addresses,
                     })
                 };
-                control::status_rows(&self.kernel, services, self.now(), view)
-                    .map_or_else(Response::Error, Response::Status)
+                if let Request::Status { .. } = request {
+                    control::status_rows(&self.kernel, services, self.now(), view)
+                        .map_or_else(Response::Error, Response::Status)
+                } else {
+                    let observed = control::Observed {
+                        links: view,
+                        memory: |id, job| self.memory.get(&id).filter(|m| m.0 == job).map(|m| m.1),
+                        total_ram: process::total_ram_bytes(),
+                    };
+                    let (kernel, now, info) = (&self.kernel, self.now(), self.info());
+                    control::status_report(kernel, services, now, observed, info)
+                        .map_or_else(Response::Error, Response::StatusReport)
+                }
             }
             Request::Start(_) | Request::Stop(_) | Request::Restart(_) | Request::Reload(_) => {
                 match request.operators(&self.kernel) {
@@ -994,20 +1062,33 @@ impl Runtime {
                 service,
                 lines,
                 follow,
+            }
+            | Request::LogRecords {
+                service,
+                lines,
+                follow,
             } => {
-                if let Err(e) = control::service_id(&self.kernel, service) {
+                let records = matches!(request, Request::LogRecords { .. });
+                if let Err(e) = control::logs_of(&self.kernel, service) {
                     Response::Error(e)
                 } else {
-                    let tail = self
-                        .logs
-                        .get(service)
-                        .map(|ring| ring.tail(*lines as usize).map(|l| l.text.clone()).collect())
-                        .unwrap_or_default();
-                    let tail = Response::LogLines(tail);
+                    let ring = self.logs.get(service);
+                    let tail = ring.into_iter().flat_map(|r| r.tail(*lines as usize));
+                    let tail = match records {
+                        true => {
+                            Response::LogRecords(tail.map(control::LogRow::from_line).collect())
+                        }
+                        false => Response::LogLines(
+                            tail.filter(|l| !matches!(l.stream, Stream::Start(_)))
+                                .map(|l| l.text.clone())
+                                .collect(),
+                        ),
+                    };
                     if !*follow {
                         tail
                     } else {
-                        return self.follow(reply, tail, Follower::Logs(service.clone()));
+                        let who = Follower::Logs(service.clone(), records);
+                        return self.follow(reply, tail, who);
                     }
                 }
             }
@@ -1029,6 +1110,8 @@ impl Runtime {
                 }
             }
             Request::Ping => Response::Pong,
+            Request::Info => Response::Info(self.info()),
+            Request::ReloadConfig => self.reload_config_for_client(),
         };
         let _ = reply.try_send(response);
     }
@@ -1044,22 +1127,25 @@ impl Runtime {
         if reply.try_send(first).is_ok() {
             match who {
                 Follower::Events => self.event_followers.push(reply),
-                Follower::Logs(service) => self.log_followers.push((service, reply)),
+                Follower::Logs(service, records) => {
+                    self.log_followers.push((service, records, reply))
+                }
             }
         }
     }
 
     fn followers(&mut self) -> usize {
         self.event_followers.retain(|r| !r.is_closed());
-        self.log_followers.retain(|(_, r)| !r.is_closed());
+        self.log_followers.retain(|(_, _, r)| !r.is_closed());
         self.event_followers.len() + self.log_followers.len()
     }
 }
 
-/// Who follows: `medic events --follow`, or `medic logs SERVICE --follow`.
+/// Who follows: `medic events --follow`, or `medic logs SERVICE --follow` (and whether it asked
+/// for [`Request::LogRecords`]).
 enum Follower {
     Events,
-    Logs(String),
+    Logs(String, bool),
 }
 
 enum Woke {

@@ -27,16 +27,22 @@ fn status_prints_an_aligned_table_without_colour_when_piped() {
     d.wait_condition("web", "ready");
     let out = d.medic_ok(&["status"]);
     assert!(!out.contains('\x1b'), "no colour into a pipe:\n{out}");
-    let lines: Vec<&str> = out.lines().collect();
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert!(
+        out.starts_with("medic "),
+        "a line about the daemon first:\n{out}"
+    );
     assert_eq!(lines.len(), 3, "a header and a line per service:\n{out}");
     let columns = [
         "NAME",
-        "KIND",
         "CONDITION",
         "HEALTH",
         "PID",
         "UPTIME",
+        "MEMORY",
         "STRIKES",
+        "NEXT",
+        "WHY",
     ];
     assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), columns);
     let at = |line: &str, word: &str| line.find(word).unwrap();
@@ -45,8 +51,8 @@ fn status_prints_an_aligned_table_without_colour_when_piped() {
         .find(|l| l.starts_with("web "))
         .expect("a line for web");
     assert_eq!(
-        at(web, "process"),
-        at(lines[0], "KIND"),
+        at(web, "ready"),
+        at(lines[0], "CONDITION"),
         "columns line up:\n{out}"
     );
     assert_eq!(
@@ -61,8 +67,8 @@ fn status_prints_an_aligned_table_without_colour_when_piped() {
         "columns line up:\n{out}"
     );
 
-    let only = d.medic_ok(&["status", "web"]);
-    assert_eq!(only.lines().count(), 2, "{only}");
+    let only = d.medic_ok(&["status", "web", "base"]);
+    assert_eq!(only.lines().count(), 4, "{only}");
 }
 
 #[test]
@@ -271,8 +277,16 @@ stop-timeout = "10m"
     d.medic_ok(&["stop", "slow"]);
     let stopping = d.wait_condition("slow", "stopping");
     assert_eq!(stopping["pid"].as_u64(), Some(pid), "{stopping}");
-    let table = d.medic_ok(&["status", "slow"]);
-    let line = table.lines().nth(1).unwrap_or_default();
+    let table = d.medic_ok(&["status"]);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("slow "))
+        .unwrap_or_default();
+    let detail = d.medic_ok(&["status", "slow"]);
+    assert!(
+        detail.contains(&format!("pid: {pid}")),
+        "and in status NAME:\n{detail}"
+    );
     assert!(
         line.split_whitespace().any(|w| w == pid.to_string()),
         "the pid in the table:\n{table}"

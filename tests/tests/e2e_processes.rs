@@ -320,7 +320,10 @@ heal = []
             &format!("`{want}` in `medic logs words`"),
             || {
                 let logs = d.medic_ok(&["logs", "words", "-n", "1000"]);
-                logs.lines().any(|l| l == want).then_some(())
+                // Each line is `TIME STREAM  TEXT`.
+                logs.lines()
+                    .any(|l| l.ends_with(&format!("  {want}")))
+                    .then_some(())
             },
             || {
                 format!(
@@ -351,7 +354,9 @@ stop = ["/bin/sh", "-c", "echo undoing; (trap '' PIPE; sleep 2; echo late || tou
         "the stop command's output in the logs",
         || {
             let logs = d.medic_ok(&["logs", "setup"]);
-            logs.lines().any(|l| l == "undoing").then_some(())
+            logs.lines()
+                .any(|l| l.ends_with(" out  undoing"))
+                .then_some(())
         },
         || d.describe("setup"),
     );
