@@ -166,8 +166,8 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
             "debounce" => set(&mut s.debounce, cx.duration(f)),
             "reload" => s.reload = cx.action(f),
             "env" => set(&mut s.env, cx.env(f)),
-            "user" => s.user = cx.string(f),
-            "group" => s.group = cx.string(f),
+            "user" => s.user = account(cx, f),
+            "group" => s.group = account(cx, f),
             "cwd" => s.cwd = cx.path(f),
             "start-timeout" => set(&mut s.start_timeout, cx.period(f)),
             "stop-signal" => set(&mut s.stop_signal, cx.signal(f)),
@@ -245,7 +245,21 @@ fn reference(cx: &mut Ctx, f: Field) -> Option<(String, usize)> {
 fn retry_after(cx: &mut Ctx, f: Field) -> Option<Option<core::time::Duration>> {
     match f.value.get_ref().as_str() {
         Some("never") => Some(None),
+        Some(other) if other.eq_ignore_ascii_case("never") => cx.invalid(
+            f,
+            format_args!(
+                "`{other}` is not a duration; write \"never\" (lower case) or one like \"1h\""
+            ),
+        ),
         _ => cx.duration(f).map(Some),
+    }
+}
+
+/// `user` or `group`: a name, or a numeric id written as a string or as a number (`group = 0`).
+fn account(cx: &mut Ctx, f: Field) -> Option<String> {
+    match f.value.get_ref() {
+        DeValue::Integer(_) => cx.integer32(f, 0..=u32::MAX).map(|id| id.to_string()),
+        _ => cx.string(f),
     }
 }
 

@@ -941,3 +941,21 @@ fn a_nul_character_is_refused_wherever_it_hides() {
         assert!(e.contains("NUL character"), "{text}: {e}");
     }
 }
+
+#[test]
+fn numeric_user_and_group_and_a_capitalised_never() {
+    let c = parse(
+        "[service.x]\nrun = [\"/bin/x\"]\nuser = 0\ngroup = 65534\n",
+        "/m.toml",
+    )
+    .unwrap();
+    assert_eq!(c.services[0].user.as_deref(), Some("0"));
+    assert_eq!(c.services[0].group.as_deref(), Some("65534"));
+    let e = parse(
+        "[service.x]\nrun = [\"/bin/x\"]\nretry-after = \"Never\"\n",
+        "/m.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("write \"never\" (lower case)"), "{e}");
+}
