@@ -73,14 +73,21 @@ status() {
     "${RUN[@]}" "$BIN" status --state-dir "$STATE" 2>/dev/null
 }
 
+# `medic status` as "NAME CONDITION PID" lines, the columns found by their headers (the table
+# may gain or lose columns; free-text columns come after these).
+status_columns() {
+    status | awk 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+        { print $col["NAME"], $col["CONDITION"], $col["PID"] }'
+}
+
 # How many services are `ready`.
 ready_count() {
-    status | awk 'NR > 1 && $3 == "ready" { n++ } END { print n + 0 }'
+    status_columns | awk '$2 == "ready" { n++ } END { print n + 0 }'
 }
 
 # The pid of a ready SERVICE, or nothing.
 ready_pid() {
-    status | awk -v s="$1" '$1 == s && $3 == "ready" && $5 ~ /^[0-9]+$/ { print $5 }'
+    status_columns | awk -v s="$1" '$1 == s && $2 == "ready" && $3 ~ /^[0-9]+$/ { print $3 }'
 }
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
