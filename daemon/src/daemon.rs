@@ -93,13 +93,18 @@ fn supervise(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(failure.status);
         }
     };
+    for warning in crate::cli::check::warnings(&config, &crate::cli::check::base_dir(&config_path))
+    {
+        tracing::warn!("{name}: {warning}");
+    }
     let state_dir = self::state_dir(state_dir, || {
         config.daemon.state_dir.as_ref().map(PathBuf::from)
     });
+    let n = config.services.len();
     tracing::info!(
-        "medic {} supervising {} services from {name}, state in {}",
+        "medic {} supervising {n} {} from {name}, state in {}",
         env!("CARGO_PKG_VERSION"),
-        config.services.len(),
+        if n == 1 { "service" } else { "services" },
         state_dir.display()
     );
     let result = runtime::run(Setup {

@@ -7,6 +7,8 @@
 //!   orphan, and dispatches it by pid, so no exit status is ever stolen.
 //! * **Expiry**: a check or command is killed (with its group) when its timeout passes, only if
 //!   the pid is still the child the token names (a pid can be reused).
+//! * **Output**: a process's output readers are not aborted when it is reaped; dropping its
+//!   [`Alive`] token lets them drain for [`OUTPUT_DRAIN`], then close (services and commands).
 //! * **Sweeps**: when the kernel says so ([`medic_kernel::Effect::Sweep`]), the group of an
 //!   ended (or abandoned) process gets SIGKILL at once; the `/proc` scan for what left the
 //!   group runs later, in [`Children::run_sweeps`], so a restart does not wait for it.
@@ -15,10 +17,37 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use medic_kernel::{ExitStatus, JobId, ServiceId};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::process;
+
+/// How long the output readers of a process go on after it has been reaped: what it wrote
+/// just before it ended (the line that explains a crash) is still read; then the pipes close,
+/// even if something it forked still holds them. One policy for services and commands.
+pub const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Held for a process while it lives, dropped when it is reaped: its output readers then
+/// drain for [`OUTPUT_DRAIN`] and close (they are not aborted, so no last line is lost).
+#[derive(Debug)]
+pub struct Alive {
+    _tx: watch::Sender<()>,
+}
+
+impl Alive {
+    /// A new token, and what the output readers watch: its `changed()` fails once the token
+    /// is dropped.
+    pub fn new() -> (Alive, watch::Receiver<()>) {
+        let (tx, rx) = watch::channel(());
+        (Alive { _tx: tx }, rx)
+    }
+}
+
+/// Waits until the process behind `alive` has been reaped, then [`OUTPUT_DRAIN`] more.
+pub async fn reaped_and_drained(mut alive: watch::Receiver<()>) {
+    while alive.changed().await.is_ok() {}
+    tokio::time::sleep(OUTPUT_DRAIN).await;
+}
 
 /// A running service process (or oneshot command).
 #[derive(Debug)]
@@ -33,8 +62,10 @@ pub struct ProcEntry {
     pub instance: String,
     /// The sd_notify socket bound for it, removed with it.
     pub notify_socket: Option<PathBuf>,
-    /// Tasks reading its output and readiness, ended with it.
+    /// Tasks watching its readiness and its end, aborted with it.
     pub tasks: Vec<AbortHandle>,
+    /// Dropped with the entry, when the process is reaped: its output readers drain and close.
+    pub alive: Alive,
 }
 
 impl Drop for ProcEntry {
@@ -64,6 +95,8 @@ enum Role {
         job: JobId,
         token: u64,
         expiry: AbortHandle,
+        /// Dropped when the command is reaped: its output readers drain and close.
+        alive: Alive,
     },
 }
 
@@ -118,12 +151,14 @@ impl Children {
     }
 
     /// Remembers a command; `expiry` is the task that will call [`Children::expire`] with the
-    /// token it is given, aborted when the command ends first.
+    /// token it is given, aborted when the command ends first; `alive` is dropped when it is
+    /// reaped.
     pub fn add_command(
         &mut self,
         pid: u32,
         service: ServiceId,
         job: JobId,
+        alive: Alive,
         expiry: impl FnOnce(u64) -> AbortHandle,
     ) {
         let token = self.token();
@@ -135,6 +170,7 @@ impl Children {
                 job,
                 token,
                 expiry,
+                alive,
             },
         );
     }
@@ -179,9 +215,11 @@ impl Children {
                     service,
                     job,
                     expiry,
+                    alive,
                     ..
                 }) => {
                     expiry.abort();
+                    drop(alive); // its output drains and closes
                     out.push(Reaped::Command {
                         service,
                         job,
@@ -260,6 +298,7 @@ mod tests {
             instance: format!("test.{pid}"),
             notify_socket: None,
             tasks: Vec::new(),
+            alive: Alive::new().0,
         }
     }
 
@@ -298,7 +337,7 @@ mod tests {
                 let (tx, rx) = oneshot::channel();
                 c.add_check(4_000_002, tx);
                 let mut expiry_token = 0;
-                c.add_command(4_000_003, ServiceId(1), JobId(9), |t| {
+                c.add_command(4_000_003, ServiceId(1), JobId(9), Alive::new().0, |t| {
                     expiry_token = t;
                     tokio::task::spawn_local(std::future::pending::<()>()).abort_handle()
                 });

@@ -12,14 +12,27 @@ pub enum Stream {
     Stdout,
     /// Standard error.
     Stderr,
+    /// Not output: the mark of a new run of the process, with its pid (the line's text is
+    /// empty). `medic logs` shows it as a separator.
+    Start(u32),
 }
 
 impl Stream {
-    /// `"stdout"` or `"stderr"`.
+    /// `"stdout"`, `"stderr"` or `"start"`.
     pub fn name(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
+            Stream::Start(_) => "start",
+        }
+    }
+
+    /// `"out"`, `"err"` or `"start"`: the `stream` of a [`crate::control::LogRow`].
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "out",
+            Stream::Stderr => "err",
+            Stream::Start(_) => "start",
         }
     }
 }

@@ -39,7 +39,7 @@ pub enum SpawnError {
         source: io::Error,
     },
     /// fork or exec failed.
-    #[error("{argv0}: {source}")]
+    #[error("{argv0}: {}", exec_reason(.argv0, .source))]
     Exec {
         /// The program.
         argv0: String,
@@ -75,6 +75,23 @@ pub fn is_resource_shortage(errno: Option<i32>) -> bool {
         errno,
         Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
     )
+}
+
+/// Why `argv0` could not be executed, in words an operator can act on; the OS's own words
+/// are kept, so the error can still be searched for.
+fn exec_reason(argv0: &str, e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EACCES) => format!(
+            "{e}: not executable (no execute permission, or a directory on the way is not \
+             searchable)"
+        ),
+        Some(libc::ENOEXEC) => format!(
+            "{e}: not a program this system can run, nor a script starting with `#!` (medic \
+             never hands a file to a shell)"
+        ),
+        Some(libc::ENOENT) if !argv0.contains('/') => format!("{e}: not found in PATH"),
+        _ => e.to_string(),
+    }
 }
 
 /// Everything needed to start one process.
@@ -168,8 +185,11 @@ fn lookup_group(group: &str) -> Result<u32, SpawnError> {
 /// The common case (no `user`, `group` or `cwd`, and no `PATH` of its own when the program is
 /// looked up in `PATH`) uses `posix_spawn` with `POSIX_SPAWN_SETSID`: a vfork-style clone that
 /// copies no page tables and whose child execs at once. The rest forks through
-/// [`std::process::Command`]. Both report a failed exec as an error, both leave the child with
-/// the same environment, descriptors, signal mask and dispositions.
+/// [`std::process::Command`], whose child makes the `execve` itself ([`ExecPlan`]) rather than
+/// letting `execvp` hand a file it cannot execute to `/bin/sh`. Both report a failed exec as an
+/// error (a file without the execute bit, or one that is neither a binary nor a `#!` script,
+/// never "starts"), both leave the child with the same environment, descriptors, signal mask
+/// and dispositions.
 pub fn spawn(spec: SpawnSpec<'_>) -> Result<Child, SpawnError> {
     let argv0 = spec.argv.first().ok_or(SpawnError::EmptyArgv)?;
     let program = if argv0.contains('/') {
@@ -179,31 +199,22 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Child, SpawnError> {
     };
     let own_path = !argv0.contains('/') && spec.env.contains_key("PATH");
     if spec.user.is_none() && spec.group.is_none() && spec.cwd.is_none() && !own_path {
-        match spawn_fast(&spec, &program) {
-            // A script without `#!`: posix_spawn will not run it, execvp hands it to /bin/sh.
-            Err(SpawnError::Exec { source, .. })
-                if source.raw_os_error() == Some(libc::ENOEXEC) => {}
-            // `spec` (with the parent's copy of the readiness pipe) is dropped on return.
-            result => return result,
-        }
+        // `spec` (with the parent's copy of the readiness pipe) is dropped on return.
+        return spawn_fast(&spec, &program);
     }
+    let mut env = child_env(&spec);
     let mut cmd = Command::new(&program);
     cmd.arg0(argv0).args(&spec.argv[1..]);
-    cmd.env_remove("NOTIFY_SOCKET");
-    cmd.envs(spec.env);
-    cmd.env("MEDIC_SERVICE", spec.service);
-    cmd.env("MEDIC_INSTANCE", spec.instance);
-    if let Some(path) = spec.notify_socket {
-        cmd.env("NOTIFY_SOCKET", path);
-    }
     if let Some(cwd) = spec.cwd {
         cmd.current_dir(resolve(spec.base_dir, cwd));
     }
     if let Some(user) = spec.user {
         let ids = lookup_user(user)?;
         cmd.uid(ids.uid).gid(ids.gid);
-        if let Some((name, home)) = &ids.entry {
-            cmd.env("USER", name).env("LOGNAME", name).env("HOME", home);
+        if let Some((name, home)) = ids.entry {
+            env.insert("USER".into(), name.clone().into());
+            env.insert("LOGNAME".into(), name.into());
+            env.insert("HOME".into(), home);
         }
     }
     if let Some(group) = spec.group {
@@ -220,9 +231,11 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Child, SpawnError> {
     } else {
         Stdio::null()
     });
+    let plan = ExecPlan::new(&program, spec.argv, &env)?;
     let notify: Option<(RawFd, OwnedFd)> = spec.notify_fd.map(|(n, fd)| (n as RawFd, fd));
     let notify_raw = notify.as_ref().map(|(n, fd)| (*n, fd.as_raw_fd()));
-    // SAFETY: the closure only makes async-signal-safe system calls (setsid, dup2, fcntl).
+    // SAFETY: the closure only makes async-signal-safe system calls (setsid, dup2, fcntl,
+    // execve) and allocates nothing: the plan was built before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -238,7 +251,9 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Child, SpawnError> {
                     return Err(io::Error::last_os_error());
                 }
             }
-            Ok(())
+            // Returns only if no candidate could be executed; std reports the error to the
+            // parent as the spawn's.
+            Err(plan.exec())
         });
     }
     let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
@@ -254,8 +269,103 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Child, SpawnError> {
     // `child` is dropped without waiting: the one reaper ([`reap`]) collects every exit.
 }
 
+/// Everything the forked child needs to `execve` its program, prepared before the fork (the
+/// child may not allocate): the candidate paths (the program, or each `PATH` entry joined with
+/// a bare name, `PATH` being the service's own when it sets one), the argument vector and the
+/// environment, with the null-terminated pointer arrays into them.
+struct ExecPlan {
+    candidates: Vec<CString>,
+    _strings: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into the heap buffers of `_strings`, owned by the plan and never
+// changed; the plan is only read, by the one child it is moved into.
+unsafe impl Send for ExecPlan {}
+// SAFETY: as above: nothing is ever written through the pointers.
+unsafe impl Sync for ExecPlan {}
+
+impl ExecPlan {
+    fn new(
+        program: &Path,
+        argv: &[String],
+        env: &BTreeMap<OsString, OsString>,
+    ) -> Result<ExecPlan, SpawnError> {
+        let argv0 = &argv[0];
+        let bytes = program.as_os_str().as_bytes();
+        let candidates = if bytes.contains(&b'/') {
+            vec![cstring(bytes, argv0)?]
+        } else {
+            // As execvp searches: every entry of PATH, an empty one meaning the current
+            // directory; without PATH, the system's default.
+            let path = env
+                .get(OsStr::new("PATH"))
+                .map_or(&b"/bin:/usr/bin"[..], |p| p.as_bytes());
+            let mut candidates = Vec::new();
+            for dir in path.split(|&b| b == b':') {
+                let mut full = if dir.is_empty() {
+                    b".".to_vec()
+                } else {
+                    dir.to_vec()
+                };
+                full.push(b'/');
+                full.extend_from_slice(bytes);
+                candidates.push(cstring(&full, argv0)?);
+            }
+            candidates
+        };
+        let mut strings = Vec::with_capacity(argv.len() + env.len());
+        for a in argv {
+            strings.push(cstring(a.as_bytes(), argv0)?);
+        }
+        for (k, v) in env {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            strings.push(cstring(&kv, argv0)?);
+        }
+        let pointers = |s: &[CString]| -> Vec<*const libc::c_char> {
+            s.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        let argv_p = pointers(&strings[..argv.len()]);
+        let envp_p = pointers(&strings[argv.len()..]);
+        Ok(ExecPlan {
+            candidates,
+            _strings: strings,
+            argv: argv_p,
+            envp: envp_p,
+        })
+    }
+
+    /// `execve` of each candidate in turn, in the child; returns the error that explains the
+    /// failure when none could be executed (`EACCES` seen on the way wins over `ENOENT`, as
+    /// with execvp). Never runs a shell on `ENOEXEC`.
+    fn exec(&self) -> io::Error {
+        let mut denied = false;
+        let mut last = libc::ENOENT;
+        for candidate in &self.candidates {
+            // SAFETY: null-terminated arrays of pointers to live C strings.
+            unsafe { libc::execve(candidate.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+            let errno = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::ENOENT);
+            match errno {
+                libc::EACCES => denied = true,
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                other => return io::Error::from_raw_os_error(other),
+            }
+            last = errno;
+        }
+        io::Error::from_raw_os_error(if denied { libc::EACCES } else { last })
+    }
+}
+
 /// The environment a child gets: the daemon's, without `NOTIFY_SOCKET`, with the service's
-/// `env` and medic's own variables on top (in the order [`Command`] would give it).
+/// `env` and medic's own variables on top.
 fn child_env(spec: &SpawnSpec<'_>) -> BTreeMap<OsString, OsString> {
     let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
     env.remove(OsStr::new("NOTIFY_SOCKET"));
@@ -850,6 +960,85 @@ mod tests {
         assert!(group_rss_bytes(own_group).is_some_and(|b| b > 0));
         // No process has pgid 0 in /proc's view of groups we may read: unknown, not 0.
         assert_eq!(group_rss_bytes(u32::MAX), None);
+    }
+
+    /// Spawns `argv` (with `cwd` to take the forking path) and returns the exec error, or the
+    /// exit code of the process that did start.
+    fn try_spawn(
+        argv: &[&str],
+        cwd: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<i32, SpawnError> {
+        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn(SpawnSpec {
+            argv: &argv,
+            env: &env,
+            cwd,
+            user: None,
+            group: None,
+            base_dir: Path::new("/"),
+            service: "test",
+            instance: "test.0",
+            notify_fd: None,
+            notify_socket: None,
+            capture_stdout: false,
+            capture_stderr: false,
+        })?;
+        match waitpid(Pid::from_raw(child.pid as i32), None) {
+            Ok(WaitStatus::Exited(_, code)) => Ok(code),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn errno(result: Result<i32, SpawnError>) -> (i32, String) {
+        match result {
+            Err(e @ SpawnError::Exec { .. }) => {
+                let SpawnError::Exec { source, .. } = &e else {
+                    unreachable!()
+                };
+                (source.raw_os_error().unwrap_or(0), e.to_string())
+            }
+            other => panic!("expected an exec error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_no_program_is_an_exec_error_on_both_paths_never_a_shell() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("medic-spawn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = dir.join("text");
+        // Run by a shell, this would exit 0: it must not be.
+        std::fs::write(&text, "true\n").unwrap();
+        std::fs::set_permissions(&text, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let noexec = dir.join("noexec");
+        std::fs::write(&noexec, "true\n").unwrap();
+        std::fs::set_permissions(&noexec, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (text, noexec) = (text.to_str().unwrap(), noexec.to_str().unwrap());
+        for cwd in [None, Some("/")] {
+            let (code, message) = errno(try_spawn(&[text], cwd, &[]));
+            assert_eq!(code, libc::ENOEXEC, "{message}");
+            assert!(message.contains("Exec format error"), "{message}");
+            let (code, message) = errno(try_spawn(&[noexec], cwd, &[]));
+            assert_eq!(code, libc::EACCES, "{message}");
+            assert!(message.contains("Permission denied"), "{message}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_bare_name_is_looked_up_in_the_services_own_path() {
+        // The forking path (an own PATH): skips missing directories, finds `true`.
+        let path = [("PATH", "/nonexistent:/usr/bin:/bin")];
+        assert_eq!(try_spawn(&["true"], None, &path).unwrap(), 0);
+        assert_eq!(try_spawn(&["false"], Some("/"), &[]).unwrap(), 1);
+        let (code, message) = errno(try_spawn(&["true"], None, &[("PATH", "/nonexistent")]));
+        assert_eq!(code, libc::ENOENT, "{message}");
+        assert!(message.contains("not found in PATH"), "{message}");
     }
 
     #[test]

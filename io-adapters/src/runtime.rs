@@ -29,7 +29,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use medic_kernel::config::{Check, Kind, Readiness, Reports, ServiceConfig};
+use medic_kernel::config::{Check, DaemonConfig, Kind, Readiness, Reports, ServiceConfig};
 use medic_kernel::trace::TraceRing;
 use medic_kernel::{
     CheckResult, CommandPurpose, Config, Effect, Exec, ExitStatus, Input, JobId, Kernel, Operator,
@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::checks;
-use crate::children::{Children, ProcEntry, Reaped};
+use crate::children::{self, Alive, Children, ProcEntry, Reaped};
 use crate::control::{self, Call, EventRow, LinkInfo, Request, Response};
 use crate::files::Watcher;
 use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
@@ -70,6 +70,11 @@ const RECENT_EVENTS: usize = 200;
 /// Followers (`events --follow`, `logs --follow`) at most, each bounded by the reply queue of
 /// the control socket; a follower that does not keep up is dropped.
 const MAX_FOLLOWERS: usize = 32;
+/// At exit, how long the connections get to write what is queued for them (the shutdown's
+/// events, the followers' last word) before the daemon exits anyway.
+const FLUSH_AT_EXIT: Duration = Duration::from_millis(500);
+/// The last word to followers when the daemon exits.
+const SHUT_DOWN: &str = "the medic daemon shut down";
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +138,17 @@ enum Event {
     ConfigRead(io::Result<String>),
 }
 
+/// A read of the config file under way, off the loop.
+#[derive(Debug, Default)]
+struct ConfigRead {
+    /// Another reload was asked for meanwhile: read again once this one is done.
+    again: bool,
+    /// `medic reload-config` clients this read answers.
+    clients: Vec<mpsc::Sender<Response>>,
+    /// Those the read after it answers (they asked while this one was under way).
+    next_clients: Vec<mpsc::Sender<Response>>,
+}
+
 /// The loop's state.
 pub struct Runtime {
     kernel: Kernel,
@@ -146,7 +162,10 @@ pub struct Runtime {
     /// Services' lines into the daemon log, rate-limited per service.
     log_limit: LineLimiter,
     event_followers: Vec<mpsc::Sender<Response>>,
-    log_followers: Vec<(String, mpsc::Sender<Response>)>,
+    /// `medic logs --follow`: the service, whether it asked for [`Request::LogRecords`], where.
+    log_followers: Vec<(String, bool, mpsc::Sender<Response>)>,
+    /// The last memory sample of each service's process group (for `status`), by job.
+    memory: BTreeMap<ServiceId, (JobId, u64)>,
     watcher: Option<Watcher>,
     links: Option<netlink::LinkWatcher>,
     config_path: PathBuf,
@@ -156,13 +175,14 @@ pub struct Runtime {
     _state: StateDir,
     /// The control socket this daemon bound, removed at exit only if still the same file.
     socket_id: Option<FileId>,
+    /// The `[daemon]` settings the daemon runs with: read at startup only.
+    daemon: DaemonConfig,
     shutting_down: bool,
     done: bool,
     /// Trace saves writing on threads of their own.
     trace_writers: offloop::TraceWriters,
-    /// A config read is under way (off the loop); `Some(true)`: another SIGHUP came meanwhile,
-    /// read again once it is done.
-    config_read: Option<bool>,
+    /// A config read under way (off the loop), if any.
+    config_read: Option<ConfigRead>,
 }
 
 /// Runs the daemon until shutdown completes: builds a current-thread runtime and drives
@@ -203,6 +223,7 @@ impl Runtime {
             }
         };
         let trace = TraceRing::new(&setup.config_text, setup.config.daemon.trace_size_bytes);
+        let daemon = setup.config.daemon.clone();
         let runtime = Runtime {
             kernel: Kernel::new(setup.config),
             trace,
@@ -215,6 +236,7 @@ impl Runtime {
             log_limit: LineLimiter::default(),
             event_followers: Vec::new(),
             log_followers: Vec::new(),
+            memory: BTreeMap::new(),
             watcher,
             links: None,
             config_path: setup.config_path,
@@ -222,6 +244,7 @@ impl Runtime {
             state_dir: setup.state_dir,
             _state: state,
             socket_id: None,
+            daemon,
             shutting_down: false,
             done: false,
             trace_writers: offloop::TraceWriters::default(),
@@ -245,6 +268,7 @@ impl Runtime {
         let socket = self.state_dir.join(control::SOCKET_NAME);
         let server = control::bind(&socket).map_err(RuntimeError::Control)?;
         self.socket_id = Some(server.id());
+        let connections = server.connections();
         tokio::spawn(server.run(call_tx));
         tracing::info!("control socket {}", socket.display());
         let notify_dir = self.state_dir.join("notify");
@@ -307,8 +331,26 @@ impl Runtime {
             }
         }
         self.cleanup();
+        // Followers hear the last word after the shutdown's events; the connections then get a
+        // moment to write what is queued (a pending request is answered that the daemon is
+        // gone), and the daemon exits whether or not they are done.
+        self.end_followers(SHUT_DOWN);
+        drop(calls);
+        let _ = tokio::time::timeout(FLUSH_AT_EXIT, connections.finished()).await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+
+    /// Ends every followed stream with `why` as its last answer.
+    fn end_followers(&mut self, why: &str) {
+        let followers = std::mem::take(&mut self.event_followers).into_iter().chain(
+            std::mem::take(&mut self.log_followers)
+                .into_iter()
+                .map(|(_, _, f)| f),
+        );
+        for reply in followers {
+            let _ = reply.try_send(Response::Ended(why.to_string()));
+        }
     }
 
     fn cleanup(&mut self) {
@@ -357,8 +399,43 @@ impl Runtime {
             self.carry_out(effect);
         }
         self.effects = effects;
-        if let Input::Exited { job, .. } = input {
-            self.children.forget_ended(job);
+        match input {
+            Input::Exited { job, .. } => self.children.forget_ended(job),
+            Input::Spawned { service, pid, .. } => {
+                let name = self.kernel.name(service).to_string();
+                self.log_line(name, Stream::Start(pid), String::new());
+            }
+            Input::MemorySampled {
+                service,
+                job,
+                rss_bytes: Some(rss),
+                ..
+            } => {
+                self.memory.insert(service, (job, rss));
+            }
+            _ => {}
+        }
+    }
+
+    /// Keeps one line of a service's output (or the mark of a new run) and sends it to whoever
+    /// follows that service's log.
+    fn log_line(&mut self, service: String, stream: Stream, text: String) {
+        let line = LogLine {
+            at: self.now(),
+            stream,
+            text,
+        };
+        self.log_followers.retain(|(name, records, reply)| {
+            let answer = match records {
+                true => Response::LogRecords(vec![control::LogRow::from_line(&line)]),
+                false if matches!(stream, Stream::Start(_)) => return true,
+                false => Response::LogLines(vec![line.text.clone()]),
+            };
+            *name != service || reply.try_send(answer).is_ok()
+        });
+        // A removed service's last lines are not kept (its log has been dropped).
+        if self.logs.contains_key(&service) || self.kernel.lookup(&service).is_some() {
+            self.logs.entry(service).or_default().push(line);
         }
     }
 
@@ -378,21 +455,7 @@ impl Runtime {
                 };
                 let now = self.now().0;
                 self.log_limit.log(&service, suffix, &text, now);
-                let line = LogLine {
-                    at: self.now(),
-                    stream,
-                    text,
-                };
-                self.log_followers.retain(|(name, reply)| {
-                    *name != service
-                        || reply
-                            .try_send(Response::LogLines(vec![line.text.clone()]))
-                            .is_ok()
-                });
-                // A removed service's last lines are not kept (its log has been dropped).
-                if self.logs.contains_key(&service) || self.kernel.lookup(&service).is_some() {
-                    self.logs.entry(service).or_default().push(line);
-                }
+                self.log_line(service, stream, text);
             }
             Event::Expire { pid, token } => self.children.expire(pid, token),
             Event::Terminate(name) => {
@@ -402,27 +465,45 @@ impl Runtime {
                     self.feed(Input::Operator(Operator::Shutdown));
                 }
             }
-            Event::Reload => self.reload_config(),
+            Event::Reload => self.reload_config(None),
             Event::ConfigRead(text) => self.config_read(text),
         }
     }
 
-    /// SIGHUP: the config file is read on a thread of its own (a FIFO or a hung mount must not
-    /// stall the loop); its text is fed when it arrives ([`Runtime::config_read`]). One read at
-    /// a time: SIGHUPs during a read make one more read after it.
-    fn reload_config(&mut self) {
-        let path = self.config_path.display().to_string();
-        if let Some(again) = self.config_read.as_mut() {
-            if !*again {
-                tracing::warn!("SIGHUP: still reading {path} for the previous SIGHUP; will read it again after");
+    /// SIGHUP or `medic reload-config` (whose `reply` hears whether the config was taken): the
+    /// config file is read on a thread of its own (a FIFO or a hung mount must not stall the
+    /// loop); its text is fed when it arrives ([`Runtime::config_read`]). One read at a time:
+    /// reloads asked for during a read make one more read after it (and their clients are
+    /// answered by that one).
+    fn reload_config(&mut self, reply: Option<mpsc::Sender<Response>>) {
+        let who = match reply {
+            Some(_) => "medic reload-config",
+            None => "SIGHUP",
+        };
+        if let Some(read) = self.config_read.as_mut() {
+            if !read.again {
+                tracing::warn!(
+                    "{who}: still reading {} for the previous reload; will read it again after",
+                    self.config_path.display()
+                );
             }
-            *again = true;
+            read.again = true;
+            read.next_clients.extend(reply);
             return;
         }
-        tracing::info!("SIGHUP: re-reading {path}");
+        self.start_config_read(who, reply.into_iter().collect());
+    }
+
+    /// Starts reading the config file off the loop; `clients` are answered when it is done.
+    fn start_config_read(&mut self, who: &str, clients: Vec<mpsc::Sender<Response>>) {
+        let path = self.config_path.display().to_string();
+        tracing::info!("{who}: re-reading {path}");
         match offloop::read_config(self.config_path.clone()) {
             Ok(rx) => {
-                self.config_read = Some(false);
+                self.config_read = Some(ConfigRead {
+                    clients,
+                    ..ConfigRead::default()
+                });
                 let tx = self.tx.clone();
                 tokio::task::spawn_local(async move {
                     let text = rx.await.unwrap_or_else(|_| {
@@ -433,32 +514,109 @@ impl Runtime {
                     let _ = tx.send(Event::ConfigRead(text)).await;
                 });
             }
-            Err(e) => tracing::error!(
-                "SIGHUP: cannot start a thread to read {path}: {e}; keeping the running config"
-            ),
+            Err(e) => {
+                tracing::error!(
+                    "{who}: cannot start a thread to read {path}: {e}; keeping the running config"
+                );
+                let answer = Response::Error(format!(
+                    "cannot start a thread to read {path}: {e}; nothing changed"
+                ));
+                for client in clients {
+                    let _ = client.try_send(answer.clone());
+                }
+            }
         }
     }
 
-    /// The text of the config file, read after a SIGHUP. The kernel validates it (one parse): a
-    /// config that does not validate is refused with a notice and changes nothing.
+    /// The text of the config file, read after a SIGHUP or `medic reload-config`. The kernel
+    /// validates it: a config that does not validate is refused with a notice and changes
+    /// nothing. (It is parsed once more here only when a client waits to hear why.)
     fn config_read(&mut self, text: io::Result<String>) {
-        let again = self.config_read.take() == Some(true);
-        // Users and groups are looked up afresh after a SIGHUP.
+        let read = self.config_read.take().unwrap_or_default();
+        let path = self.config_path.display().to_string();
+        // Users and groups are looked up afresh after a reload.
         crate::users::forget();
-        match text {
+        let answer = match text {
             Ok(text) => {
+                let answer = match read.clients.is_empty() {
+                    true => Response::Done,
+                    false => match medic_kernel::config::parse(&text, &path) {
+                        Ok(_) => Response::Done,
+                        Err(errors) => Response::Error(format!(
+                            "{errors}\n{path} does not validate; nothing changed"
+                        )),
+                    },
+                };
                 self.feed(Input::ReplaceConfig { text });
+                self.warn_daemon_keys();
                 // The captured output of services no longer in the config goes with them.
                 let kernel = &self.kernel;
                 self.logs.retain(|name, _| kernel.lookup(name).is_some());
+                answer
             }
-            Err(e) => tracing::error!(
-                "SIGHUP: cannot read {}: {e}; keeping the running config",
-                self.config_path.display()
-            ),
+            Err(e) => {
+                tracing::error!("reload: cannot read {path}: {e}; keeping the running config");
+                Response::Error(format!("cannot read {path}: {e}; nothing changed"))
+            }
+        };
+        for client in read.clients {
+            let _ = client.try_send(answer.clone());
         }
-        if again {
-            self.reload_config();
+        if read.again {
+            let who = match read.next_clients.is_empty() {
+                true => "SIGHUP",
+                false => "medic reload-config",
+            };
+            self.start_config_read(who, read.next_clients);
+        }
+    }
+
+    /// `[daemon]` keys take effect at startup only: after a reload, says which ones the
+    /// config the kernel now holds sets otherwise than the daemon runs with.
+    fn warn_daemon_keys(&self) {
+        let (runs, config) = (&self.daemon, &self.kernel.config().daemon);
+        // The state dir in use may come from --state-dir or MEDIC_STATE_DIR; it is the key
+        // that is compared, the directory in use that is named.
+        let state_dir = match (&config.state_dir, runs.state_dir == config.state_dir) {
+            (_, true) => (String::new(), String::new()),
+            (Some(dir), false) => (self.state_dir.display().to_string(), dir.clone()),
+            (None, false) => (self.state_dir.display().to_string(), "unset".into()),
+        };
+        let keys = [
+            ("state-dir", state_dir.0, state_dir.1),
+            (
+                "trace-size",
+                format!("{} bytes", runs.trace_size_bytes),
+                format!("{} bytes", config.trace_size_bytes),
+            ),
+            (
+                "history-size",
+                runs.history_len.to_string(),
+                config.history_len.to_string(),
+            ),
+        ];
+        for (key, runs, config) in keys {
+            if runs != config {
+                tracing::warn!(
+                    "SIGHUP: [daemon] {key} is {config} in the config, but the daemon runs with \
+                     {runs} and reads it only at startup: restart needed"
+                );
+            }
+        }
+    }
+
+    /// Who this daemon is, and its clocks now.
+    fn info(&self) -> control::DaemonInfo {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        control::DaemonInfo {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config_path: self.config_path.display().to_string(),
+            state_dir: self.state_dir.display().to_string(),
+            now_ms: self.now().as_millis(),
+            now_unix_ms: u64::try_from(unix.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
@@ -679,7 +837,7 @@ impl Runtime {
             };
             tasks.push(self.read_sd_notify(sock, service, job, pid, uid, &config.name));
         }
-        tasks.extend(self.read_output(&config.name, child.stdout, child.stderr));
+        let alive = self.read_output(&config.name, child.stdout, child.stderr);
         if let Some(fd) = process::pidfd_open(pid) {
             tasks.push(self.watch_pidfd(fd));
         }
@@ -692,6 +850,7 @@ impl Runtime {
                 instance,
                 notify_socket: notify_file,
                 tasks,
+                alive,
             },
         );
         self.queue.push_back(Input::Spawned { service, job, pid });
@@ -821,63 +980,75 @@ impl Runtime {
         };
         let pid = child.pid;
         tracing::info!(service = %name, pid, "{purpose:?} command: {}", argv.join(" "));
-        self.read_output(name, child.stdout, child.stderr);
+        let alive = self.read_output(name, child.stdout, child.stderr);
         let tx = self.tx.clone();
-        self.children.add_command(pid, service, job, |token| {
-            tokio::task::spawn_local(async move {
-                tokio::time::sleep(timeout).await;
-                let _ = tx.send(Event::Expire { pid, token }).await;
-            })
-            .abort_handle()
-        });
+        self.children
+            .add_command(pid, service, job, alive, |token| {
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(timeout).await;
+                    let _ = tx.send(Event::Expire { pid, token }).await;
+                })
+                .abort_handle()
+            });
     }
 
     // ----- tasks -------------------------------------------------------------------------------
 
+    /// Reads a process's stdout and stderr into lines for the loop, each on its own task, until
+    /// the end of the stream, or until [`children::OUTPUT_DRAIN`] after the returned token is
+    /// dropped (when the process is reaped). The tasks are never aborted: the deadline runs on
+    /// them, so the loop never waits for a drain.
     fn read_output(
         &self,
         service: &str,
         stdout: Option<OwnedFd>,
         stderr: Option<OwnedFd>,
-    ) -> Vec<AbortHandle> {
-        let mut handles = Vec::new();
+    ) -> Alive {
+        let (alive, watch) = Alive::new();
         for (fd, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
             let Some(fd) = fd else { continue };
             let tx = self.tx.clone();
             let service = service.to_string();
-            let task = tokio::task::spawn_local(async move {
+            let drained = children::reaped_and_drained(watch.clone());
+            tokio::task::spawn_local(async move {
                 let Ok(pipe) = pipe::Receiver::from_owned_fd(fd) else {
                     return;
                 };
                 let mut splitter = LineSplitter::default();
-                loop {
-                    // One scratch buffer for every reader (they all run on this thread), so an
-                    // idle service costs no buffer.
-                    if pipe.readable().await.is_err() {
-                        break;
-                    }
-                    let mut lines = Vec::new();
-                    let read = SCRATCH.with_borrow_mut(|buf| {
-                        let n = pipe.try_read(buf)?;
-                        splitter.feed(&buf[..n], |l| lines.push(l));
-                        Ok::<usize, io::Error>(n)
-                    });
-                    match read {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(_) => break,
-                    }
-                    for text in lines {
-                        let ev = Event::Line {
-                            service: service.clone(),
-                            stream,
-                            text,
-                        };
-                        if tx.send(ev).await.is_err() {
+                let read = async {
+                    loop {
+                        // One scratch buffer for every reader (they all run on this thread), so
+                        // an idle service costs no buffer.
+                        if pipe.readable().await.is_err() {
                             return;
                         }
+                        let mut lines = Vec::new();
+                        let read = SCRATCH.with_borrow_mut(|buf| {
+                            let n = pipe.try_read(buf)?;
+                            splitter.feed(&buf[..n], |l| lines.push(l));
+                            Ok::<usize, io::Error>(n)
+                        });
+                        match read {
+                            Ok(0) => return,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                            Err(_) => return,
+                        }
+                        for text in lines {
+                            let ev = Event::Line {
+                                service: service.clone(),
+                                stream,
+                                text,
+                            };
+                            if tx.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
                     }
+                };
+                tokio::select! {
+                    () = read => {}
+                    () = drained => {}
                 }
                 if let Some(text) = splitter.finish() {
                     let _ = tx
@@ -889,9 +1060,8 @@ impl Runtime {
                         .await;
                 }
             });
-            handles.push(task.abort_handle());
         }
-        handles
+        alive
     }
 
     fn read_notify_fd(&self, fd: OwnedFd, service: ServiceId, job: JobId) -> AbortHandle {
@@ -960,7 +1130,7 @@ impl Runtime {
     fn answer(&mut self, call: Call) {
         let Call { request, reply } = call;
         let response = match &request {
-            Request::Status { services } => {
+            Request::Status { services } | Request::StatusReport { services } => {
                 let links = self.links.as_ref().map(|l| l.table());
                 let view = |ifname: &str| {
                     let v = links.as_ref()?.view(ifname)?;
@@ -969,8 +1139,19 @@ impl Runtime {
                         addresses: v.addresses,
                     })
                 };
-                control::status_rows(&self.kernel, services, self.now(), view)
-                    .map_or_else(Response::Error, Response::Status)
+                if let Request::Status { .. } = request {
+                    control::status_rows(&self.kernel, services, self.now(), view)
+                        .map_or_else(Response::Error, Response::Status)
+                } else {
+                    let observed = control::Observed {
+                        links: view,
+                        memory: |id, job| self.memory.get(&id).filter(|m| m.0 == job).map(|m| m.1),
+                        total_ram: process::total_ram_bytes(),
+                    };
+                    let (kernel, now, info) = (&self.kernel, self.now(), self.info());
+                    control::status_report(kernel, services, now, observed, info)
+                        .map_or_else(Response::Error, Response::StatusReport)
+                }
             }
             Request::Start(_) | Request::Stop(_) | Request::Restart(_) | Request::Reload(_) => {
                 match request.operators(&self.kernel) {
@@ -990,20 +1171,33 @@ impl Runtime {
                 service,
                 lines,
                 follow,
+            }
+            | Request::LogRecords {
+                service,
+                lines,
+                follow,
             } => {
-                if let Err(e) = control::service_id(&self.kernel, service) {
+                let records = matches!(request, Request::LogRecords { .. });
+                if let Err(e) = control::logs_of(&self.kernel, service) {
                     Response::Error(e)
                 } else {
-                    let tail = self
-                        .logs
-                        .get(service)
-                        .map(|ring| ring.tail(*lines as usize).map(|l| l.text.clone()).collect())
-                        .unwrap_or_default();
-                    let tail = Response::LogLines(tail);
+                    let ring = self.logs.get(service);
+                    let tail = ring.into_iter().flat_map(|r| r.tail(*lines as usize));
+                    let tail = match records {
+                        true => {
+                            Response::LogRecords(tail.map(control::LogRow::from_line).collect())
+                        }
+                        false => Response::LogLines(
+                            tail.filter(|l| !matches!(l.stream, Stream::Start(_)))
+                                .map(|l| l.text.clone())
+                                .collect(),
+                        ),
+                    };
                     if !*follow {
                         tail
                     } else {
-                        return self.follow(reply, tail, Follower::Logs(service.clone()));
+                        let who = Follower::Logs(service.clone(), records);
+                        return self.follow(reply, tail, who);
                     }
                 }
             }
@@ -1022,6 +1216,9 @@ impl Runtime {
                 return self.trace_writers.save(path.clone(), bytes, reply);
             }
             Request::Ping => Response::Pong,
+            Request::Info => Response::Info(self.info()),
+            // Read off the loop, like a SIGHUP's; answered once the text has been fed.
+            Request::ReloadConfig => return self.reload_config(Some(reply)),
         };
         let _ = reply.try_send(response);
     }
@@ -1037,22 +1234,25 @@ impl Runtime {
         if reply.try_send(first).is_ok() {
             match who {
                 Follower::Events => self.event_followers.push(reply),
-                Follower::Logs(service) => self.log_followers.push((service, reply)),
+                Follower::Logs(service, records) => {
+                    self.log_followers.push((service, records, reply))
+                }
             }
         }
     }
 
     fn followers(&mut self) -> usize {
         self.event_followers.retain(|r| !r.is_closed());
-        self.log_followers.retain(|(_, r)| !r.is_closed());
+        self.log_followers.retain(|(_, _, r)| !r.is_closed());
         self.event_followers.len() + self.log_followers.len()
     }
 }
 
-/// Who follows: `medic events --follow`, or `medic logs SERVICE --follow`.
+/// Who follows: `medic events --follow`, or `medic logs SERVICE --follow` (and whether it asked
+/// for [`Request::LogRecords`]).
 enum Follower {
     Events,
-    Logs(String),
+    Logs(String, bool),
 }
 
 enum Woke {

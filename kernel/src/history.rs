@@ -198,4 +198,9 @@ impl History {
     pub fn capacity(&self) -> u32 {
         self.capacity
     }
+
+    /// The number the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
 }

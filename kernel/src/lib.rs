@@ -60,6 +60,7 @@ pub mod protocol;
 mod replace;
 mod rules;
 mod service;
+mod snapshot;
 mod stop;
 pub mod time;
 mod timers;

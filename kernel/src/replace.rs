@@ -12,7 +12,8 @@ use crate::service::{AfterStop, FileAction, Slot};
 
 impl Kernel {
     pub(crate) fn on_replace_config(&mut self, text: &str, out: &mut Vec<Effect>) {
-        let new = match config::parse(text, "config") {
+        let base = self.config.daemon.base_dir.clone();
+        let new = match config::parse_in(text, "config", base.as_deref()) {
             Ok(c) => c,
             Err(errors) => {
                 out.push(Effect::Notice {

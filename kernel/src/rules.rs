@@ -82,7 +82,12 @@ pub(crate) fn plan(
     }
     let at = m.settle_until.max(m.next_allowed);
     if now < at {
-        let why = if now < m.settle_until {
+        let why = if now < m.settle_until && at > m.settle_until {
+            format!(
+                "settling until {}, then backing off until {at} after {} strikes",
+                m.settle_until, m.strikes
+            )
+        } else if now < m.settle_until {
             format!("settling until {at}")
         } else {
             format!("backing off until {at} after {} strikes", m.strikes)

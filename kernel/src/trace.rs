@@ -341,9 +341,6 @@ pub enum TraceError {
         /// `header` or `snapshot`.
         what: &'static str,
     },
-    /// The snapshot decodes but is not a kernel state this kernel could have been in.
-    #[error("trace is corrupt: the snapshot is inconsistent ({0})")]
-    BadSnapshot(String),
     /// A frame that is complete but does not decode.
     #[error("trace is corrupt: frame {frame} at byte {offset} does not decode ({what})")]
     CorruptFrame {
@@ -354,10 +351,22 @@ pub enum TraceError {
         /// What was expected there and what postcard said.
         what: String,
     },
+    /// The first snapshot decodes but is no state a kernel can be in ([`crate::snapshot::check`]).
+    #[error(
+        "trace is corrupt: the kernel snapshot at byte {offset} is inconsistent ({what}); \
+         nothing was replayed"
+    )]
+    BadSnapshot {
+        /// Byte offset of the snapshot's frame in the file.
+        offset: usize,
+        /// What is wrong with it.
+        what: String,
+    },
 }
 
-/// Reads a trace file. The snapshot is checked for consistency before it is returned. A torn last frame is skipped ([`Trace::torn_tail`]); a damaged frame
-/// before the end is an error.
+/// Reads a trace file. A torn last frame is skipped ([`Trace::torn_tail`]); a damaged frame
+/// before the end is an error, and so is a snapshot that decodes to an inconsistent kernel
+/// ([`TraceError::BadSnapshot`]): what [`decode`] returns, [`replay`] can run.
 pub fn decode(bytes: &[u8]) -> Result<Trace, TraceError> {
     if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
         return Err(TraceError::BadMagic);
@@ -377,6 +386,7 @@ pub fn decode(bytes: &[u8]) -> Result<Trace, TraceError> {
     let mut frame_index = 0usize;
     let mut header: Option<Header> = None;
     let mut snapshot: Option<Kernel> = None;
+    let mut snapshot_offset = 0;
     let mut records = Vec::new();
     let mut torn_tail = false;
     let mut scratch = Vec::new();
@@ -404,6 +414,7 @@ pub fn decode(bytes: &[u8]) -> Result<Trace, TraceError> {
                 Ok(Frame::Snapshot(k)) => {
                     if snapshot.is_none() {
                         snapshot = Some(k);
+                        snapshot_offset = offset;
                     }
                 }
                 Ok(Frame::Step(r)) => {
@@ -436,9 +447,11 @@ pub fn decode(bytes: &[u8]) -> Result<Trace, TraceError> {
     let Some(snapshot) = snapshot else {
         return Err(TraceError::Truncated { what: "snapshot" });
     };
-    snapshot
-        .check_structure()
-        .map_err(TraceError::BadSnapshot)?;
+    // Replay starts from this state: it must be one the kernel can step from without panicking.
+    crate::snapshot::check(&snapshot).map_err(|what| TraceError::BadSnapshot {
+        offset: snapshot_offset,
+        what,
+    })?;
     Ok(Trace {
         header,
         snapshot,
@@ -659,5 +672,160 @@ mod tests {
         assert!(decoded.records.len() < 2_005, "old segments dropped");
         assert!(!decoded.records.is_empty());
         assert!(replay(&decoded).identical());
+    }
+}
+
+/// Issue 9: `medic replay` of a trace with a corrupt snapshot panicked (an index out of bounds
+/// in the kernel): every single-byte change of a snapshot must give an error or a replay.
+#[cfg(test)]
+mod corrupt_snapshots {
+    use super::*;
+    use crate::config;
+    use crate::protocol::{ExitStatus, LinkState};
+
+    const TEXT: &str = "[service.wan]\ninterface = \"eth0\"\n\n[service.a]\nrun = [\"/bin/a\"]\n\
+                        needs = [\"wan\"]\nreload-on = [\"/etc/a\"]\nprobe = { file = \"/f\" }\n\n\
+                        [service.b]\noneshot = [\"/bin/b\"]\nafter = [\"a\"]\n";
+
+    /// A run with links, spawns, a crash, timers and history: a snapshot after some of it, and
+    /// the records of the rest.
+    fn trace() -> Trace {
+        let mut k = Kernel::new(config::parse(TEXT, "t").expect("valid"));
+        let mut out = Vec::new();
+        let mut trace = None;
+        let mut inputs = vec![
+            Input::Tick,
+            Input::LinkChanged {
+                ifname: "eth0".into(),
+                link: Some(LinkState {
+                    admin_up: true,
+                    carrier: true,
+                    ..LinkState::default()
+                }),
+            },
+        ];
+        for ms in 0..30u64 {
+            if ms == 6 {
+                trace = Some(Trace::new(TEXT, k.clone()));
+            }
+            let input = inputs.pop().unwrap_or(Input::Tick);
+            let now = Instant::from_millis(ms * 700);
+            out.clear();
+            k.step(now, input.clone(), &mut out);
+            if let Some(t) = trace.as_mut() {
+                t.push(now, input, &out);
+            }
+            for effect in &out {
+                if let Effect::Spawn { service, job, .. } = *effect {
+                    inputs.push(Input::Spawned {
+                        service,
+                        job,
+                        pid: 9,
+                    });
+                    if ms < 10 {
+                        let status = ExitStatus::Code(2);
+                        inputs.insert(
+                            0,
+                            Input::Exited {
+                                service,
+                                job,
+                                status,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        trace.expect("snapshot taken")
+    }
+
+    #[test]
+    fn every_single_byte_change_of_a_snapshot_is_refused_or_replays() {
+        let good = trace();
+        assert!(replay(&good).identical());
+        let bytes = postcard::to_stdvec(&good.snapshot).expect("encodes");
+        let (mut decoded, mut refused) = (0, 0);
+        for i in 0..bytes.len() {
+            let b = bytes[i];
+            for v in [
+                0,
+                1,
+                2,
+                3,
+                0x7f,
+                0x80,
+                0xff,
+                b ^ 1,
+                b.wrapping_add(1),
+                b.wrapping_sub(1),
+            ] {
+                let mut bad = bytes.clone();
+                bad[i] = v;
+                let Ok(snapshot) = postcard::from_bytes::<Kernel>(&bad) else {
+                    continue;
+                };
+                decoded += 1;
+                let mut t = Trace::new(TEXT, snapshot);
+                t.records = good.records.clone();
+                match decode(&t.to_file_bytes()) {
+                    Ok(t) => {
+                        let _ = replay(&t).to_string(); // must not panic
+                    }
+                    Err(TraceError::BadSnapshot { .. }) => refused += 1,
+                    Err(e) => panic!("byte {i} = {v}: unexpected {e}"),
+                }
+            }
+        }
+        // The test reaches the kernel: many changes decode, and some are refused.
+        assert!(
+            decoded > 1000 && refused > 100,
+            "{decoded} decoded, {refused} refused"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_naming_a_service_it_does_not_have_is_named_in_the_error() {
+        let good = trace();
+        let mut bytes = postcard::to_stdvec(&good.snapshot).expect("encodes");
+        // The last fields are next_job, now (varints) and three bools; before them the timer
+        // queue, whose last entry is (Instant, ServiceId, Timer): make that id 99.
+        let mut k: Kernel = postcard::from_bytes(&bytes).expect("decodes");
+        let mut file = Trace::new(TEXT, k.clone()).to_file_bytes();
+        assert!(decode(&file).is_ok());
+        let tail = 3 + varint_len(k.now().as_nanos()) + varint_len(next_job(&bytes, &k));
+        let at = bytes.len() - tail - 2; // the id, just before the timer kind
+        assert_eq!(
+            bytes[at] as usize, 1,
+            "the last timer belongs to service #1"
+        );
+        bytes[at] = 99;
+        k = postcard::from_bytes(&bytes).expect("still decodes");
+        file = Trace::new(TEXT, k).to_file_bytes();
+        let err = decode(&file).expect_err("refused");
+        assert!(matches!(err, TraceError::BadSnapshot { .. }), "{err}");
+        assert!(err.to_string().contains("nothing was replayed"), "{err}");
+    }
+
+    fn varint_len(mut n: u64) -> usize {
+        let mut len = 1;
+        while n >= 0x80 {
+            n >>= 7;
+            len += 1;
+        }
+        len
+    }
+
+    /// The snapshot's `next_job`, read back from its encoding's tail.
+    fn next_job(bytes: &[u8], k: &Kernel) -> u64 {
+        let end = bytes.len() - 3 - varint_len(k.now().as_nanos());
+        let mut start = end - 1;
+        while start > 0 && bytes[start - 1] & 0x80 != 0 {
+            start -= 1;
+        }
+        let mut n = 0u64;
+        for (shift, b) in bytes[start..end].iter().enumerate() {
+            n |= u64::from(b & 0x7f) << (7 * shift);
+        }
+        n
     }
 }

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use crate::config::ServiceConfig;
-use crate::health::Condition;
+use crate::health::{self, Condition};
 use crate::history::History;
 use crate::protocol::{JobId, ServiceId};
 use crate::service::Slot;
 use crate::time::Instant;
+use crate::timers::Timer;
 
 /// A read-only view of one service, from [`crate::Kernel::status`] or
 /// [`crate::Kernel::views`].
@@ -116,6 +117,44 @@ impl<'a> ServiceView<'a> {
     /// Its medical history.
     pub fn history(&self) -> &'a History {
         &self.slot.history
+    }
+
+    /// What the kernel will do next about this service on its own, and when (for `medic
+    /// status`): the heal or start a backoff waits for, SIGKILL after `stop-timeout`, the
+    /// retry of a given-up service, a start timeout, the decision of a pending outcome. `None`
+    /// when nothing is scheduled (healthy and idle, or given up with `retry-after = "never"`).
+    pub fn next_action(&self) -> Option<(Instant, String)> {
+        let s = self.slot;
+        let timer = |kind| s.timers.get(kind);
+        if let Some(at) = timer(Timer::RetryAfter) {
+            return Some((at, "retry (given up)".into()));
+        }
+        if let (Some(at), Some(p)) = (timer(Timer::StopTimeout), s.proc) {
+            let what = match p.stop {
+                Some(stop) if stop.killed => "abandon (still alive after SIGKILL)",
+                _ => "SIGKILL to the group",
+            };
+            return Some((at, what.into()));
+        }
+        if let Some(at) = timer(Timer::Retry) {
+            let verdict = health::verdict(&s.config, &s.condition);
+            let what = match verdict.heal {
+                [] => "start".to_string(),
+                ladder => {
+                    let rung = (s.medical.strikes as usize).min(ladder.len() - 1);
+                    if s.medical.strikes >= s.config.give_up_after {
+                        "give up".to_string()
+                    } else {
+                        ladder[rung].describe()
+                    }
+                }
+            };
+            return Some((at, what));
+        }
+        if let Some(at) = timer(Timer::StartTimeout) {
+            return Some((at, "start-timeout".into()));
+        }
+        timer(Timer::Settle).map(|at| (at, "decide the outcome".into()))
     }
 
     /// A watched file changed and its debounce time has not passed yet.

@@ -1423,3 +1423,26 @@ fn a_spawn_the_daemon_cannot_afford_is_retried_without_a_strike() {
         "{history:#?}"
     );
 }
+
+#[test]
+fn the_view_says_what_is_next_and_when() {
+    let mut w = World::new("[service.x]\nrun = [\"/bin/x\"]\ngive-up-after = 2\n").boot();
+    let next = |w: &World| {
+        let v = w.kernel.status(w.id("x")).unwrap();
+        v.next_action().map(|(at, what)| (at.as_millis(), what))
+    };
+    assert_eq!(next(&w), None, "ready and idle");
+    w.run_until(100);
+    w.crash("x", 1); // restart at once: strike 1, settle 1 s
+    assert_eq!(next(&w), Some((1_100, "decide the outcome".into())));
+    w.run_until(200);
+    w.crash("x", 1); // within the settle time: the restart waits
+    assert_eq!(next(&w), Some((1_100, "restart".into())));
+    w.run_until(1_100); // strike 2
+    w.run_until(1_200);
+    w.crash("x", 1);
+    assert_eq!(next(&w), Some((2_100, "give up".into())));
+    w.run_until(2_100);
+    assert_eq!(w.condition("x"), "given-up");
+    assert_eq!(next(&w), Some((3_602_100, "retry (given up)".into())));
+}

@@ -12,7 +12,7 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use medic_kernel::config::ServiceConfig;
+use medic_kernel::config::{Kind, Readiness, ServiceConfig};
 use medic_kernel::health::{self, Condition};
 use medic_kernel::{
     CommandPurpose, Effect, Input, Instant, JobId, Kernel, Operator, Outcome, ServiceId,
@@ -190,6 +190,8 @@ pub struct Checker {
     pub interventions: u64,
     /// Health of every slot after the current step, by index (kept to reuse its allocation).
     post: Vec<bool>,
+    /// Services the kernel has spawned at least once.
+    spawned: BTreeSet<ServiceId>,
 }
 
 fn healthy(config: &ServiceConfig, condition: &Condition) -> bool {
@@ -408,6 +410,8 @@ impl Checker {
                             format!("started while its needs {unhealthy:?} are unhealthy"),
                         );
                     }
+                    self.check_start_against_world(now, k, world, *service, config);
+                    self.spawned.insert(*service);
                 }
                 _ => {}
             }
@@ -441,6 +445,52 @@ impl Checker {
         }
         let spawned = effects.iter().any(|e| matches!(e, Effect::Spawn { .. }));
         self.check_instances(now, k, world, spawned);
+    }
+
+    /// A start judged by the world, not by what the kernel believes: every need that is a
+    /// process with a readiness protocol must be ready in the world, and every service it is
+    /// ordered `after` must have been tried (spawned at least once), unless that one is an
+    /// interface, not wanted, or given up.
+    fn check_start_against_world(
+        &mut self,
+        now: Instant,
+        k: &Kernel,
+        world: &World,
+        service: ServiceId,
+        config: &ServiceConfig,
+    ) {
+        let mut wrong = Vec::new();
+        for n in &config.needs {
+            let Some(v) = k.lookup(n).and_then(|id| k.status(id)) else {
+                continue;
+            };
+            let polled = matches!(v.config().kind, Kind::Process { .. })
+                && v.config().ready != Readiness::Spawned;
+            if polled && world.ready_in_world(v.id(), now) == Some(false) {
+                wrong.push(format!("its need {n} is not ready in the world"));
+            }
+        }
+        for a in &config.after {
+            let Some(v) = k.lookup(a).and_then(|id| k.status(id)) else {
+                continue;
+            };
+            let exempt = matches!(v.config().kind, Kind::Interface { .. })
+                || !self.wanted(a)
+                || v.given_up();
+            if !exempt && !self.spawned.contains(&v.id()) {
+                wrong.push(format!("{a}, which it is ordered after, was never tried"));
+            }
+        }
+        if !wrong.is_empty() {
+            let what = format!("started while {}", wrong.join("; "));
+            self.report(
+                Property::UpstreamFirst,
+                Some(service),
+                &config.name,
+                now,
+                what,
+            );
+        }
     }
 
     /// Whether `name` was unhealthy before this step too (so the step could not have seen it
@@ -499,6 +549,24 @@ impl Checker {
         let config = m.config.clone();
         let verdict = health::verdict(&config, &record.condition);
         let settle = health::settle_of(&verdict, heal);
+        // The ladder: the n-th attempt since the last new fact uses rung n, the last repeating.
+        let expected = match verdict.heal {
+            [] => None,
+            ladder => Some(&ladder[(m.strikes as usize).min(ladder.len() - 1)]),
+        };
+        if expected != Some(heal) {
+            let what = format!(
+                "attempt {} on {} used {}, the ladder says {}",
+                m.strikes + 1,
+                record.condition,
+                heal.describe(),
+                expected.map_or("no heal".into(), |h| h.describe())
+            );
+            self.report(Property::BoundedHealing, Some(id), &name, now, what);
+        }
+        let Some(m) = self.models.get_mut(&id) else {
+            return;
+        };
         m.strikes += 1;
         let strikes = m.strikes;
         m.note(

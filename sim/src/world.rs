@@ -786,6 +786,16 @@ impl World {
                     .is_some_and(|up| up.abandoned_at.is_none_or(|at| now < at)))
     }
 
+    /// Whether the live process of `service` is ready in the world (its readiness has come), or
+    /// `None` when it has no live process.
+    pub fn ready_in_world(&self, service: ServiceId, now: Instant) -> Option<bool> {
+        let p = self
+            .procs
+            .values()
+            .find(|p| p.service == service && !p.dying)?;
+        Some(p.ready_at.is_some_and(|r| r <= now))
+    }
+
     /// Tells the world which services are interfaces on which links (after a config change).
     pub fn set_interfaces(&mut self, interfaces: BTreeMap<ServiceId, String>) {
         self.interfaces = interfaces;

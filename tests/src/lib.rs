@@ -5,6 +5,8 @@
 //! The binary under test is `medic-e2e`, built by this package from the daemon's library
 //! (see `tests/Cargo.toml`), so `cargo test` always tests the current code.
 
+pub mod fuzz;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -45,6 +47,34 @@ fn sibling_bin(name: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Whether the tests run in CI (the `CI` environment variable is set): there nothing may skip.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// A test that cannot run on this machine (`why`: no root, no `ip`): prints `SKIP: …` and
+/// returns, so the caller returns too; under `CI` it fails the test instead, with `why`.
+pub fn skip(test: &str, why: &str) {
+    if in_ci() {
+        panic!("{test} must run in CI (the CI environment variable is set), but it cannot: {why}");
+    }
+    eprintln!("SKIP: {test}: {why} (under CI this fails)");
+}
+
+/// Whether the test runs as root; if not, [`skip`]s it (a failure under `CI`) saying what
+/// root is needed for.
+pub fn root_or_skip(test: &str, needed_for: &str) -> bool {
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        return true;
+    }
+    skip(
+        test,
+        &format!("needs root {needed_for}, but runs as uid {euid}"),
+    );
+    false
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails the test after [`PATIENCE`]

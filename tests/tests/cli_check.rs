@@ -166,3 +166,69 @@ fn the_examples_print_every_service() {
         );
     }
 }
+
+#[test]
+fn values_past_their_limits_are_refused_as_too_large_or_too_small() {
+    // Issue 9: this stop-timeout passed `medic check`, and then the daemon's SIGTERM path
+    // overflowed on it; this memory-max wrapped around to 543 bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "limits.toml",
+        "[service.a]\nrun = [\"/bin/true\"]\nstop-timeout = \"18446744073709551615s\"\n\
+         memory-max = \"340282366920938463463374607431768211.999KB\"\nmemory-every = \"1ns\"\n",
+    );
+    let out = check(&config);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let file = config.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "{file}:3:16: `stop-timeout` in [service.a]: `18446744073709551615s` is too large; \
+             the longest is \"100y\" (100 years)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:4:14: `memory-max` in [service.a]: \
+             `340282366920938463463374607431768211.999KB` is too large"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:5:16: `memory-every` in [service.a]: `1ns` is too small; the shortest is \
+             \"100ms\""
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_flood_of_problems_lists_100_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = String::from("[service.a]\nrun = [\"/bin/true\"]\n");
+    for i in 0..5_000 {
+        body.push_str(&format!("unknown-key-{i} = 1\n"));
+    }
+    let config = write(dir.path(), "flood.toml", &body);
+    let out = check(&config);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let file = config.display().to_string();
+    let listed = stderr
+        .lines()
+        .filter(|l| l.starts_with(&format!("{file}:")) && l.contains("unknown key"))
+        .count();
+    assert_eq!(listed, 100, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}: … and 4900 more problems; fix these first, then check again"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("5000 problems"), "{stderr}");
+}

@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use medic_tests::{medic_bin, wait_for, Daemon, PATIENCE};
 use serde_json::Value;
@@ -28,16 +27,22 @@ fn status_prints_an_aligned_table_without_colour_when_piped() {
     d.wait_condition("web", "ready");
     let out = d.medic_ok(&["status"]);
     assert!(!out.contains('\x1b'), "no colour into a pipe:\n{out}");
-    let lines: Vec<&str> = out.lines().collect();
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert!(
+        out.starts_with("medic "),
+        "a line about the daemon first:\n{out}"
+    );
     assert_eq!(lines.len(), 3, "a header and a line per service:\n{out}");
     let columns = [
         "NAME",
-        "KIND",
         "CONDITION",
         "HEALTH",
         "PID",
         "UPTIME",
+        "MEMORY",
         "STRIKES",
+        "NEXT",
+        "WHY",
     ];
     assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), columns);
     let at = |line: &str, word: &str| line.find(word).unwrap();
@@ -46,8 +51,8 @@ fn status_prints_an_aligned_table_without_colour_when_piped() {
         .find(|l| l.starts_with("web "))
         .expect("a line for web");
     assert_eq!(
-        at(web, "process"),
-        at(lines[0], "KIND"),
+        at(web, "ready"),
+        at(lines[0], "CONDITION"),
         "columns line up:\n{out}"
     );
     assert_eq!(
@@ -62,8 +67,8 @@ fn status_prints_an_aligned_table_without_colour_when_piped() {
         "columns line up:\n{out}"
     );
 
-    let only = d.medic_ok(&["status", "web"]);
-    assert_eq!(only.lines().count(), 2, "{only}");
+    let only = d.medic_ok(&["status", "web", "base"]);
+    assert_eq!(only.lines().count(), 4, "{only}");
 }
 
 #[test]
@@ -194,11 +199,13 @@ fn events_follow_streams_as_things_happen() {
             }
         }
     });
-    // Give the follower time to subscribe before acting; the restart then shows up live.
-    std::thread::sleep(Duration::from_millis(500));
+    // The recent events are the follower's first answer: once one has arrived it is
+    // subscribed, and the restart shows up live.
+    let mut seen = vec![rx
+        .recv_timeout(PATIENCE)
+        .unwrap_or_else(|_| panic!("the follower printed no recent events\n{}", d.log()))];
     d.medic_ok(&["restart", "web"]);
     let deadline = std::time::Instant::now() + PATIENCE;
-    let mut seen = Vec::new();
     let found = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let Ok(line) = rx.recv_timeout(left) else {
@@ -222,8 +229,10 @@ fn events_follow_streams_as_things_happen() {
 
 #[test]
 fn only_root_and_the_daemons_user_may_use_the_socket() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("needs root to connect as another user; CI runs it as root");
+    if !medic_tests::root_or_skip(
+        "only_root_and_the_daemons_user_may_use_the_socket",
+        "to connect as another user",
+    ) {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
@@ -251,4 +260,181 @@ fn only_root_and_the_daemons_user_may_use_the_socket() {
     );
     assert!(out.stdout.is_empty());
     d.medic_ok(&["status"]);
+}
+
+/// While a process is `stopping` and still alive, `status` shows its pid (in the table and the
+/// JSON), not `-`.
+#[test]
+fn status_shows_the_pid_of_a_process_that_is_stopping() {
+    let d = Daemon::start(
+        r#"
+[service.slow]
+run = ["/bin/sh", "-c", "trap '' TERM; exec sleep 1000"]
+stop-timeout = "10m"
+"#,
+    );
+    let pid = d.wait_condition("slow", "ready")["pid"].as_u64().unwrap();
+    d.medic_ok(&["stop", "slow"]);
+    let stopping = d.wait_condition("slow", "stopping");
+    assert_eq!(stopping["pid"].as_u64(), Some(pid), "{stopping}");
+    let table = d.medic_ok(&["status"]);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("slow "))
+        .unwrap_or_default();
+    let detail = d.medic_ok(&["status", "slow"]);
+    assert!(
+        detail.contains(&format!("pid: {pid}")),
+        "and in status NAME:\n{detail}"
+    );
+    assert!(
+        line.split_whitespace().any(|w| w == pid.to_string()),
+        "the pid in the table:\n{table}"
+    );
+    // It ignores SIGTERM: end it here rather than wait out its stop timeout.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let stopped = d.wait_condition("slow", "stopped");
+    assert!(stopped["pid"].is_null(), "{stopped}");
+}
+
+/// A follower started as `medic ARGS…` against `d`, its stdout lines collected on a thread.
+struct Follower {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Follower {
+    fn start(d: &Daemon, args: &[&str]) -> Follower {
+        let mut child = Command::new(medic_bin())
+            .args(args)
+            .env("MEDIC_STATE_DIR", &d.state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line, within [`PATIENCE`]; `None` at the end of the output.
+    fn next(&mut self) -> Option<String> {
+        let line = self.lines.recv_timeout(PATIENCE).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Every line until the end of the output, and the exit status and stderr.
+    fn finish(mut self) -> (Vec<String>, std::process::ExitStatus, String) {
+        while self.next().is_some() {}
+        let status = wait_for(
+            "the follower to exit",
+            || self.child.try_wait().unwrap(),
+            || self.seen.join("\n"),
+        );
+        let mut stderr = String::new();
+        use std::io::Read;
+        let _ = self
+            .child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr);
+        (self.seen, status, stderr)
+    }
+}
+
+/// `events --follow` shows the shutdown as it happens, then says that the daemon is gone as
+/// its last line and exits 0 (in JSON mode stdout stays JSON; the last word goes to stderr).
+#[test]
+fn events_follow_shows_the_shutdown_and_ends_with_a_last_line() {
+    let mut d = Daemon::start(CONFIG);
+    d.wait_condition("web", "ready");
+    let mut plain = Follower::start(&d, &["events", "--follow"]);
+    let mut json = Follower::start(&d, &["events", "--follow", "--json"]);
+    let mut logs = Follower::start(&d, &["logs", "web", "--follow"]);
+    // The recent events (lines) come first: once one has arrived, the follower is subscribed.
+    assert!(plain.next().is_some(), "no recent events\n{}", d.log());
+    assert!(json.next().is_some(), "no recent events\n{}", d.log());
+    assert!(logs.next().is_some(), "no recent lines\n{}", d.log());
+    assert!(d.stop().success(), "{}", d.log());
+
+    let (lines, status, stderr) = logs.finish();
+    assert!(status.success(), "{status}: {stderr}\n{}", lines.join("\n"));
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("-- the medic daemon shut down: no more output --"),
+        "{}",
+        lines.join("\n")
+    );
+
+    let (lines, status, stderr) = plain.finish();
+    assert!(status.success(), "{status}: {stderr}\n{}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l.contains(" web stopped: shutdown")),
+        "the shutdown is streamed:\n{}\n{}",
+        lines.join("\n"),
+        d.log()
+    );
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("-- the medic daemon shut down: no more events --"),
+        "{}",
+        lines.join("\n")
+    );
+
+    let (lines, status, stderr) = json.finish();
+    assert!(status.success(), "{status}: {stderr}\n{}", lines.join("\n"));
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("stdout stays one JSON object per line"))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["service"] == "web"
+            && e["condition"] == "stopped"
+            && e["note"].as_str().unwrap_or("").contains("shutdown")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        stderr.contains("the medic daemon shut down: no more events"),
+        "{stderr}"
+    );
+}
+
+/// A followed stream that stops without the daemon's last word (the daemon was killed) is not
+/// a clean end: the follower says so and exits 1.
+#[test]
+fn a_follower_whose_daemon_is_killed_says_so_and_exits_1() {
+    let d = Daemon::start(CONFIG);
+    let web = d.wait_condition("web", "ready")["pid"].as_u64().unwrap();
+    let mut follower = Follower::start(&d, &["events", "--follow"]);
+    assert!(follower.next().is_some(), "no recent events\n{}", d.log());
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    let (lines, status, stderr) = follower.finish();
+    // The daemon's service outlives it: end it here.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(web as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}\n{}", lines.join("\n"));
+    assert!(stderr.contains("without a last word"), "{stderr}");
 }

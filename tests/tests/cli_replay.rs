@@ -130,11 +130,9 @@ fn a_torn_tail_is_skipped_and_said() {
 #[test]
 fn the_golden_traces_replay_identically() {
     let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
-    let Ok(entries) = std::fs::read_dir(&golden) else {
-        // The simulator commits its golden traces here; until then there is nothing to replay.
-        eprintln!("no {}: nothing to replay", golden.display());
-        return;
-    };
+    let entries = std::fs::read_dir(&golden)
+        .unwrap_or_else(|e| panic!("the golden traces in {}: {e}", golden.display()));
+    let mut replayed = 0;
     for entry in entries {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("trace") {
@@ -143,5 +141,47 @@ fn the_golden_traces_replay_identically() {
         let (code, stdout, stderr) = replay(&["replay", path.to_str().unwrap()]);
         assert_eq!(code, Some(0), "{}: {stdout}{stderr}", path.display());
         assert!(stdout.contains("identical"), "{stdout}");
+        replayed += 1;
     }
+    assert!(
+        replayed > 0,
+        "no *.trace in {}: the golden traces are missing",
+        golden.display()
+    );
+}
+
+#[test]
+fn a_corrupt_snapshot_is_refused_with_exit_1_not_a_panic() {
+    // Issue 9: the decoded snapshot was never checked, and replaying one that names a service
+    // it does not have panicked (an index out of bounds in the kernel). Find the first
+    // single-byte change of the snapshot that still decodes but is inconsistent.
+    let good = recorded_run();
+    let bytes = postcard::to_stdvec(&good.snapshot).unwrap();
+    let corrupt = (0..bytes.len())
+        .flat_map(|i| [1u8, 2, 7, 0x7f].map(|v| (i, v)))
+        .find_map(|(i, v)| {
+            let mut bad = bytes.clone();
+            bad[i] = v;
+            let snapshot: Kernel = postcard::from_bytes(&bad).ok()?;
+            let mut trace = Trace::new(CONFIG, snapshot);
+            trace.records = good.records.clone();
+            let file = trace.to_file_bytes();
+            matches!(
+                medic_kernel::trace::decode(&file),
+                Err(medic_kernel::trace::TraceError::BadSnapshot { .. })
+            )
+            .then_some(file)
+        })
+        .expect("some single-byte change makes the snapshot inconsistent");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "corrupt.trace", &corrupt);
+    let (code, stdout, stderr) = replay(&["replay", file.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("corrupt.trace")
+            && stderr.contains("kernel snapshot")
+            && stderr.contains("inconsistent"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

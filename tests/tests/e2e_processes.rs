@@ -191,14 +191,18 @@ fn reload_signals_the_main_process_not_its_children() {
     let d = Daemon::start(
         r#"
 [service.parent]
-run = ["/bin/sh", "-c", "sh -c 'trap \"echo child-hup >> @DIR@/log\" HUP; trap \"echo usr1 >> @DIR@/log\" USR1; while :; do sleep 0.05; done' & c=$!; echo $c > @DIR@/child; trap 'echo hup >> @DIR@/log; kill -USR1 $c' HUP; while :; do wait; done"]
+run = ["/bin/sh", "-c", "sh -c 'trap \"echo child-hup >> @DIR@/log\" HUP; trap \"echo usr1 >> @DIR@/log\" USR1; echo $$ > @DIR@/child; while :; do sleep 0.05; done' & c=$!; trap 'echo hup >> @DIR@/log; kill -USR1 $c' HUP; echo $$ > @DIR@/parent; while :; do wait; done"]
 reload = { signal = "HUP" }
 "#,
     );
     d.wait_condition("parent", "ready");
+    // Both have set their traps once both pids are written.
     let child = wait_for(
-        "the child's pid",
-        || pids_in(&d.path("child")).first().copied(),
+        "the child's and the parent's traps",
+        || {
+            let parent = pids_in(&d.path("parent")).first().copied();
+            parent.and(pids_in(&d.path("child")).first().copied())
+        },
         || d.describe("parent"),
     );
     d.medic_ok(&["reload", "parent"]);
@@ -211,4 +215,197 @@ reload = { signal = "HUP" }
     assert!(log.starts_with("hup\n"), "{log}");
     assert!(!log.contains("child-hup"), "the group got SIGHUP: {log}");
     assert!(!process_gone(child));
+}
+
+/// A program that cannot be executed is a spawn failure that says why, never a process that
+/// "started" and exited 127: a file without the execute bit (`Permission denied`), and an
+/// executable file that is neither a binary nor a `#!` script (`Exec format error`; no shell
+/// runs it), both on the fast spawn path and on the forking one (`cwd` set).
+#[test]
+fn a_program_that_cannot_be_executed_is_a_spawn_failure_with_the_reason() {
+    let d = Daemon::start(
+        r#"
+[service.prep]
+oneshot = ["/bin/sh", "-c", "echo hello > @DIR@/noexec; chmod 644 @DIR@/noexec; echo true > @DIR@/text; chmod 755 @DIR@/text"]
+
+[service.noexec]
+run = ["@DIR@/noexec"]
+needs = ["prep"]
+
+[service.text]
+run = ["@DIR@/text"]
+needs = ["prep"]
+
+[service.text-cwd]
+run = ["@DIR@/text"]
+cwd = "@DIR@"
+needs = ["prep"]
+
+[service.noexec-cwd]
+run = ["@DIR@/noexec"]
+cwd = "@DIR@"
+needs = ["prep"]
+"#,
+    );
+    for (name, reason) in [
+        ("noexec", "Permission denied"),
+        ("text", "Exec format error"),
+        ("text-cwd", "Exec format error"),
+        ("noexec-cwd", "Permission denied"),
+    ] {
+        let record = wait_for(
+            &format!("{name}: a spawn failure saying `{reason}` in its history"),
+            || {
+                d.history(name).into_iter().find(|r| {
+                    let note = r["note"].as_str().unwrap_or("");
+                    note.contains("spawn failed") && note.contains(reason)
+                })
+            },
+            || d.describe(name),
+        );
+        eprintln!("{name}: {record}");
+        let history = d.history(name);
+        assert!(
+            history.iter().all(|r| {
+                let note = r["note"].as_str().unwrap_or("");
+                r["condition"] != "ready" && !note.contains("exit code")
+            }),
+            "{name} never ran: {history:#?}"
+        );
+        let program = d.path(if name.starts_with("text") {
+            "text"
+        } else {
+            "noexec"
+        });
+        let started = format!("started {}", program.display());
+        let log = d.log();
+        let ours: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("service={name} ")))
+            .collect();
+        assert!(
+            ours.iter().all(|l| !l.contains(&started)),
+            "{name} was never logged as started:\n{}",
+            ours.join("\n")
+        );
+    }
+}
+
+/// The line a process printed just before it died is in `medic logs`, every time: its output
+/// is drained after the exit, not cut off. Each run prints a burst (a backtrace, say) and then
+/// the line that explains the crash; only operator restarts run it again.
+#[test]
+fn the_last_words_of_a_crashing_process_are_always_in_its_logs() {
+    let d = Daemon::start(
+        r#"
+[service.words]
+run = ["/bin/sh", "-c", "n=$(( $(cat @DIR@/n 2>/dev/null || echo 0) + 1 )); echo $n > @DIR@/n; seq 1 300; echo \"last words $n\"; exit 3"]
+[service.words.on.exited]
+heal = []
+"#,
+    );
+    let runs = || d.read("n").trim().parse::<u32>().unwrap_or(0);
+    for i in 1..=20 {
+        if runs() < i {
+            // An operator restart acts at once, whatever the backoff.
+            d.medic_ok(&["restart", "words"]);
+        }
+        wait_for(
+            &format!("run {i} of words"),
+            || (runs() >= i).then_some(()),
+            || d.describe("words"),
+        );
+        let want = format!("last words {i}");
+        wait_for(
+            &format!("`{want}` in `medic logs words`"),
+            || {
+                let logs = d.medic_ok(&["logs", "words", "-n", "1000"]);
+                // Each line is `TIME STREAM  TEXT`.
+                logs.lines()
+                    .any(|l| l.ends_with(&format!("  {want}")))
+                    .then_some(())
+            },
+            || {
+                format!(
+                    "--- medic logs words ---\n{}\n{}",
+                    d.medic_ok(&["logs", "words", "-n", "1000"]),
+                    d.describe("words")
+                )
+            },
+        );
+    }
+}
+
+/// A command's output follows the same policy as a service's: drained after it is reaped, then
+/// closed, even while something it left in the background still holds the pipe.
+#[test]
+fn a_commands_output_is_drained_then_closed_like_a_services() {
+    let d = Daemon::start(
+        r#"
+[service.setup]
+oneshot = ["/bin/true"]
+stop = ["/bin/sh", "-c", "echo undoing; (trap '' PIPE; sleep 2; echo late || touch @DIR@/closed) & exit 0"]
+"#,
+    );
+    d.wait_condition("setup", "ready");
+    d.medic_ok(&["stop", "setup"]);
+    d.wait_condition("setup", "stopped");
+    wait_for(
+        "the stop command's output in the logs",
+        || {
+            let logs = d.medic_ok(&["logs", "setup"]);
+            logs.lines()
+                .any(|l| l.ends_with(" out  undoing"))
+                .then_some(())
+        },
+        || d.describe("setup"),
+    );
+    wait_for(
+        "the background writer to find the pipe closed",
+        || d.path("closed").exists().then_some(()),
+        || {
+            format!(
+                "--- medic logs setup ---\n{}\n{}",
+                d.medic_ok(&["logs", "setup"]),
+                d.describe("setup")
+            )
+        },
+    );
+    let logs = d.medic_ok(&["logs", "setup"]);
+    assert!(!logs.contains("late"), "{logs}");
+}
+
+#[test]
+fn relative_paths_are_taken_from_the_config_files_directory_whatever_the_cwd() {
+    let d = Daemon::start("[service.placeholder]\nrun = [\"sleep\", \"1000\"]\n");
+    let bin = d.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("svc.sh");
+    std::fs::write(&script, "#!/bin/sh\npwd > \"$1\"\nexec sleep 1000\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A program named relative to the config (read again on SIGHUP, from the daemon's own
+    // working directory, which is not the config's); the service itself runs in `/`.
+    d.write_config("[service.rel]\nrun = [\"bin/svc.sh\", \"@DIR@/cwd\"]\ncwd = \"/\"\n");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_condition("rel", "ready");
+    wait_for(
+        "the service's pwd",
+        || (d.read("cwd").trim() == "/").then_some(()),
+        || d.describe("rel"),
+    );
+    let started = format!("started {} ", script.display());
+    assert!(d.log().contains(&started), "{}", d.log());
+    // `medic check` from another directory resolves it alike.
+    let out = std::process::Command::new(medic_tests::medic_bin())
+        .args(["check", "-c"])
+        .arg(&d.config)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

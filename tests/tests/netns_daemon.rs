@@ -252,6 +252,34 @@ fn a_flapping_link_does_not_restart_the_dependent_faster_than_settle_allows() {
         "{during} restarts during a {storm:?} storm of 25 flaps, at most {allowed} allowed\n{}",
         d.describe("app")
     );
+    // And it did flap: medic saw the carrier go more than once, stopped app for it, and
+    // started it again.
+    let losses = d
+        .history("wan")
+        .iter()
+        .filter(|r| r["condition"] == "no-carrier")
+        .count();
+    assert!(
+        losses >= 2,
+        "{losses} carrier losses seen in a storm of 25\n{}",
+        d.describe("wan")
+    );
+    let blocked = d
+        .history("app")
+        .iter()
+        .filter(|r| r["condition"] == "blocked")
+        .count();
+    eprintln!("{losses} carrier losses seen, app blocked {blocked} times");
+    assert!(
+        blocked >= 1,
+        "app was never stopped for wan\n{}",
+        d.describe("app")
+    );
+    assert!(
+        starts(&d) >= 2,
+        "app was never started again after the storm\n{}",
+        d.describe("app")
+    );
 }
 
 /// Without `stop-when-needs-fail`, flapping never restarts the dependent at all.

@@ -12,7 +12,8 @@ use medic_io::netlink::WatchOptions;
 use medic_kernel::LinkState;
 use netns_common::Netns;
 
-/// Generous for CI; the measured times are printed and are a few milliseconds.
+/// Generous for CI: these tests check what is reported, never how fast (the netlink bench
+/// measures that: architecture.md §8).
 const SOON: Duration = Duration::from_secs(2);
 
 fn carrier(want: bool) -> impl Fn(Option<LinkState>) -> bool {
@@ -47,30 +48,18 @@ fn the_initial_dump_reports_every_link_before_watch_returns() {
 }
 
 #[test]
-fn carrier_follows_the_peer_within_milliseconds() {
+fn carrier_follows_the_peer() {
     let Some(ns) = Netns::new("carrier") else {
         return;
     };
     ns.veth_wan();
     let mut w = ns.watch();
-    let start = Instant::now();
     ns.ip(&["link", "set", "wanpeer", "down"]);
     w.wait_for("wan", SOON, carrier(false));
-    let lost = start.elapsed();
     assert_eq!(w.table.view("wan").unwrap().state, "up, no carrier");
-    let start = Instant::now();
     ns.ip(&["link", "set", "wanpeer", "up"]);
     w.wait_for("wan", SOON, carrier(true));
-    let back = start.elapsed();
-    eprintln!("carrier lost seen after {lost:?}, back after {back:?} (including running `ip`)");
-    assert!(
-        lost < Duration::from_millis(500),
-        "carrier loss took {lost:?}"
-    );
-    assert!(
-        back < Duration::from_millis(500),
-        "carrier return took {back:?}"
-    );
+    assert_eq!(w.table.view("wan").unwrap().state, "up, carrier");
 }
 
 #[test]
@@ -154,36 +143,50 @@ fn a_tentative_ipv6_address_counts_only_once_dad_succeeds() {
     ns.veth_wan();
     // Make duplicate address detection run, and finish quickly, on wan. Writes to
     // /proc/sys/net apply to the namespace of the writing thread.
+    // DAD of 3 probes 1 s apart: the address stays tentative for 3 s, far longer than the
+    // watcher takes to see it.
     ns.run(|| {
         for (key, value) in [
             ("conf/wan/accept_dad", "1"),
-            ("conf/wan/dad_transmits", "1"),
-            ("neigh/wan/retrans_time_ms", "300"),
+            ("conf/wan/dad_transmits", "3"),
+            ("neigh/wan/retrans_time_ms", "1000"),
         ] {
             let path = format!("/proc/sys/net/ipv6/{key}");
             std::fs::write(&path, value).unwrap_or_else(|e| panic!("{path}: {e}"));
         }
     });
     let mut w = ns.watch();
+    let added = Instant::now();
     ns.ip(&["addr", "add", "2001:db8::9/64", "dev", "wan"]);
-    // Seen at once as tentative: in the table, but not ipv6_global.
-    std::thread::sleep(Duration::from_millis(50));
-    let view = w.table.view("wan").unwrap();
-    if view.addresses.iter().any(|a| a == "2001:db8::9/64") {
-        // DAD already done (a very slow machine): nothing tentative left to check.
-        eprintln!("note: DAD finished within 50 ms; tentative state not observed");
-    } else {
-        assert!(
-            view.addresses
-                .contains(&"2001:db8::9/64 (tentative)".to_string()),
-            "{view:?}"
-        );
-        assert!(!view.link.ipv6_global);
-    }
-    let took = w.wait_for("wan", Duration::from_secs(10), |l| {
+    // Seen first as tentative: in the table, but not ipv6_global.
+    let view = medic_tests::wait_for(
+        "the address in wan's table",
+        || {
+            let view = w.table.view("wan")?;
+            let seen = view
+                .addresses
+                .iter()
+                .any(|a| a.starts_with("2001:db8::9/64"));
+            seen.then_some(view)
+        },
+        || format!("{:?}", w.table.view("wan")),
+    );
+    assert!(
+        view.addresses
+            .contains(&"2001:db8::9/64 (tentative)".to_string()),
+        "first seen {:?} after the address was added: {view:?}",
+        added.elapsed()
+    );
+    assert!(!view.link.ipv6_global, "{view:?}");
+    w.wait_for("wan", Duration::from_secs(20), |l| {
         l.is_some_and(|l| l.ipv6_global)
     });
-    eprintln!("ipv6_global after DAD: {took:?}");
+    assert!(w
+        .table
+        .view("wan")
+        .unwrap()
+        .addresses
+        .contains(&"2001:db8::9/64".to_string()));
 }
 
 #[test]

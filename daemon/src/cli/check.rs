@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use medic_kernel::config::{Config, Kind};
+use medic_kernel::config::{Action, Check, Config, Heal, Kind, MemoryLimit, Readiness};
 
 use super::format::{table, Cell};
 use super::Failure;
@@ -18,17 +18,36 @@ pub fn load(path: &Path) -> Result<(String, Config), Failure> {
 /// [`load`], handing the text of every problem to `report` instead of printing it (the daemon
 /// writes it through its log, which never blocks or panics on a broken stderr).
 pub fn load_with(path: &Path, report: impl FnOnce(&str)) -> Result<(String, Config), Failure> {
+    // Absolute, so that relative paths in it are taken from its directory, not from wherever
+    // the daemon happens to run.
+    let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         Failure::usage(format!(
             "cannot read the config {name}: {e}; name another with -c FILE or MEDIC_CONFIG"
+        ))
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let col = at
+            - before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)
+            + 1;
+        Failure::usage(format!(
+            "{name}:{line}:{col}: not UTF-8: the byte at offset {at} (0x{:02x}) starts no \
+             UTF-8 character; a config is UTF-8 text",
+            e.as_bytes()[at]
         ))
     })?;
     match medic_kernel::config::parse(&text, &name) {
         Ok(config) => Ok((text, config)),
         Err(errors) => {
             report(&errors.to_string());
-            let n = errors.errors.len();
+            let n = errors.total;
             let problems = if n == 1 { "problem" } else { "problems" };
             Err(Failure::usage(format!("{name}: {n} {problems}")))
         }
@@ -39,6 +58,9 @@ pub fn load_with(path: &Path, report: impl FnOnce(&str)) -> Result<(String, Conf
 pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
     let path = daemon::config_path(config);
     let (_, config) = load(&path)?;
+    for warning in warnings(&config, &base_dir(&path)) {
+        eprintln!("{}: warning: {warning}", path.display());
+    }
     let n = config.services.len();
     let services = if n == 1 { "service" } else { "services" };
     println!(
@@ -47,6 +69,134 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
     );
     print!("{}", graph(&config));
     Ok(())
+}
+
+/// The directory relative paths in the config are taken from: the config file's.
+pub fn base_dir(config: &Path) -> PathBuf {
+    match config.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// What may be wrong on the machine that runs the config, though the config is valid (it may
+/// be checked on a build host): programs that are missing or not executable, a `cwd` that does
+/// not exist, unknown users and groups, an argv element that looks like a whole command line,
+/// no services, a memory limit of 0.
+pub fn warnings(config: &Config, base: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.services.is_empty() {
+        out.push("no services: the daemon would supervise nothing".to_string());
+    }
+    for s in &config.services {
+        let mut commands: Vec<(&str, &Vec<String>)> = Vec::new();
+        match &s.kind {
+            Kind::Process { argv } => commands.push(("run", argv)),
+            Kind::Oneshot { argv, stop } => {
+                commands.push(("oneshot", argv));
+                commands.extend(stop.iter().map(|a| ("stop", a)));
+            }
+            Kind::Interface { .. } => {}
+        }
+        if let Readiness::Poll(Check::Run(argv)) = &s.ready {
+            commands.push(("ready", argv));
+        }
+        if let Some(Check::Run(argv)) = s.probe.as_ref().map(|p| &p.check) {
+            commands.push(("probe", argv));
+        }
+        if let Some(Action::Run(argv)) = &s.reload {
+            commands.push(("reload", argv));
+        }
+        for o in s.on.values() {
+            for heal in o.heal.iter().flatten() {
+                if let Heal::Run(argv) = heal {
+                    commands.push(("heal", argv));
+                }
+            }
+        }
+        for (key, argv) in commands {
+            if let Some(problem) = program_problem(argv, base) {
+                out.push(format!("service {}: `{key}`: {problem}", s.name));
+            }
+        }
+        if let Some(cwd) = &s.cwd {
+            let dir = base.join(cwd);
+            if !dir.is_dir() {
+                out.push(format!(
+                    "service {}: `cwd` {} is not a directory here",
+                    s.name,
+                    dir.display()
+                ));
+            }
+        }
+        if let Some(user) = s.user.as_deref().filter(|u| u.parse::<u32>().is_err()) {
+            if !known(user, false) {
+                out.push(format!("service {}: no user `{user}` here", s.name));
+            }
+        }
+        if let Some(group) = s.group.as_deref().filter(|g| g.parse::<u32>().is_err()) {
+            if !known(group, true) {
+                out.push(format!("service {}: no group `{group}` here", s.name));
+            }
+        }
+        if matches!(
+            s.memory_max,
+            Some(MemoryLimit::Bytes(0) | MemoryLimit::PerMille(0))
+        ) {
+            out.push(format!(
+                "service {}: `memory-max` is 0: every sample is over it, so the service is \
+                 killed as soon as it is sampled",
+                s.name
+            ));
+        }
+    }
+    out
+}
+
+/// Why `argv` cannot run here, if it cannot: its program is missing, not executable, or
+/// `argv[0]` is a whole command line.
+fn program_problem(argv: &[String], base: &Path) -> Option<String> {
+    let program = argv.first()?;
+    let path = match program.contains('/') {
+        true => Some(base.join(program)),
+        false => std::env::var_os("PATH").and_then(|dirs| {
+            std::env::split_paths(&dirs)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        }),
+    };
+    let shell_like = program.contains(' ') && program.split(' ').count() > 1;
+    match path {
+        Some(p) if p.is_file() => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = p.metadata().map(|m| m.permissions().mode()).unwrap_or(0);
+            (mode & 0o111 == 0).then(|| format!("{} is not executable", p.display()))
+        }
+        _ if shell_like => {
+            let words: Vec<&str> = program.split(' ').filter(|w| !w.is_empty()).collect();
+            Some(format!(
+                "`{program}` is not a program: argv is never passed through a shell; write \
+                 each word as its own element: {words:?}"
+            ))
+        }
+        Some(p) => Some(format!("{} does not exist here", p.display())),
+        None => Some(format!("`{program}` is not in $PATH here")),
+    }
+}
+
+/// Whether the user (or group) `name` exists on this machine.
+fn known(name: &str, group: bool) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: getpwnam/getgrnam read the NUL-terminated name; the result is only compared
+    // with null (this is a single-threaded command).
+    unsafe {
+        match group {
+            true => !libc::getgrnam(c.as_ptr()).is_null(),
+            false => !libc::getpwnam(c.as_ptr()).is_null(),
+        }
+    }
 }
 
 /// The services in a start order (every `needs` and `after` before the services naming them,

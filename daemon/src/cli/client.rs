@@ -3,18 +3,35 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use medic_io::control::{self, ClientError, Request, Response};
+use medic_io::control::{
+    self, ClientError, DaemonInfo, Request, Response, ServiceStatus, StatusReport,
+};
 
+use super::clock::Clock;
 use super::format;
-use super::{Command, Failure, Target, TraceCommand, EXIT_FAILED, EXIT_NO_DAEMON};
+use super::{Command, Failure, JsonShape, Target, TraceCommand, EXIT_FAILED, EXIT_NO_DAEMON};
 use crate::daemon;
 
 /// The control socket of the daemon to talk to: in `--state-dir`, else `$MEDIC_STATE_DIR`,
-/// else the `[daemon] state-dir` of the config (`$MEDIC_CONFIG` or `/etc/medic.toml`, when it
-/// reads and validates), else the default state dir for this user.
-pub fn socket_path(target: &Target) -> PathBuf {
-    daemon::state_dir(target.state_dir.clone(), config_state_dir).join(control::SOCKET_NAME)
+/// else the `[daemon] state-dir` of the config (`-c FILE`, else `$MEDIC_CONFIG` or
+/// `/etc/medic.toml`), else the default state dir for this user. A config named with `-c`
+/// must read and validate (exit 2 otherwise); the default one is skipped quietly when it
+/// does not.
+pub fn socket_path(target: &Target) -> Result<PathBuf, Failure> {
+    let configured = match (&target.state_dir, &target.config) {
+        (None, Some(path)) if std::env::var_os("MEDIC_STATE_DIR").is_none() => {
+            let (_, config) = super::check::load(path)?;
+            Some(config.daemon.state_dir.map(PathBuf::from))
+        }
+        _ => None,
+    };
+    let dir = daemon::state_dir(target.state_dir.clone(), || match configured {
+        Some(named) => named,
+        None => config_state_dir(),
+    });
+    Ok(dir.join(control::SOCKET_NAME))
 }
 
 /// The `[daemon] state-dir` of the default config, if it names one.
@@ -39,36 +56,28 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Status {
             services,
             json,
+            times,
             target,
-        } => {
-            let rows = match ask(&target, Request::Status { services }).await? {
-                Response::Status(rows) => rows,
-                other => return Err(unexpected(other)),
-            };
-            if json {
-                emit(&format::status_json(&rows));
-            } else {
-                print!("{}", format::status_table(&rows, format::colour_stdout()));
-            }
-            Ok(())
-        }
-        Command::Start(s) => operator(&s.target, Request::Start(s.services)).await,
-        Command::Stop(s) => operator(&s.target, Request::Stop(s.services)).await,
-        Command::Restart(s) => operator(&s.target, Request::Restart(s.services)).await,
-        Command::Reload(s) => operator(&s.target, Request::Reload(s.services)).await,
+        } => status(&target, services, json, times.relative).await,
+        Command::Start(s) => operator(&s.target, Request::Start(s.services), s.wait).await,
+        Command::Stop(s) => operator(&s.target, Request::Stop(s.services), s.wait).await,
+        Command::Restart(s) => operator(&s.target, Request::Restart(s.services), s.wait).await,
+        Command::Reload(s) => operator(&s.target, Request::Reload(s.services), s.wait).await,
         Command::History {
             service,
             json,
+            times,
             target,
         } => {
+            let clock = clock(&target, times.relative).await?;
             let rows = match ask(&target, Request::History { service }).await? {
                 Response::History(rows) => rows,
                 other => return Err(unexpected(other)),
             };
             if json {
-                emit(&format::history_json(&rows));
+                emit(&format::history_json(&rows, &clock));
             } else {
-                print!("{}", format::history_table(&rows));
+                print!("{}", format::history_table(&rows, &clock));
             }
             Ok(())
         }
@@ -77,14 +86,25 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             lines,
             follow,
             json,
+            times,
             target,
         } => {
-            let request = Request::Logs {
-                service,
+            let clock = clock(&target, times.relative).await?;
+            let request = Request::LogRecords {
+                service: service.clone(),
                 lines,
                 follow,
             };
-            stream(&target, request, follow, |answer| match answer {
+            let each = |answer| match answer {
+                Response::LogRecords(rows) => {
+                    for row in &rows {
+                        match json {
+                            true => format::log_record_json(row).iter().for_each(|l| emit(l)),
+                            false => emit(&format::log_record(row, &clock)),
+                        }
+                    }
+                    Ok(())
+                }
                 Response::LogLines(lines) => {
                     lines.iter().for_each(|l| match json {
                         true => emit(&format::log_json(l)),
@@ -93,26 +113,64 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     Ok(())
                 }
                 other => Err(unexpected(other)),
-            })
-            .await
+            };
+            let ended = match stream(&target, request, follow, each).await {
+                // A daemon older than LogRecords: plain lines.
+                Err(f) if is_unknown_request(&f) => {
+                    let request = Request::Logs {
+                        service,
+                        lines,
+                        follow,
+                    };
+                    stream(&target, request, follow, each).await?
+                }
+                done => done?,
+            };
+            match ended {
+                // stdout stays one JSON string per line.
+                Some(why) if json => eprintln!("{}", last_word(&why, "output")),
+                Some(why) => emit(&last_word(&why, "output")),
+                None => {}
+            }
+            Ok(())
         }
         Command::Events {
             follow,
             json,
+            times,
             target,
         } => {
-            stream(&target, Request::Events { follow }, follow, |answer| {
+            let clock = clock(&target, times.relative).await?;
+            // The first answer is what happened before; what follows happens live, and an
+            // outcome decided live is shown at the time it was decided.
+            let mut live = false;
+            let ended = stream(&target, Request::Events { follow }, follow, |answer| {
                 match answer {
-                    Response::Events(rows) => rows.iter().for_each(|e| match json {
-                        true => emit(&format::event_json(e)),
-                        false => emit(&format::event_line(e)),
+                    Response::Events(rows) => rows.iter().for_each(|e| {
+                        let update = live && e.record.outcome_at_ms.is_some();
+                        match json {
+                            true => emit(&format::event_json(e, &clock)),
+                            false => emit(&format::event_line(e, &clock, update)),
+                        }
                     }),
                     other => return Err(unexpected(other)),
                 }
+                live = true;
                 Ok(())
             })
-            .await
+            .await?;
+            match ended {
+                // stdout stays one JSON object per line.
+                Some(why) if json => eprintln!("{}", last_word(&why, "events")),
+                Some(why) => emit(&last_word(&why, "events")),
+                None => {}
+            }
+            Ok(())
         }
+        Command::ReloadConfig { target } => match ask(&target, Request::ReloadConfig).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other)),
+        },
         Command::Trace(TraceCommand::Save { file, target }) => {
             let file = absolute(&file)?;
             let path = file.display().to_string();
@@ -128,6 +186,127 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             unreachable!("handled without a daemon")
         }
     }
+}
+
+/// Whether a failure is an older daemon's answer to a request it does not know.
+fn is_unknown_request(f: &Failure) -> bool {
+    f.status == EXIT_FAILED && f.message.starts_with("bad request: undecodable")
+}
+
+/// The daemon's clocks, for showing its times; an older daemon that cannot tell them gives a
+/// clock that shows times relative to its start.
+async fn clock(target: &Target, relative: bool) -> Result<Clock, Failure> {
+    match ask(target, Request::Info).await {
+        Ok(Response::Info(info)) => Ok(Clock::new(Some(&info), relative)),
+        Ok(other) => Err(unexpected(other)),
+        Err(f) if is_unknown_request(&f) => Ok(Clock::new(None, relative)),
+        Err(f) => Err(f),
+    }
+}
+
+/// The status report of `services` (all when empty); from an older daemon, its status rows
+/// without the rest.
+async fn report(target: &Target, services: Vec<String>) -> Result<StatusReport, Failure> {
+    let request = Request::StatusReport {
+        services: services.clone(),
+    };
+    match ask(target, request).await {
+        Ok(Response::StatusReport(report)) => return Ok(report),
+        Ok(other) => return Err(unexpected(other)),
+        Err(f) if is_unknown_request(&f) => {}
+        Err(f) => return Err(f),
+    }
+    let rows = match ask(target, Request::Status { services }).await? {
+        Response::Status(rows) => rows,
+        other => return Err(unexpected(other)),
+    };
+    let services = rows
+        .into_iter()
+        .map(|row| ServiceStatus {
+            row,
+            why: String::new(),
+            next: String::new(),
+            next_at_ms: None,
+            memory_bytes: None,
+            memory_max_bytes: None,
+            give_up_after: 0,
+            dependents: Vec::new(),
+            last_exit: None,
+            last_exit_at_ms: None,
+        })
+        .collect();
+    let daemon = DaemonInfo {
+        pid: 0,
+        version: "(older)".into(),
+        config_path: String::new(),
+        state_dir: String::new(),
+        now_ms: 0,
+        now_unix_ms: 0,
+    };
+    Ok(StatusReport { daemon, services })
+}
+
+/// Lines of output shown by `status NAME`.
+const DETAIL_LOG_LINES: u32 = 10;
+
+/// `medic status`.
+async fn status(
+    target: &Target,
+    services: Vec<String>,
+    json: Option<JsonShape>,
+    relative: bool,
+) -> Result<(), Failure> {
+    let one = (services.len() == 1 && json.is_none()).then(|| services[0].clone());
+    let StatusReport { daemon, services } = report(target, services).await?;
+    let info = (daemon.pid != 0).then_some(&daemon);
+    let clock = Clock::new(info, relative);
+    if let Some(name) = one {
+        let Some(s) = services.iter().find(|s| s.row.name == name) else {
+            return Err(unexpected(Response::Error(format!("no status for {name}"))));
+        };
+        // The health of what it needs and what needs it.
+        let all = report(target, Vec::new()).await?.services;
+        let logs = match s.row.kind.as_str() {
+            "interface" => None,
+            _ => {
+                let request = Request::LogRecords {
+                    service: name.clone(),
+                    lines: DETAIL_LOG_LINES,
+                    follow: false,
+                };
+                match ask(target, request).await {
+                    Ok(Response::LogRecords(rows)) => Some(rows),
+                    _ => None,
+                }
+            }
+        };
+        let colour = format::colour_stdout();
+        print!(
+            "{}",
+            format::status_detail(s, &all, logs.as_deref(), &clock, colour)
+        );
+        return Ok(());
+    }
+    match json {
+        Some(JsonShape::V1) => emit(&format::status_json(&services, &clock)),
+        Some(JsonShape::V2) => emit(&format::status_json_v2(info, &services, &clock)),
+        None => {
+            let (colour, fit) = (format::colour_stdout(), format::terminal_width());
+            print!(
+                "{}",
+                format::status_table(info, &services, &clock, colour, fit)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The last line of a followed stream the daemon ended: `-- the medic daemon shut down: no more
+/// events --`.
+fn last_word(why: &str, what: &str) -> String {
+    // The daemon's words, shown on a terminal: escaped like everything else it sends.
+    let why = medic_io::terminal::sanitize(why);
+    format!("-- {why}: no more {what} --")
 }
 
 /// Prints one line and flushes, so a follower sees it at once.
@@ -158,7 +337,7 @@ fn client_failure(e: ClientError) -> Failure {
 
 /// Sends one request and returns its answer; an error answer is a failure (exit 1).
 async fn ask(target: &Target, request: Request) -> Result<Response, Failure> {
-    let socket = socket_path(target);
+    let socket = socket_path(target)?;
     match control::request(&socket, request).await {
         Ok(Response::Error(message)) => Err(Failure::failed(message)),
         Ok(response) => Ok(response),
@@ -166,23 +345,84 @@ async fn ask(target: &Target, request: Request) -> Result<Response, Failure> {
     }
 }
 
-/// `start|stop|restart|reload`: silent on success.
-async fn operator(target: &Target, request: Request) -> Result<(), Failure> {
+/// `start|stop|restart|reload`: silent on success. With `wait`, returns once every service
+/// named is where the command takes it (ready; stopped for `stop`; a run newer than the
+/// command for `restart`), or fails after `wait`, saying where each one is and why.
+async fn operator(
+    target: &Target,
+    request: Request,
+    wait: Option<Duration>,
+) -> Result<(), Failure> {
+    let names = match &request {
+        Request::Start(n) | Request::Stop(n) | Request::Restart(n) | Request::Reload(n) => {
+            n.clone()
+        }
+        _ => Vec::new(),
+    };
+    let stop = matches!(request, Request::Stop(_));
+    let restart = matches!(request, Request::Restart(_));
+    let taken_at = match wait {
+        Some(_) => clock(target, false).await?.now_ms(),
+        None => None,
+    };
     match ask(target, request).await? {
-        Response::Done => Ok(()),
-        other => Err(unexpected(other)),
+        Response::Done => {}
+        other => return Err(unexpected(other)),
+    }
+    let Some(timeout) = wait else { return Ok(()) };
+    let there = |s: &ServiceStatus| match stop {
+        true => s.row.condition == "stopped",
+        false => s.row.healthy && (!restart || taken_at.iter().all(|&t| s.row.since_ms >= t)),
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let report = report(target, names.clone()).await?;
+        let missing: Vec<&ServiceStatus> = report.services.iter().filter(|s| !there(s)).collect();
+        // A service that went given-up after the command will not get there by waiting.
+        let hopeless = missing.iter().any(|s| s.row.condition == "given-up");
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if hopeless || std::time::Instant::now() >= deadline {
+            let clock = Clock::new(Some(&report.daemon).filter(|d| d.pid != 0), false);
+            let each: Vec<String> = missing
+                .iter()
+                .map(|s| {
+                    let mut line = format!("{} is {}", s.row.name, s.row.condition);
+                    if !s.why.is_empty() {
+                        line.push_str(&format!(" ({})", clock.note(&s.why)));
+                    }
+                    if !s.next.is_empty() {
+                        line.push_str(&format!("; next: {}", format::next(s, &clock)));
+                    }
+                    line
+                })
+                .collect();
+            let goal = if stop { "stopped" } else { "ready" };
+            let waited = humantime::format_duration(timeout);
+            let after = match hopeless {
+                true => "gave up waiting".to_string(),
+                false => format!("not {goal} after {waited}"),
+            };
+            return Err(Failure::failed(format!("{after}: {}", each.join("; "))));
+        }
+        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 
+/// How often `--wait` asks the daemon for the status.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
 /// Sends a request whose answer may be a stream (`follow`), handing each answer to `each`
-/// until the daemon closes the connection.
+/// until the daemon closes the connection; returns the daemon's last word when it ended a
+/// followed stream ([`Response::Ended`]). A followed stream closed without one is a failure.
 async fn stream(
     target: &Target,
     request: Request,
     follow: bool,
     mut each: impl FnMut(Response) -> Result<(), Failure>,
-) -> Result<(), Failure> {
-    let socket = socket_path(target);
+) -> Result<Option<String>, Failure> {
+    let socket = socket_path(target)?;
     let timeout = (!follow).then_some(control::ANSWER_TIMEOUT);
     let mut answers = control::request_stream(&socket, request, timeout)
         .await
@@ -192,6 +432,7 @@ async fn stream(
         any = true;
         match answer {
             Response::Error(message) => return Err(Failure::failed(message)),
+            Response::Ended(why) => return Ok(Some(why)),
             answer => each(answer)?,
         }
     }
@@ -201,7 +442,14 @@ async fn stream(
             socket.display()
         )));
     }
-    Ok(())
+    if follow {
+        return Err(Failure::failed(format!(
+            "the daemon on {} ended the stream without a last word: it was killed, or this \
+             follower fell too far behind",
+            socket.display()
+        )));
+    }
+    Ok(None)
 }
 
 /// An answer that does not fit the request: a daemon of another version, most likely.

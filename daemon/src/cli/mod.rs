@@ -6,6 +6,7 @@
 
 pub(crate) mod check;
 mod client;
+mod clock;
 mod format;
 mod replay;
 
@@ -59,6 +60,19 @@ pub struct Target {
     /// for other users].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The daemon's config file, to find its state directory through `[daemon] state-dir`
+    /// [default: $MEDIC_CONFIG, else /etc/medic.toml].
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// How to show times.
+#[derive(Debug, Args)]
+pub struct Times {
+    /// Show times as the daemon counts them, seconds since it started (`613.247s`), instead
+    /// of local wall-clock time.
+    #[arg(long)]
+    pub relative: bool,
 }
 
 /// Service names for the operator commands.
@@ -67,8 +81,33 @@ pub struct Services {
     /// The services, by their names in the config.
     #[arg(value_name = "SERVICE", required = true)]
     pub services: Vec<String>,
+    /// Return only once every SERVICE is ready (`start`, `restart`, `reload`) or stopped
+    /// (`stop`); exit 1 if that takes longer than TIMEOUT (default 30s).
+    #[arg(
+        long,
+        value_name = "TIMEOUT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub wait: Option<std::time::Duration>,
     #[command(flatten)]
     pub target: Target,
+}
+
+/// `--wait=TIMEOUT`: a humantime duration (`30s`, `2m`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (for example 30s or 2m)"))
+}
+
+/// The versions of `status --json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum JsonShape {
+    /// One array, an object per service.
+    V1,
+    /// `{"daemon": {…}, "services": [… as v1 …]}`.
+    V2,
 }
 
 /// The commands.
@@ -113,24 +152,47 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Print one line per service: condition, health, pid, uptime, strikes.
+    /// Print one line per service (condition, health, why, what next), or all about one.
     #[command(
-        long_about = "Print one line per service: condition, health, pid, uptime, strikes.\n\n\
-        Without SERVICE, every service in config order. Health is coloured (green healthy, \
-        yellow on its way, red unhealthy) only when stdout is a terminal and NO_COLOR is \
-        unset. UPTIME is how long the process has run, or how long a service without a \
-        process has been ready. With --json, prints one JSON array, an object per service: \
-        name, kind, condition, healthy, pid (null when nothing runs), strikes, since_ms \
-        (milliseconds since the daemon started, when the condition began), needs, link (for \
-        interfaces: state and addresses, else null), uptime_ms (or null)."
+        long_about = "Print one line per service: condition, health, pid, uptime, memory, \
+        strikes, what the daemon will do next and why; or, with one SERVICE, all about it.\n\n\
+        Without SERVICE, a line about the daemon (version, pid, uptime, start time, config), \
+        then every service in config order; with several, those. Health is coloured (green \
+        healthy, yellow on its way, red unhealthy) only when stdout is a terminal and NO_COLOR \
+        is unset. UPTIME is how long the process has run, or how long a service without a \
+        process has been ready. MEMORY is the last sample against memory-max (`31/32 MiB`), \
+        STRIKES the strikes of give-up-after. NEXT is the planned action and when (`restart in \
+        2m40s`, `retry in 58m00s`, `nothing until medic restart`), WHY the reason (the last \
+        note of the history). On a terminal (or with $COLUMNS) the table is fitted to the width by cutting \
+        WHY, then NEXT.\n\n\
+        With one SERVICE: its condition and since when, why, what next, pid, last exit, \
+        memory, strikes, what it needs and what needs it (with their health), and its last 10 \
+        lines of output.\n\n\
+        With --json, prints one JSON array, an object per service: name, kind, condition, \
+        healthy, pid (null when nothing runs), strikes, since_ms (milliseconds since the daemon \
+        started, when the condition began), needs, link (for interfaces: state and addresses, \
+        else null), uptime_ms (or null), since (RFC 3339), why, next, next_at_ms, next_at, \
+        memory_bytes, memory_max_bytes, give_up_after, dependents, last_exit, last_exit_at_ms, \
+        last_exit_at. --json=v2 prints {\"daemon\": {pid, version, config_path, state_dir, \
+        now_ms, now_unix_ms, started}, \"services\": [the same objects]}."
     )]
     Status {
-        /// Only these services.
+        /// Only these services (one: all about it).
         #[arg(value_name = "SERVICE")]
         services: Vec<String>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+        /// Print JSON instead of a table: `--json` one array, `--json=v2` an object with the
+        /// daemon too.
+        #[arg(
+            long,
+            value_name = "SHAPE",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "v1",
+            value_enum
+        )]
+        json: Option<JsonShape>,
+        #[command(flatten)]
+        times: Times,
         #[command(flatten)]
         target: Target,
     },
@@ -139,8 +201,8 @@ pub enum Command {
         long_about = "Want each SERVICE up: start it now, whatever its backoff, and \
         clear its strikes and given-up.\n\n\
         A service whose needs are not healthy waits for them. Returns once the daemon has taken \
-        the command, not when the service is ready: follow with `medic status`. An unknown \
-        name fails the whole command and nothing is done."
+        the command; with --wait, once the service is ready (exit 1 after the timeout, saying \
+        why it is not). An unknown name fails the whole command and nothing is done."
     )]
     Start(Services),
     /// Stop each SERVICE, and what needs it first, and keep it stopped.
@@ -149,14 +211,15 @@ pub enum Command {
         until `medic start` or `medic restart`.\n\n\
         A process gets its stop-signal (default TERM) on its process group, then SIGKILL on the \
         group after stop-timeout; a oneshot runs its `stop` command. Returns once the daemon \
-        has taken the command. An unknown name fails the whole command and nothing is done."
+        has taken the command; with --wait, once everything named is stopped. An unknown name fails the whole command and nothing is done."
     )]
     Stop(Services),
     /// Stop each SERVICE, then start it again at once; clear its strikes.
     #[command(
         long_about = "Stop each SERVICE, then start it again at once, whatever its \
         backoff; clear its strikes and given-up.\n\n\
-        Returns once the daemon has taken the command. An unknown name fails the whole command \
+        Returns once the daemon has taken the command; with --wait, once a new run is ready. \
+        An unknown name fails the whole command \
         and nothing is done."
     )]
     Restart(Services),
@@ -164,17 +227,20 @@ pub enum Command {
     #[command(
         long_about = "Reload each SERVICE as its `reload` says (a signal or a command), \
         or restart it when it has none.\n\n\
-        Returns once the daemon has taken the command. An unknown name fails the whole command \
+        Returns once the daemon has taken the command; with --wait, once the service is \
+        ready. An unknown name fails the whole command \
         and nothing is done."
     )]
     Reload(Services),
     /// Print the medical history of SERVICE, oldest first.
     #[command(
-        long_about = "Print the medical history of SERVICE, oldest first: when (seconds \
-        since the daemon started), its condition, the heal tried, its outcome, and why.\n\n\
+        long_about = "Print the medical history of SERVICE, oldest first: when (local time, \
+        or seconds since the daemon started with --relative), its condition, the heal tried, \
+        its outcome, and why.\n\n\
         The daemon keeps the last `history-size` records (default 64) per service. With \
         --json, prints one JSON array of objects: at_ms, condition, heal (null when nothing \
-        was done), outcome (resolved, unresolved, pending or null), note."
+        was done), outcome (resolved, unresolved, pending or null), note, outcome_at_ms, at \
+        and outcome_at (RFC 3339)."
     )]
     History {
         /// The service.
@@ -184,16 +250,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
+        times: Times,
+        #[command(flatten)]
         target: Target,
     },
     /// Print the last lines SERVICE wrote to stdout and stderr.
     #[command(
         long_about = "Print the last lines SERVICE wrote to stdout and stderr, as the \
         daemon captured them, oldest first.\n\n\
+        Each line starts with when the daemon read it and its stream (`out` or `err`); \
+        `-- started TIME, pid N --` marks each new run of the process. An interface has no \
+        output: asking for its logs fails and says so.\n\n\
         Control characters and escape sequences the service wrote are shown as escapes \
         (`\\x1b[31m`), so they cannot drive the terminal; --json prints each line raw, as a \
         JSON string. With --follow, keeps printing new lines as they come until interrupted \
-        or the daemon stops."
+        or the daemon stops; then the last line says so and the exit status is 0."
     )]
     Logs {
         /// The service.
@@ -209,6 +280,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
+        times: Times,
+        #[command(flatten)]
         target: Target,
     },
     /// Print recent transitions and interventions of every service.
@@ -216,8 +289,11 @@ pub enum Command {
         long_about = "Print recent transitions and interventions of every service, \
         oldest first, one per line: when, service, condition, heal, outcome, why.\n\n\
         With --follow, keeps printing them as they happen until interrupted or the daemon \
-        stops. With --json, prints one JSON object per line: service, at_ms, condition, heal, \
-        outcome, note."
+        stops: its shutdown is shown, then a last line says the daemon is gone (on stderr with \
+        --json) and the exit status is 0. The outcome of an intervention, decided at the end \
+        of its settle time, is printed then, at that time, so lines stay in time order. With \
+        --json, prints one JSON object per line: service, at_ms, condition, heal, outcome, \
+        note, outcome_at_ms, at and outcome_at (RFC 3339)."
     )]
     Events {
         /// Keep printing events as they happen.
@@ -226,6 +302,21 @@ pub enum Command {
         /// Print one JSON object per line.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        times: Times,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Ask the daemon to re-read its config file and apply only the difference (as SIGHUP).
+    #[command(
+        name = "reload-config",
+        long_about = "Ask the daemon to re-read its config file and apply only the \
+        difference, as SIGHUP does, without looking up its pid.\n\n\
+        The daemon validates the file first: a config with problems is refused, every problem \
+        is printed as file:line:col: message, nothing changes, and the command exits 1. \
+        Services whose definition changed are restarted; the others are left alone."
+    )]
+    ReloadConfig {
         #[command(flatten)]
         target: Target,
     },

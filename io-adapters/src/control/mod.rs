@@ -43,11 +43,14 @@
 //! from the kernel's read model.
 
 pub mod client;
+pub mod plan;
 pub mod server;
 pub mod views;
 pub mod wire;
 
 pub use client::{request, request_stream, Answers, ClientError};
-pub use server::{bind, peer_allowed, Call, Server};
-pub use views::{history_rows, recent_events, service_id, status_rows};
+pub use server::{bind, peer_allowed, Call, Connections, Server};
+pub use views::{
+    history_rows, logs_of, recent_events, service_id, status_report, status_rows, Observed,
+};
 pub use wire::*;

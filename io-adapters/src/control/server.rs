@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use super::wire::*;
 use crate::statedir::{remove_if_same, FileId};
@@ -32,6 +32,25 @@ pub struct Server {
     path: PathBuf,
     own_uid: u32,
     id: FileId,
+    pools: Pools,
+}
+
+/// The connections of a [`Server`], to wait for at exit.
+#[derive(Clone, Debug)]
+pub struct Connections(Pools);
+
+impl Connections {
+    /// Waits until no connection is being served: every pool is empty (no connection still
+    /// sending its request, following, or being answered), so every one has written what was
+    /// queued for it and closed. Bound it with a timeout: a client may be slow to read.
+    pub async fn finished(&self) {
+        let pools = &self.0;
+        let _ = tokio::join!(
+            pools.following.acquire_many(MAX_FOLLOWING as u32),
+            pools.answering.acquire_many(MAX_ANSWERING as u32),
+            pools.waiting_emptied(),
+        );
+    }
 }
 
 /// Whether a peer with uid `peer` may control a daemon running as `own`: root, or the same uid.
@@ -93,6 +112,12 @@ pub fn bind(path: &Path) -> io::Result<Server> {
         path: path.to_path_buf(),
         own_uid: nix::unistd::geteuid().as_raw(),
         id,
+        pools: Pools {
+            waiting: Arc::new(Mutex::new(Waiting::default())),
+            waiting_left: Arc::new(Notify::new()),
+            following: Arc::new(Semaphore::new(MAX_FOLLOWING)),
+            answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
+        },
     })
 }
 
@@ -101,6 +126,11 @@ impl Server {
     /// alone (another daemon may have bound a new one there since).
     pub fn id(&self) -> FileId {
         self.id
+    }
+
+    /// Its connections, to wait for at exit.
+    pub fn connections(&self) -> Connections {
+        Connections(self.pools.clone())
     }
 
     /// Accepts connections, one task each, and hands their requests to `tx`, until the
@@ -114,11 +144,7 @@ impl Server {
     /// [`MAX_FOLLOWING`] followers, and at most [`MAX_ANSWERING`] one-shot requests being
     /// answered.
     pub async fn run(self, tx: mpsc::Sender<Call>) {
-        let pools = Pools {
-            waiting: Arc::new(Mutex::new(Waiting::default())),
-            following: Arc::new(Semaphore::new(MAX_FOLLOWING)),
-            answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
-        };
+        let pools = self.pools.clone();
         loop {
             let stream = tokio::select! {
                 _ = tx.closed() => break,
@@ -164,6 +190,8 @@ impl Server {
 #[derive(Clone, Debug)]
 struct Pools {
     waiting: Arc<Mutex<Waiting>>,
+    /// Told each time a connection leaves the waiting pool.
+    waiting_left: Arc<Notify>,
     following: Arc<Semaphore>,
     answering: Arc<Semaphore>,
 }
@@ -249,6 +277,25 @@ impl Pools {
     fn waiting_done(&self, id: u64) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         waiting.queue.retain(|w| w.id != id);
+        drop(waiting);
+        self.waiting_left.notify_waiters();
+    }
+
+    /// Waits until no connection is waiting to send its request.
+    async fn waiting_emptied(&self) {
+        loop {
+            let left = self.waiting_left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            let empty = {
+                let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                waiting.queue.is_empty()
+            };
+            if empty {
+                return;
+            }
+            left.await;
+        }
     }
 }
 

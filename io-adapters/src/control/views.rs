@@ -1,9 +1,13 @@
 //! Answers built from the kernel's read model ([`medic_kernel::ServiceView`]): status rows,
 //! histories, recent events, operator commands. The loop calls these; nothing here does I/O.
 
-use medic_kernel::{Instant, Kernel, LinkState, Operator, Record, ServiceId};
+use medic_kernel::{Instant, JobId, Kernel, LinkState, Operator, Record, ServiceId, ServiceView};
 
-use super::wire::{EventRow, HistoryRow, LinkInfo, Request, StatusRow};
+use super::plan;
+use super::wire::{
+    DaemonInfo, EventRow, HistoryRow, LinkInfo, LogRow, Request, ServiceStatus, StatusReport,
+    StatusRow,
+};
 
 impl LinkInfo {
     /// What the kernel's [`LinkState`] says, without addresses (`None`: no such link).
@@ -84,35 +88,106 @@ pub fn status_rows(
     let rows = kernel
         .views()
         .filter(|v| wanted.is_empty() || wanted.contains(&v.id()))
+        .map(|v| status_row(kernel, &v, now, &links))
+        .collect();
+    Ok(rows)
+}
+
+fn status_row(
+    kernel: &Kernel,
+    v: &ServiceView<'_>,
+    now: Instant,
+    links: &impl Fn(&str) -> Option<LinkInfo>,
+) -> StatusRow {
+    let config = v.config();
+    let link = match &config.kind {
+        medic_kernel::config::Kind::Interface { ifname, .. } => {
+            Some(links(ifname).unwrap_or_else(|| LinkInfo::from_state(kernel.link(ifname))))
+        }
+        _ => None,
+    };
+    let running = !v.is_stopping();
+    let uptime = match v.process_started().filter(|_| running) {
+        Some(started) => Some(now.saturating_since(started)),
+        None if v.healthy() => Some(now.saturating_since(v.since())),
+        None => None,
+    };
+    StatusRow {
+        name: v.name().to_string(),
+        kind: config.kind.name().to_string(),
+        condition: v.condition().name().to_string(),
+        healthy: v.healthy(),
+        // A stopping process still runs: its pid says what is being waited for.
+        pid: v.pid(),
+        strikes: v.strikes(),
+        since_ms: v.since().as_millis(),
+        needs: config.needs.clone(),
+        link,
+        uptime_ms: uptime.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    }
+}
+
+/// What the status report needs from the runtime besides the kernel.
+pub struct Observed<L, M> {
+    /// The netlink view of a link by name (see [`status_rows`]).
+    pub links: L,
+    /// The last memory sample of a service's process group, by service and job.
+    pub memory: M,
+    /// The machine's RAM, for a `memory-max` given as a percentage.
+    pub total_ram: Option<u64>,
+}
+
+/// The answer to [`Request::StatusReport`]: the status rows of `names` with WHY and NEXT,
+/// memory and the graph around each service.
+pub fn status_report<L, M>(
+    kernel: &Kernel,
+    names: &[String],
+    now: Instant,
+    observed: Observed<L, M>,
+    daemon: DaemonInfo,
+) -> Result<StatusReport, String>
+where
+    L: Fn(&str) -> Option<LinkInfo>,
+    M: Fn(ServiceId, JobId) -> Option<u64>,
+{
+    let wanted = resolve(kernel, names)?;
+    let services = kernel
+        .views()
+        .filter(|v| wanted.is_empty() || wanted.contains(&v.id()))
         .map(|v| {
+            let row = status_row(kernel, &v, now, &observed.links);
+            let explained = plan::explain(kernel, &v, now);
             let config = v.config();
-            let link = match &config.kind {
-                medic_kernel::config::Kind::Interface { ifname, .. } => {
-                    Some(links(ifname).unwrap_or_else(|| LinkInfo::from_state(kernel.link(ifname))))
-                }
-                _ => None,
-            };
-            let running = !v.is_stopping();
-            let uptime = match v.process_started().filter(|_| running) {
-                Some(started) => Some(now.saturating_since(started)),
-                None if v.healthy() => Some(now.saturating_since(v.since())),
-                None => None,
-            };
-            StatusRow {
-                name: v.name().to_string(),
-                kind: config.kind.name().to_string(),
-                condition: v.condition().name().to_string(),
-                healthy: v.healthy(),
-                pid: v.pid().filter(|_| running),
-                strikes: v.strikes(),
-                since_ms: v.since().as_millis(),
-                needs: config.needs.clone(),
-                link,
-                uptime_ms: uptime.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            let last_exit = v
+                .history()
+                .iter()
+                .filter_map(|r| {
+                    let first = r.note.split("; ").next()?;
+                    let ended = first.starts_with("exit code ") || first.starts_with("killed by");
+                    ended.then(|| (first.to_string(), r.at.as_millis()))
+                })
+                .last();
+            ServiceStatus {
+                row,
+                why: explained.why,
+                next: explained.next,
+                next_at_ms: explained.at.map(Instant::as_millis),
+                memory_bytes: v.job().and_then(|job| (observed.memory)(v.id(), job)),
+                memory_max_bytes: config
+                    .memory_max
+                    .and_then(|limit| limit.bytes(observed.total_ram)),
+                give_up_after: config.give_up_after,
+                dependents: v
+                    .dependents()
+                    .iter()
+                    .map(|&d| kernel.name(d).to_string())
+                    .collect(),
+                last_exit_at_ms: last_exit.as_ref().map(|e| e.1),
+                last_exit: last_exit.map(|e| e.0),
             }
         })
         .collect();
-    Ok(rows)
+    Ok(StatusReport { daemon, services })
 }
 
 /// The id of service `name`, or an error that names it and suggests the nearest one: for
@@ -121,6 +196,34 @@ pub fn service_id(kernel: &Kernel, name: &str) -> Result<ServiceId, String> {
     kernel
         .lookup(name)
         .ok_or_else(|| unknown_service(kernel, name))
+}
+
+/// The id of service `name` for `medic logs`: an error for an unknown service, and for an
+/// interface, which has no output to show.
+pub fn logs_of(kernel: &Kernel, name: &str) -> Result<ServiceId, String> {
+    let id = service_id(kernel, name)?;
+    match &kernel.status(id).map(|v| &v.config().kind) {
+        Some(medic_kernel::config::Kind::Interface { ifname, .. }) => Err(format!(
+            "{name} is an interface (link {ifname}): it runs nothing, so it has no output; \
+             `medic status {name}` shows the link"
+        )),
+        _ => Ok(id),
+    }
+}
+
+impl LogRow {
+    /// The row of one captured line (or run mark).
+    pub fn from_line(line: &crate::logs::LogLine) -> LogRow {
+        LogRow {
+            at_ms: line.at.as_millis(),
+            stream: line.stream.short_name().to_string(),
+            text: line.text.clone(),
+            pid: match line.stream {
+                crate::logs::Stream::Start(pid) => Some(pid),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// The rows of [`Response::History`] for service `name`, oldest first.

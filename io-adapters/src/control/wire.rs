@@ -80,6 +80,27 @@ pub enum Request {
     },
     /// Is anybody there?
     Ping,
+    /// Who the daemon is, and its clocks (to turn `at_ms` into wall-clock time).
+    Info,
+    /// [`Request::Status`] with the daemon's info, the plan and the memory of each service:
+    /// answered by [`Response::StatusReport`].
+    StatusReport {
+        /// Service names (every service, in config order, when empty).
+        services: Vec<String>,
+    },
+    /// [`Request::Logs`] with each line's time, stream and run: answered by
+    /// [`Response::LogRecords`].
+    LogRecords {
+        /// The service's name.
+        service: String,
+        /// How many of the most recent lines.
+        lines: u32,
+        /// Keep sending new lines as they come.
+        follow: bool,
+    },
+    /// Re-read the config file and apply only the difference, as SIGHUP does; answered by
+    /// `Done`, or by an error naming every problem (then nothing changes).
+    ReloadConfig,
 }
 
 /// What the daemon answers. Variants are only ever added at the end.
@@ -104,9 +125,92 @@ pub enum Response {
     Error(String),
     /// The answer to [`Request::Ping`].
     Pong,
+    /// The last answer of a followed stream (`--follow`): the daemon ends it, and says why
+    /// (`the medic daemon shut down`).
+    Ended(String),
+    /// The answer to [`Request::Info`].
+    Info(DaemonInfo),
+    /// The answer to [`Request::StatusReport`].
+    StatusReport(StatusReport),
+    /// The answer to [`Request::LogRecords`]: lines, oldest first.
+    LogRecords(Vec<LogRow>),
 }
 
-/// One service in [`Response::Status`]. Fields are only ever added at the end.
+/// Who the daemon is, and its two clocks read at the same moment: a time `at_ms` of any other
+/// answer was `now_unix_ms - (now_ms - at_ms)` on the wall clock, as the wall clock reads now
+/// (so a clock set by NTP after boot still gives right times). Fields only ever grow at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// The daemon's pid.
+    pub pid: u32,
+    /// medic's version.
+    pub version: String,
+    /// The config file it reads (and re-reads on SIGHUP or `medic reload-config`).
+    pub config_path: String,
+    /// Its state directory.
+    pub state_dir: String,
+    /// Its monotonic clock now: milliseconds since it started (the `at_ms` clock).
+    pub now_ms: u64,
+    /// The wall clock now: milliseconds since the UNIX epoch.
+    pub now_unix_ms: u64,
+}
+
+/// The answer to [`Request::StatusReport`]. Fields only ever grow at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The daemon.
+    pub daemon: DaemonInfo,
+    /// One per service asked for, in config order.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service in a [`StatusReport`]: the status row, why it is as it is, and what is planned.
+///
+/// [`StatusRow`] travels in a `Vec`: postcard is positional and not self-describing, so a
+/// field added to it would shift every later row for a peer of another version. It is frozen;
+/// new fields go here (and this type, being in a `Vec` too, is frozen once released: grow the
+/// [`StatusReport`] instead, or add a request).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// What [`Request::Status`] answers.
+    pub row: StatusRow,
+    /// Why it is in its condition, in words (the last history note, without the plan).
+    pub why: String,
+    /// What the daemon will do next (`restart`, `give up`, `start-timeout`, `retry`), or, when
+    /// nothing is planned, why not (`nothing: no heal for no-carrier`); empty when all is well.
+    pub next: String,
+    /// When `next` is due, in milliseconds since the daemon started; `None` when it waits for
+    /// an event rather than a time.
+    pub next_at_ms: Option<u64>,
+    /// The last memory sample of its process group, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Its `memory-max` in bytes (a percentage resolved against the RAM).
+    pub memory_max_bytes: Option<u64>,
+    /// Its `give-up-after`.
+    pub give_up_after: u32,
+    /// The services that need it.
+    pub dependents: Vec<String>,
+    /// How its process last ended (`exit code 1`, `killed by signal 9`), from its history.
+    pub last_exit: Option<String>,
+    /// When, in milliseconds since the daemon started.
+    pub last_exit_at_ms: Option<u64>,
+}
+
+/// One captured line in [`Response::LogRecords`]. Frozen (it travels in a `Vec`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRow {
+    /// When the daemon read it, in milliseconds since the daemon started.
+    pub at_ms: u64,
+    /// `out` or `err`; `start` for the mark of a new run of the process (then `text` is
+    /// empty and `pid` is its pid).
+    pub stream: String,
+    /// The line, raw, without its newline.
+    pub text: String,
+    /// For a `start` mark: the pid of the new process.
+    pub pid: Option<u32>,
+}
+
+/// One service in [`Response::Status`]. Frozen: it travels in a `Vec` (see [`ServiceStatus`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRow {
     /// The service's name.
@@ -247,7 +351,7 @@ where
                 want: body.len(),
             });
         }
-        Ok(postcard::from_bytes(&body)?)
+        decode_body(&body)
     };
     match timeout {
         Some(t) => tokio::time::timeout(t, read)
@@ -255,6 +359,12 @@ where
             .unwrap_or(Err(FrameError::TimedOut(t))),
         None => read.await,
     }
+}
+
+/// Decodes the body of a frame (without its length prefix): what [`read_frame`] does once the
+/// bytes are in, public so that a fuzz target can drive it with arbitrary bytes.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    Ok(postcard::from_bytes(body)?)
 }
 
 /// Encodes `value` as one frame of at most `max` bytes and writes it, within `timeout` when
@@ -354,8 +464,22 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&Request::Ping).unwrap(), [9]);
         assert_eq!(postcard::to_allocvec(&Response::Pong).unwrap(), [7]);
         assert_eq!(postcard::to_allocvec(&Response::Done).unwrap(), [1]);
+        let ended = postcard::to_allocvec(&Response::Ended("x".into())).unwrap();
+        assert_eq!(ended, [8, 1, b'x']);
         let stop = postcard::to_allocvec(&Request::Stop(vec!["a".into()])).unwrap();
         assert_eq!(stop, [2, 1, 1, b'a']);
+        assert_eq!(postcard::to_allocvec(&Request::Info).unwrap(), [10]);
+        assert_eq!(postcard::to_allocvec(&Request::ReloadConfig).unwrap(), [13]);
+        let report = Request::StatusReport { services: vec![] };
+        assert_eq!(postcard::to_allocvec(&report).unwrap(), [11, 0]);
+        let logs = Request::LogRecords {
+            service: "a".into(),
+            lines: 1,
+            follow: false,
+        };
+        assert_eq!(postcard::to_allocvec(&logs).unwrap(), [12, 1, b'a', 1, 0]);
+        let lines = Response::LogRecords(vec![]);
+        assert_eq!(postcard::to_allocvec(&lines).unwrap(), [11, 0]);
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::service::Parsed;
-use super::values::{did_you_mean, key_path, Ctx};
+use super::values::{key_path, Ctx, Hint};
 
 /// Checks the references of every service and reports each dependency cycle once.
 pub(super) fn check(cx: &mut Ctx, services: &[Parsed]) {
@@ -28,8 +28,9 @@ pub(super) fn check(cx: &mut Ctx, services: &[Parsed]) {
                     edges[i].push((j, *at));
                     continue;
                 } else {
-                    let hint = did_you_mean(target, names.iter().copied());
-                    format!("{place} {verb} `{target}`, which is not a service{hint}")
+                    let message = format!("{place} {verb} `{target}`, which is not a service");
+                    cx.error_with_hint(*at, message, Hint::Service(target.clone()));
+                    continue;
                 };
                 cx.error(*at, message);
             }

@@ -12,4 +12,4 @@ mod values;
 mod tests;
 
 pub use model::*;
-pub use parse::{parse, ConfigError, ConfigErrors};
+pub use parse::{parse, parse_in, ConfigError, ConfigErrors, MAX_REPORTED_ERRORS};

@@ -36,6 +36,9 @@ pub struct DaemonConfig {
     pub trace_size_bytes: u64,
     /// `history-size`: entries in each service's medical history ring (default 64, 1..=4096).
     pub history_len: u32,
+    /// The directory relative paths were resolved against when the config was loaded (the
+    /// config file's), kept so that a new text of the same file resolves them alike.
+    pub base_dir: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -44,6 +47,7 @@ impl Default for DaemonConfig {
             state_dir: None,
             trace_size_bytes: 1 << 20,
             history_len: 64,
+            base_dir: None,
         }
     }
 }
@@ -389,6 +393,19 @@ impl Signal {
         let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
         Signal::ALL.into_iter().find(|sig| sig.name() == bare)
     }
+}
+
+/// The floor and ceiling of every value (architecture.md §3): a value outside is a config error.
+pub mod limits {
+    use core::time::Duration;
+
+    /// The longest duration anywhere in a config: 100 years (humantime's `"100y"`, a year being
+    /// 365.25 days). Longer ones overflow clocks and sums, and mean "never" anyway.
+    pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+    /// The largest size: 1 EiB.
+    pub const MAX_SIZE: u64 = 1 << 60;
+    /// The shortest `memory-every` and probe `every`: a shorter period only burns the CPU.
+    pub const MIN_POLL_PERIOD: Duration = Duration::from_millis(100);
 }
 
 /// Defaults of architecture.md §2–§3, in one place.

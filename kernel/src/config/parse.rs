@@ -9,6 +9,10 @@ use super::model::{Config, DaemonConfig};
 use super::service::{self, Parsed};
 use super::values::{entries, key_path, Ctx, Field};
 
+/// At most this many problems are listed; the rest are counted in a last line
+/// (`… and N more problems`), so that a broken file costs neither minutes nor pages.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
 /// One problem in a config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -25,8 +29,10 @@ pub struct ConfigError {
 pub struct ConfigErrors {
     /// The file name used in messages.
     pub file: String,
-    /// The problems, in the order of the file.
+    /// The problems, in the order of the file: the first [`MAX_REPORTED_ERRORS`] of them.
     pub errors: Vec<ConfigError>,
+    /// How many problems were found, `errors` and those left out.
+    pub total: usize,
 }
 
 impl std::fmt::Display for ConfigErrors {
@@ -41,18 +47,39 @@ impl std::fmt::Display for ConfigErrors {
                 _ => write!(f, "{}: {}", self.file, e.message)?,
             }
         }
+        let more = self.total.saturating_sub(self.errors.len());
+        if more > 0 {
+            let problems = if more == 1 { "problem" } else { "problems" };
+            write!(
+                f,
+                "\n{}: … and {more} more {problems}; fix these first, then check again",
+                self.file
+            )?;
+        }
         Ok(())
     }
 }
 
 impl std::error::Error for ConfigErrors {}
 
-/// Parses and validates a config. `file` names the file in messages.
+/// Parses and validates a config. `file` names the file in messages; when it is an absolute
+/// path, relative paths in the config (programs named with a `/`, `cwd`, watched files, check
+/// paths) are taken from its directory, resolved now.
 ///
 /// Every problem is reported, in the order of the file, each with its line and column: a TOML
 /// syntax error alone (nothing else can be read then), otherwise unknown keys, wrong types, bad
 /// values, keys and heals that do not fit the service's kind, unknown or cyclic dependencies.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let base = std::path::Path::new(file)
+        .parent()
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.to_string_lossy().into_owned());
+    parse_in(text, file, base.as_deref())
+}
+
+/// [`parse`], with relative paths taken from `base_dir` (the config file's directory; with
+/// `None` only absolute paths are accepted).
+pub fn parse_in(text: &str, file: &str, base_dir: Option<&str>) -> Result<Config, ConfigErrors> {
     let root = match DeTable::parse(text) {
         Ok(root) => root,
         Err(e) => {
@@ -62,15 +89,27 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
                 let key = span.clone().and_then(|s| text.get(s)).unwrap_or_default();
                 message = format!("TOML syntax: `{key}` is defined twice; merge the two");
             }
-            let errors = vec![error_at(text, span.map(|s| s.start), message)];
+            let errors = vec![error_at(
+                text,
+                &mut Cursor::default(),
+                span.map(|s| s.start),
+                message,
+            )];
             return Err(ConfigErrors {
                 file: file.to_string(),
                 errors,
+                total: 1,
             });
         }
     };
-    let mut cx = Ctx::default();
-    let mut daemon = DaemonConfig::default();
+    let mut cx = Ctx {
+        base: base_dir.map(str::to_string),
+        ..Ctx::default()
+    };
+    let mut daemon = DaemonConfig {
+        base_dir: base_dir.map(str::to_string),
+        ..DaemonConfig::default()
+    };
     let mut services = Vec::new();
     for (k, value) in entries(root.get_ref()) {
         let f = Field::new(k.get_ref(), "the top-level table", value);
@@ -85,26 +124,71 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         let services = services.into_iter().map(|p| Arc::new(p.service)).collect();
         return Ok(Config { daemon, services });
     }
-    cx.errors.sort_by_key(|(at, _)| *at);
-    let errors = cx
-        .errors
+    // Only the first problems in file order are reported, and only they get their place and
+    // their suggestion worked out: the cost stays linear in the file however many there are.
+    let mut found = std::mem::take(&mut cx.errors);
+    found.sort_by_key(|(at, _, _)| *at);
+    let total = found.len();
+    found.truncate(MAX_REPORTED_ERRORS);
+    let names: Vec<&str> = services.iter().map(|p| p.service.name.as_str()).collect();
+    let mut cursor = Cursor::default();
+    let errors: Vec<ConfigError> = found
         .into_iter()
-        .map(|(at, m)| error_at(text, Some(at), m))
+        .map(|(at, mut message, hint)| {
+            if let Some(hint) = hint {
+                message += &hint.resolve(&mut cx, &names);
+            }
+            error_at(text, &mut cursor, Some(at), message)
+        })
         .collect();
     Err(ConfigErrors {
         file: file.to_string(),
         errors,
+        total,
     })
 }
 
+/// A place in the text already counted: byte offset, 0-based line, characters since the start
+/// of the line. Places asked for in increasing order cost one pass over the text in all.
+#[derive(Default)]
+struct Cursor {
+    offset: usize,
+    line: usize,
+    column: usize,
+}
+
+impl Cursor {
+    /// Moves to byte offset `at` (rounded down to a character boundary; never backwards).
+    fn advance(&mut self, text: &str, at: usize) {
+        let mut at = at.min(text.len());
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        if at < self.offset {
+            // Out of order (not expected): count again from the start.
+            *self = Cursor::default();
+        }
+        let stretch = &text[self.offset..at];
+        match stretch.rfind('\n') {
+            Some(last) => {
+                self.line += stretch.bytes().filter(|&b| b == b'\n').count();
+                self.column = stretch[last + 1..].chars().count();
+            }
+            None => self.column += stretch.chars().count(),
+        }
+        self.offset = at;
+    }
+}
+
 /// A [`ConfigError`] at byte offset `at` of `text`: 1-based line, column in characters.
-fn error_at(text: &str, at: Option<usize>, message: String) -> ConfigError {
+/// `cursor` is where the previous error was placed.
+fn error_at(text: &str, cursor: &mut Cursor, at: Option<usize>, message: String) -> ConfigError {
     let place = at.map(|at| {
-        let before = text.get(..at.min(text.len())).unwrap_or(text);
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let line = before.matches('\n').count() + 1;
-        let column = before[line_start..].chars().count() + 1;
-        (line as u32, column as u32)
+        cursor.advance(text, at);
+        (
+            u32::try_from(cursor.line + 1).unwrap_or(u32::MAX),
+            u32::try_from(cursor.column + 1).unwrap_or(u32::MAX),
+        )
     });
     ConfigError {
         line: place.map(|p| p.0),

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use toml::de::{DeTable, DeValue};
 
+use super::model::limits::MIN_POLL_PERIOD;
 use super::model::{
     defaults, Check, Heal, Kind, LinkReady, Probe, Readiness, Reports, ServiceConfig,
     VerdictOverride,
 };
-use super::values::{did_you_mean, entries, key_path, list, sub_place, Ctx, Field, Value};
+use super::values::{entries, key_path, list, sub_place, Ctx, Field, Hint, Value};
 use crate::health::{Condition, BUILT_IN};
 
 /// A service as read, before the graph checks.
@@ -159,14 +160,14 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
             "ready" => set(&mut s.ready, readiness(cx, f)),
             "probe" => s.probe = probe(cx, f),
             "memory-max" => s.memory_max = cx.memory_limit(f),
-            "memory-every" => set(&mut s.memory_every, cx.period(f)),
-            "reload-on" => set(&mut s.reload_on, cx.array(f, "absolute paths", Ctx::path)),
-            "restart-on" => set(&mut s.restart_on, cx.array(f, "absolute paths", Ctx::path)),
+            "memory-every" => set(&mut s.memory_every, cx.period_at_least(f, MIN_POLL_PERIOD)),
+            "reload-on" => set(&mut s.reload_on, cx.array(f, "paths", Ctx::path)),
+            "restart-on" => set(&mut s.restart_on, cx.array(f, "paths", Ctx::path)),
             "debounce" => set(&mut s.debounce, cx.duration(f)),
             "reload" => s.reload = cx.action(f),
             "env" => set(&mut s.env, cx.env(f)),
-            "user" => s.user = cx.string(f),
-            "group" => s.group = cx.string(f),
+            "user" => s.user = account(cx, f),
+            "group" => s.group = account(cx, f),
             "cwd" => s.cwd = cx.path(f),
             "start-timeout" => set(&mut s.start_timeout, cx.period(f)),
             "stop-signal" => set(&mut s.stop_signal, cx.signal(f)),
@@ -244,7 +245,21 @@ fn reference(cx: &mut Ctx, f: Field) -> Option<(String, usize)> {
 fn retry_after(cx: &mut Ctx, f: Field) -> Option<Option<core::time::Duration>> {
     match f.value.get_ref().as_str() {
         Some("never") => Some(None),
+        Some(other) if other.eq_ignore_ascii_case("never") => cx.invalid(
+            f,
+            format_args!(
+                "`{other}` is not a duration; write \"never\" (lower case) or one like \"1h\""
+            ),
+        ),
         _ => cx.duration(f).map(Some),
+    }
+}
+
+/// `user` or `group`: a name, or a numeric id written as a string or as a number (`group = 0`).
+fn account(cx: &mut Ctx, f: Field) -> Option<String> {
+    match f.value.get_ref() {
+        DeValue::Integer(_) => cx.integer32(f, 0..=u32::MAX).map(|id| id.to_string()),
+        _ => cx.string(f),
     }
 }
 
@@ -298,7 +313,7 @@ fn probe(cx: &mut Ctx, f: Field) -> Option<Probe> {
         let f = Field::new(k.get_ref(), &place, value);
         match f.key {
             "run" | "tcp" | "unix" | "file" => {} // the check, read above
-            "every" => set(&mut probe.every, cx.period(f)),
+            "every" => set(&mut probe.every, cx.period_at_least(f, MIN_POLL_PERIOD)),
             "timeout" => set(&mut probe.timeout, cx.period(f)),
             "failures" => set(&mut probe.failures, cx.integer32(f, 1..=1_000_000)),
             "reports" => set(
@@ -331,11 +346,12 @@ fn conditions(
     for (k, value) in entries(table) {
         let condition = Condition::from_name(k.get_ref());
         if kind_known {
-            if let Some(why) = misfit(&condition, s) {
-                cx.error(
-                    k.span().start,
-                    format!("`{}` in {on_place}: {why}", k.get_ref()),
-                );
+            if let Some((why, hint)) = misfit(&condition, s) {
+                let message = format!("`{}` in {on_place}: {why}", k.get_ref());
+                match hint {
+                    Some(hint) => cx.error_with_hint(k.span().start, message, hint),
+                    None => cx.error(k.span().start, message),
+                }
             }
         }
         let place = sub_place(&on_place, k.get_ref());
@@ -353,46 +369,50 @@ fn conditions(
     on
 }
 
-/// Why `condition` cannot happen to service `s`, if it cannot.
-fn misfit(condition: &Condition, s: &ServiceConfig) -> Option<String> {
-    let names = || {
-        let fitting = BUILT_IN
+/// Why `condition` cannot happen to service `s`, if it cannot, and the suggestion to end that
+/// with.
+fn misfit(condition: &Condition, s: &ServiceConfig) -> Option<(String, Option<Hint>)> {
+    let fitting = || -> Vec<&'static str> {
+        BUILT_IN
             .iter()
             .filter(|c| c.applies_to(&s.kind))
-            .map(|c| c.name());
-        list(&fitting.collect::<Vec<_>>())
+            .map(|c| c.name())
+            .collect()
     };
     let hint = || {
-        did_you_mean(
-            condition.name(),
-            BUILT_IN
-                .iter()
-                .filter(|c| c.applies_to(&s.kind))
-                .map(|c| c.name()),
-        )
+        Some(Hint::Among {
+            word: condition.name().to_string(),
+            candidates: fitting(),
+            or_list: false,
+        })
     };
     match condition {
-        Condition::Custom(name) if !matches!(s.kind, Kind::Process { .. }) => Some(format!(
-            "{} has no condition `{name}` (custom conditions come from probes, which only `run` \
-             services have){}",
-            a_kind(&s.kind),
-            hint()
+        Condition::Custom(name) if !matches!(s.kind, Kind::Process { .. }) => Some((
+            format!(
+                "{} has no condition `{name}` (custom conditions come from probes, which only \
+                 `run` services have)",
+                a_kind(&s.kind),
+            ),
+            hint(),
         )),
         Condition::Custom(name) => {
             let reports = s.probe.as_ref().map(|p| p.reports);
             (reports != Some(Reports::Condition)).then(|| {
-                format!(
+                let why = format!(
                     "`{name}` is not a built-in condition, and [service.{}] has no probe with \
-                     reports = \"condition\" to name custom ones{}",
+                     reports = \"condition\" to name custom ones",
                     key_path(&s.name),
-                    hint()
-                )
+                );
+                (why, hint())
             })
         }
-        c if !c.applies_to(&s.kind) => Some(format!(
-            "{} is never `{c}`; its conditions are {}",
-            a_kind(&s.kind),
-            names()
+        c if !c.applies_to(&s.kind) => Some((
+            format!(
+                "{} is never `{c}`; its conditions are {}",
+                a_kind(&s.kind),
+                list(&fitting())
+            ),
+            None,
         )),
         _ => None,
     }

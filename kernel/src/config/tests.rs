@@ -385,11 +385,11 @@ fn wrong_types_say_what_was_expected() {
     );
     assert_eq!(
         err(&service("run = [\"x\"]\ngive-up-after = 0\n")),
-        "medic.toml:3:17: `give-up-after` in [service.x]: must be from 1 to 1000000, not 0"
+        "medic.toml:3:17: `give-up-after` in [service.x]: `0` is too small; use a number from 1 to 1000000"
     );
     assert_eq!(
         err("[daemon]\nhistory-size = 5000\n"),
-        "medic.toml:2:16: `history-size` in [daemon]: must be from 1 to 4096, not 5000"
+        "medic.toml:2:16: `history-size` in [daemon]: `5000` is too large; use a number from 1 to 4096"
     );
     assert_eq!(
         err("service = 3\n"),
@@ -409,9 +409,9 @@ fn bad_durations_name_the_key_and_show_an_example() {
     );
     assert_eq!(
         err(&service(
-            "run = [\"x\"]\nprobe = { file = \"/f\", every = \"0s\" }\n"
+            "run = [\"x\"]\nprobe = { file = \"/f\", timeout = \"0s\" }\n"
         )),
-        "medic.toml:3:32: `every` in [service.x.probe]: must be longer than zero"
+        "medic.toml:3:34: `timeout` in [service.x.probe]: must be longer than zero"
     );
     assert_eq!(
         err(&service("run = [\"x\"]\ndebounce = 100\n")),
@@ -607,8 +607,9 @@ fn names_and_paths_are_checked() {
     );
     assert_eq!(
         err(&service("run = [\"x\"]\nreload-on = [\"etc/x.conf\"]\n")),
-        "medic.toml:3:14: `reload-on` in [service.x]: `etc/x.conf` is not an absolute path; write \
-         it from `/`"
+        "medic.toml:3:14: `reload-on` in [service.x]: `etc/x.conf` is not an absolute path, and \
+         this config was not read from a file whose directory it could be taken from; write it \
+         from `/`"
     );
     assert_eq!(
         err(&service("run = [\"x\"]\nenv = { TZ = 1 }\n")),
@@ -668,4 +669,293 @@ memroy-max = "1MiB"
         (errors.errors[0].line, errors.errors[0].column),
         (Some(2), Some(14))
     );
+}
+
+#[test]
+fn durations_have_a_ceiling_of_100_years() {
+    let stop = |v: &str| {
+        err(&service(&format!(
+            "run = [\"x\"]\nstop-timeout = \"{v}\"\n"
+        )))
+    };
+    // Issue 9: this passed `medic check`, then overflowed the daemon's shutdown deadline.
+    assert_eq!(
+        stop("18446744073709551615s"),
+        "medic.toml:3:16: `stop-timeout` in [service.x]: `18446744073709551615s` is too large; \
+         the longest is \"100y\" (100 years)"
+    );
+    // Past what humantime itself can count: too large too, not "not a duration".
+    assert!(stop("18446744073709551616s").contains("`18446744073709551616s` is too large"));
+    assert!(stop("101y").contains("`101y` is too large"));
+    assert!(stop("36525d 1s").contains("is too large"));
+    assert!(stop("0.5ns").contains("too large or finer than a nanosecond"));
+    let c = ok(&service("run = [\"x\"]\nstop-timeout = \"100y\"\n"));
+    assert_eq!(c.services[0].stop_timeout, limits::MAX_DURATION);
+    // Every duration key goes through the same check.
+    for key in [
+        "start-timeout",
+        "debounce",
+        "forgive-after",
+        "max-backoff",
+        "retry-after",
+        "memory-every",
+    ] {
+        let e = err(&service(&format!("run = [\"x\"]\n{key} = \"200y\"\n")));
+        assert!(
+            e.contains(&format!("`{key}` in [service.x]: `200y` is too large")),
+            "{e}"
+        );
+    }
+    let e = err(&service(
+        "run = [\"x\"]\nprobe = { file = \"/f\", timeout = \"200y\" }\n[service.x.on.exited]\nsettle = \"200y\"\n",
+    ));
+    assert!(
+        e.contains("`timeout` in [service.x.probe]: `200y` is too large"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`settle` in [service.x.on.exited]: `200y` is too large"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sampling_periods_have_a_floor_of_100ms() {
+    assert_eq!(
+        err(&service("run = [\"x\"]\nmemory-every = \"1ns\"\n")),
+        "medic.toml:3:16: `memory-every` in [service.x]: `1ns` is too small; the shortest is \
+         \"100ms\""
+    );
+    assert_eq!(
+        err(&service(
+            "run = [\"x\"]\nprobe = { file = \"/f\", every = \"99ms\" }\n"
+        )),
+        "medic.toml:3:32: `every` in [service.x.probe]: `99ms` is too small; the shortest is \
+         \"100ms\""
+    );
+    let c = ok(&service(
+        "run = [\"x\"]\nmemory-every = \"100ms\"\nprobe = { file = \"/f\", every = \"100ms\" }\n",
+    ));
+    assert_eq!(c.services[0].memory_every, limits::MIN_POLL_PERIOD);
+    assert_eq!(
+        c.services[0].probe.as_ref().map(|p| p.every),
+        Some(limits::MIN_POLL_PERIOD)
+    );
+}
+
+#[test]
+fn sizes_have_a_ceiling_of_1_eib_and_never_wrap() {
+    let bad = |v: &str| err(&service(&format!("run = [\"x\"]\nmemory-max = {v}\n")));
+    // Issue 9: this wrapped around to 543 bytes (and panicked in a debug build).
+    assert_eq!(
+        bad("\"340282366920938463463374607431768211.999KB\""),
+        "medic.toml:3:14: `memory-max` in [service.x]: \
+         `340282366920938463463374607431768211.999KB` is too large; the largest is \"1EiB\" \
+         (1152921504606846976 bytes)"
+    );
+    for v in [
+        "\"2EiB\"",
+        "\"1025PiB\"",
+        "\"18446744073709551616\"",
+        "\"99999999999999999999999999999999999999999999999999TiB\"",
+        "\"1152921504606846977\"",
+    ] {
+        assert!(
+            bad(v).contains("is too large; the largest is \"1EiB\""),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        bad("1152921504606846977"),
+        "medic.toml:3:14: `memory-max` in [service.x]: `1152921504606846977` is too large; use a \
+         number from 0 to 1152921504606846976"
+    );
+    let limit = |v: &str| {
+        ok(&service(&format!("run = [\"x\"]\nmemory-max = {v}\n"))).services[0].memory_max
+    };
+    assert_eq!(
+        limit("\"1EiB\""),
+        Some(MemoryLimit::Bytes(limits::MAX_SIZE))
+    );
+    assert_eq!(
+        limit("\"1024PiB\""),
+        Some(MemoryLimit::Bytes(limits::MAX_SIZE))
+    );
+    assert_eq!(
+        limit("1152921504606846976"),
+        Some(MemoryLimit::Bytes(limits::MAX_SIZE))
+    );
+    let e = err("[daemon]\ntrace-size = \"3EiB\"\n");
+    assert!(
+        e.contains("`trace-size` in [daemon]: `3EiB` is too large"),
+        "{e}"
+    );
+}
+
+/// A config with `n` unknown keys in one service.
+fn unknown_keys(n: usize) -> String {
+    let mut text = String::from("[service.a]\nrun = [\"/bin/true\"]\n");
+    for i in 0..n {
+        text.push_str(&format!("unknown-key-{i} = 1\n"));
+    }
+    text
+}
+
+#[test]
+fn a_flood_of_unknown_keys_is_cut_at_100_and_counted() {
+    // Issue 9 item 11: 50,000 of these took minutes (each error counted lines from the start).
+    let errors = parse(&unknown_keys(50_000), "medic.toml").unwrap_err();
+    assert_eq!(errors.total, 50_000);
+    assert_eq!(errors.errors.len(), MAX_REPORTED_ERRORS);
+    for (i, e) in errors.errors.iter().enumerate() {
+        assert_eq!((e.line, e.column), (Some(i as u32 + 3), Some(1)));
+        let start = format!("unknown key `unknown-key-{i}` in [service.a]; use one of `run`, ");
+        assert!(e.message.starts_with(&start), "{}", e.message);
+    }
+    let shown = errors.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), MAX_REPORTED_ERRORS + 1);
+    assert!(lines[99].starts_with("medic.toml:102:1: unknown key `unknown-key-99`"));
+    assert_eq!(
+        lines[100],
+        "medic.toml: … and 49900 more problems; fix these first, then check again"
+    );
+    // At the cap exactly, nothing is left out and nothing is said about it.
+    let errors = parse(&unknown_keys(MAX_REPORTED_ERRORS), "medic.toml").unwrap_err();
+    assert_eq!(errors.total, MAX_REPORTED_ERRORS);
+    assert!(!errors.to_string().contains("more problem"));
+    let errors = parse(&unknown_keys(MAX_REPORTED_ERRORS + 1), "medic.toml").unwrap_err();
+    assert!(errors
+        .to_string()
+        .ends_with("medic.toml: … and 1 more problem; fix these first, then check again"));
+}
+
+#[test]
+fn a_flood_of_unknown_needs_is_cut_at_100_with_suggestions_first() {
+    // Issue 9 item 11: 10,000 of these took minutes (each compared with every name, by edit
+    // distance, however long). Here: 10,000 services, each needing a misspelt neighbour, and
+    // one long unknown name each.
+    let long = "x".repeat(1000);
+    let mut text = String::new();
+    for i in 0..10_000 {
+        text.push_str(&format!(
+            "[service.svc-{i}]\nrun = [\"/bin/true\"]\nneeds = [\"scv-{i}\", \"{long}-{i}\"]\n"
+        ));
+    }
+    let errors = parse(&text, "medic.toml").unwrap_err();
+    assert_eq!(errors.total, 20_000);
+    assert_eq!(errors.errors.len(), MAX_REPORTED_ERRORS);
+    let first = &errors.errors[0];
+    assert_eq!((first.line, first.column), (Some(3), Some(10)));
+    assert_eq!(
+        first.message,
+        "[service.svc-0] needs `scv-0`, which is not a service; did you mean `svc-0`?"
+    );
+    let second = &errors.errors[1];
+    assert_eq!((second.line, second.column), (Some(3), Some(19)));
+    assert_eq!(
+        second.message,
+        format!("[service.svc-0] needs `{long}-0`, which is not a service")
+    );
+    // The last one reported is service 49's second need, at line 150.
+    let last = &errors.errors[99];
+    assert_eq!(last.line, Some(150));
+    assert!(last.message.starts_with("[service.svc-49] needs `xxx"));
+    assert!(errors
+        .to_string()
+        .ends_with("medic.toml: … and 19900 more problems; fix these first, then check again"));
+}
+
+#[test]
+fn suggestions_skip_long_words_and_stop_when_the_budget_is_spent() {
+    use super::values::suggest;
+    let mut budget = u64::MAX;
+    assert_eq!(
+        suggest("neds", ["needs", "after"], &mut budget),
+        Some("needs")
+    );
+    assert_eq!(
+        suggest("mem", ["memory-max"], &mut budget),
+        Some("memory-max")
+    );
+    // A long word is compared by prefix only: no edit distance, nothing spent.
+    let long = "n".repeat(65);
+    let before = budget;
+    assert_eq!(suggest(&long, ["needs"], &mut budget), None);
+    let longer = format!("{long}x");
+    assert_eq!(
+        suggest(&long, [longer.as_str()], &mut budget),
+        Some(longer.as_str())
+    );
+    assert_eq!(budget, before);
+    // A candidate whose length alone is too far costs nothing either.
+    assert_eq!(suggest("abc", ["xyz-abcdefghijk"], &mut budget), None);
+    assert_eq!(budget, before);
+    // With the budget spent, there is no suggestion, and no panic.
+    let mut budget = 10;
+    assert_eq!(suggest("neds", ["needs"], &mut budget), None);
+    assert_eq!(budget, 0);
+}
+
+#[test]
+fn relative_paths_are_taken_from_the_config_files_directory() {
+    let text = "[service.x]\nrun = [\"bin/x\", \"arg/not/a/path\"]\ncwd = \"../run\"\n\
+                reload-on = [\"./x.conf\"]\nready = { file = \"state/x.ready\" }\n\
+                [service.y]\nrun = [\"sleep\", \"1\"]\nstop-signal = \"INT\"\n";
+    let config = parse(text, "/etc/medic/medic.toml").expect("valid");
+    let x = &config.services[0];
+    assert_eq!(
+        x.kind,
+        Kind::Process {
+            argv: vec!["/etc/medic/bin/x".into(), "arg/not/a/path".into()]
+        }
+    );
+    assert_eq!(x.cwd.as_deref(), Some("/etc/run"));
+    assert_eq!(x.reload_on, ["/etc/medic/x.conf"]);
+    assert_eq!(
+        x.ready,
+        Readiness::Poll(Check::File("/etc/medic/state/x.ready".into()))
+    );
+    // A bare name is looked up in PATH when it is started, not here.
+    assert_eq!(
+        config.services[1].kind,
+        Kind::Process {
+            argv: vec!["sleep".into(), "1".into()]
+        }
+    );
+    assert_eq!(config.daemon.base_dir.as_deref(), Some("/etc/medic"));
+    // Without a directory to take them from, relative paths are refused.
+    assert!(parse(text, "medic.toml").is_err());
+    assert!(parse_in(text, "medic.toml", Some("/srv")).is_ok());
+}
+
+#[test]
+fn a_nul_character_is_refused_wherever_it_hides() {
+    for text in [
+        "[service.x]\nrun = [\"/bin/x\\u0000\"]\n",
+        "[service.x]\nrun = [\"/bin/x\", \"a\\u0000b\"]\n",
+        "[service.x]\nrun = [\"/bin/x\"]\nenv = { A = \"1\\u00002\" }\n",
+        "[service.x]\nrun = [\"/bin/x\"]\ncwd = \"/tmp\\u0000\"\n",
+    ] {
+        let e = parse(text, "/m.toml").expect_err(text).to_string();
+        assert!(e.contains("NUL character"), "{text}: {e}");
+    }
+}
+
+#[test]
+fn numeric_user_and_group_and_a_capitalised_never() {
+    let c = parse(
+        "[service.x]\nrun = [\"/bin/x\"]\nuser = 0\ngroup = 65534\n",
+        "/m.toml",
+    )
+    .unwrap();
+    assert_eq!(c.services[0].user.as_deref(), Some("0"));
+    assert_eq!(c.services[0].group.as_deref(), Some("65534"));
+    let e = parse(
+        "[service.x]\nrun = [\"/bin/x\"]\nretry-after = \"Never\"\n",
+        "/m.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("write \"never\" (lower case)"), "{e}");
 }

@@ -10,17 +10,78 @@ use std::collections::BTreeMap;
 use toml::de::{DeString, DeTable, DeValue};
 use toml::Spanned;
 
+use super::model::limits::{MAX_DURATION, MAX_SIZE};
 use super::model::{Action, Check, Heal, MemoryLimit, Signal};
 
 /// A TOML value with its byte span.
 pub(super) type Value<'i> = Spanned<DeValue<'i>>;
 
 /// The problems found so far, each at a byte offset of the text.
-#[derive(Default)]
 pub(super) struct Ctx {
-    /// `(byte offset, message)`, in the order found; sorted by offset at the end.
-    pub errors: Vec<(usize, String)>,
+    /// `(byte offset, message, hint to add)`, in the order found; sorted by offset at the end.
+    pub errors: Vec<(usize, String, Option<Hint>)>,
+    /// Edit-distance cells that suggestions may still spend (see [`SUGGEST_BUDGET`]).
+    pub suggest_budget: u64,
+    /// The config file's directory: relative paths are taken from it.
+    pub base: Option<String>,
 }
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx {
+            errors: Vec::new(),
+            suggest_budget: SUGGEST_BUDGET,
+            base: None,
+        }
+    }
+}
+
+/// The end of a message, a suggestion, worked out only for the errors that are reported: a
+/// file with thousands of problems costs no more than one with a hundred.
+#[derive(Clone, Debug)]
+pub(super) enum Hint {
+    /// `; did you mean `x`?` with the nearest of `candidates`; with `or_list`, `; use one of …`
+    /// when none is near.
+    Among {
+        /// The word as written.
+        word: String,
+        /// What it could have meant.
+        candidates: Vec<&'static str>,
+        /// List every candidate when none is near.
+        or_list: bool,
+    },
+    /// `; did you mean `x`?` with the nearest service name.
+    Service(String),
+}
+
+impl Hint {
+    /// The words to append to the message; `services` are the names of the file's services.
+    pub fn resolve(self, cx: &mut Ctx, services: &[&str]) -> String {
+        match self {
+            Hint::Among {
+                word,
+                candidates,
+                or_list,
+            } => {
+                let hint = cx.did_you_mean(&word, candidates.iter().copied());
+                if hint.is_empty() && or_list {
+                    format!("; use one of {}", list(&candidates))
+                } else {
+                    hint
+                }
+            }
+            Hint::Service(word) => cx.did_you_mean(&word, services.iter().copied()),
+        }
+    }
+}
+
+/// Words longer than this (in characters) are not compared by edit distance: no one misspells
+/// a 65-letter key, and the cost grows with the square of the length.
+const SUGGEST_MAX_CHARS: usize = 64;
+
+/// Edit-distance cells one parse may spend on suggestions, whatever the file holds (a tenth of
+/// a second or so). Once spent, messages go on without "did you mean".
+const SUGGEST_BUDGET: u64 = 50_000_000;
 
 /// One `key = value` of a table, with the table's name for messages.
 #[derive(Clone, Copy)]
@@ -61,25 +122,52 @@ pub(super) fn entries<'a, 'i>(
 
 /// The candidate nearest to `word`, if it is near enough to be what was meant: a few typos
 /// away (fewer than the word has letters), or a longer name that starts with the word.
+///
+/// The work is bounded: a candidate whose length alone puts it too far is not compared, words
+/// over [`SUGGEST_MAX_CHARS`] only by prefix, and each comparison spends its cells from
+/// `budget`; with the budget spent there is no suggestion.
 pub(super) fn suggest<'c>(
     word: &str,
     candidates: impl IntoIterator<Item = &'c str>,
+    budget: &mut u64,
 ) -> Option<&'c str> {
     let len = word.chars().count();
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|&(d, c)| (d <= 1 + len / 3 && d < len) || (len >= 3 && c.starts_with(word)))
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, c)| c)
+    let near = 1 + len / 3;
+    let mut best: Option<(usize, &'c str)> = None;
+    for c in candidates {
+        let c_len = c.chars().count();
+        let d = if len >= 3 && c.starts_with(word) {
+            c_len - len // exactly the letters to append
+        } else if len > SUGGEST_MAX_CHARS || c_len > SUGGEST_MAX_CHARS || len.abs_diff(c_len) > near
+        {
+            continue; // at least the difference in length away: too far
+        } else {
+            let cells = ((len + 1) * (c_len + 1)) as u64;
+            let Some(left) = budget.checked_sub(cells) else {
+                *budget = 0;
+                break;
+            };
+            *budget = left;
+            let d = strsim::osa_distance(word, c);
+            if d > near || d >= len {
+                continue;
+            }
+            d
+        };
+        if !matches!(best, Some((b, _)) if b <= d) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
 }
 
 /// `; did you mean `x`?` or nothing.
 pub(super) fn did_you_mean<'c>(
     word: &str,
     candidates: impl IntoIterator<Item = &'c str>,
+    budget: &mut u64,
 ) -> String {
-    suggest(word, candidates)
+    suggest(word, candidates, budget)
         .map(|s| format!("; did you mean `{s}`?"))
         .unwrap_or_default()
 }
@@ -113,11 +201,28 @@ pub(super) fn sub_place(place: &str, key: &str) -> String {
 
 const DURATION_EXAMPLE: &str = "write it like \"250ms\", \"5s\", \"5m\" or \"1h 30m\"";
 const SIZE_EXAMPLE: &str = "write it like \"4096\", \"64KiB\", \"48MiB\", \"1GiB\" or \"100MB\"";
+const MAX_DURATION_TEXT: &str = "the longest is \"100y\" (100 years)";
+const MAX_SIZE_TEXT: &str = "the largest is \"1EiB\" (1152921504606846976 bytes)";
 
 impl Ctx {
     /// Records a problem at byte offset `at`.
     pub fn error(&mut self, at: usize, message: impl Into<String>) {
-        self.errors.push((at, message.into()));
+        self.errors.push((at, message.into(), None));
+    }
+
+    /// Records a problem at byte offset `at` whose message ends with `hint`, worked out only if
+    /// the problem is among those reported.
+    pub fn error_with_hint(&mut self, at: usize, message: String, hint: Hint) {
+        self.errors.push((at, message, Some(hint)));
+    }
+
+    /// `; did you mean `x`?` or nothing, within the suggestion budget.
+    pub fn did_you_mean<'c>(
+        &mut self,
+        word: &str,
+        candidates: impl IntoIterator<Item = &'c str>,
+    ) -> String {
+        did_you_mean(word, candidates, &mut self.suggest_budget)
     }
 
     /// `` `key` in [place]: message ``.
@@ -139,37 +244,82 @@ impl Ctx {
         None
     }
 
-    /// An unknown key, with the nearest of `known` suggested.
-    pub fn unknown_key(&mut self, key: &Spanned<DeString>, place: &str, known: &[&str]) {
-        let hint = did_you_mean(key.get_ref(), known.iter().copied());
-        let hint = if hint.is_empty() {
-            format!("; use one of {}", list(known))
-        } else {
-            hint
-        };
-        let message = format!("unknown key `{}` in {place}{hint}", key.get_ref());
-        self.error(key.span().start, message);
+    /// `` `key` in [place]: message `` and then `hint`, if the problem is reported.
+    pub fn invalid_with_hint<T>(
+        &mut self,
+        f: Field,
+        message: impl core::fmt::Display,
+        hint: Hint,
+    ) -> Option<T> {
+        let message = format!("`{}` in {}: {message}", f.key, f.place);
+        self.error_with_hint(f.at(), message, hint);
+        None
     }
 
-    /// A string.
+    /// An unknown key, with the nearest of `known` suggested, or all of them listed.
+    pub fn unknown_key(&mut self, key: &Spanned<DeString>, place: &str, known: &[&'static str]) {
+        let message = format!("unknown key `{}` in {place}", key.get_ref());
+        let hint = Hint::Among {
+            word: key.get_ref().to_string(),
+            candidates: known.to_vec(),
+            or_list: true,
+        };
+        self.error_with_hint(key.span().start, message, hint);
+    }
+
+    /// A string (never one with a NUL character: no path, name or environment can carry it).
     pub fn string(&mut self, f: Field) -> Option<String> {
         match f.value.get_ref() {
+            DeValue::String(s) if s.contains('\0') => self.invalid(
+                f,
+                "the text contains a NUL character (\\u0000), which no path, name or environment \
+                 variable can carry",
+            ),
             DeValue::String(s) => Some(s.to_string()),
             _ => self.wrong_type(f, "a string"),
         }
     }
 
-    /// An absolute path.
+    /// A path: absolute, or relative to the config file's directory (resolved now).
     pub fn path(&mut self, f: Field) -> Option<String> {
         let path = self.string(f)?;
-        if path.starts_with('/') {
-            Some(path)
-        } else {
-            self.invalid(
+        match self.resolve(&path) {
+            Some(p) => Some(p),
+            None => self.invalid(
                 f,
-                format_args!("`{path}` is not an absolute path; write it from `/`"),
-            )
+                format_args!(
+                    "`{path}` is not an absolute path, and this config was not read from a file \
+                     whose directory it could be taken from; write it from `/`"
+                ),
+            ),
         }
+    }
+
+    /// `path` made absolute against the config file's directory; `None` when it is relative
+    /// and there is no directory. Pure string work: nothing is looked up on disk.
+    fn resolve(&self, path: &str) -> Option<String> {
+        if path.starts_with('/') {
+            return Some(path.to_string());
+        }
+        let base = self.base.as_deref()?;
+        let joined = std::path::Path::new(base).join(path);
+        let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+        for c in joined.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    parts.pop();
+                }
+                std::path::Component::Normal(p) => parts.push(p),
+                std::path::Component::RootDir | std::path::Component::Prefix(_) => {}
+            }
+        }
+        let mut out = String::new();
+        for p in parts {
+            out.push('/');
+            out.push_str(&p.to_string_lossy());
+        }
+        Some(if out.is_empty() { "/".into() } else { out })
     }
 
     /// `true` or `false`.
@@ -185,12 +335,21 @@ impl Ctx {
         let DeValue::Integer(i) = f.value.get_ref() else {
             return self.wrong_type(f, "an integer");
         };
-        match i64::from_str_radix(i.as_str(), i.radix()) {
-            Ok(n) if n >= 0 && range.contains(&n.unsigned_abs()) => Some(n.unsigned_abs()),
-            _ => self.invalid(
-                f,
-                format_args!("must be from {} to {}, not {i}", range.start(), range.end()),
-            ),
+        // Too many digits for an i128 is as much too large (or small) as any other.
+        let n =
+            i128::from_str_radix(i.as_str(), i.radix()).unwrap_or(if i.as_str().starts_with('-') {
+                i128::MIN
+            } else {
+                i128::MAX
+            });
+        let (low, high) = (i128::from(*range.start()), i128::from(*range.end()));
+        let bound = |word: &str| format!("`{i}` is too {word}; use a number from {low} to {high}");
+        if n < low {
+            self.invalid(f, bound("small"))
+        } else if n > high {
+            self.invalid(f, bound("large"))
+        } else {
+            u64::try_from(n).ok()
         }
     }
 
@@ -206,12 +365,40 @@ impl Ctx {
             return self.wrong_type(f, "a duration string such as \"5s\"");
         };
         match humantime::parse_duration(s) {
-            Ok(d) => Some(d),
+            Ok(d) if d <= MAX_DURATION => Some(d),
+            Ok(_) => self.invalid(f, format_args!("`{s}` is too large; {MAX_DURATION_TEXT}")),
+            // humantime says so for a number past its range, and for a fraction of a nanosecond.
+            Err(humantime::DurationError::NumberOverflow) if s.contains('.') => self.invalid(
+                f,
+                format_args!(
+                    "`{s}` is too large or finer than a nanosecond; {MAX_DURATION_TEXT}, and the \
+                     finest is \"1ns\""
+                ),
+            ),
+            Err(humantime::DurationError::NumberOverflow) => {
+                self.invalid(f, format_args!("`{s}` is too large; {MAX_DURATION_TEXT}"))
+            }
             Err(_) => self.invalid(
                 f,
                 format_args!("`{s}` is not a duration; {DURATION_EXAMPLE}"),
             ),
         }
+    }
+
+    /// A duration of at least `min` (a sampling period: shorter only burns the CPU).
+    pub fn period_at_least(&mut self, f: Field, min: Duration) -> Option<Duration> {
+        let d = self.duration(f)?;
+        if d >= min {
+            return Some(d);
+        }
+        let s = f.value.get_ref().as_str().unwrap_or_default();
+        self.invalid(
+            f,
+            format_args!(
+                "`{s}` is too small; the shortest is \"{}\"",
+                humantime::format_duration(min)
+            ),
+        )
     }
 
     /// A duration longer than zero (a period, a timeout).
@@ -225,10 +412,15 @@ impl Ctx {
     /// A size in bytes: `4096` or `"4096"`, `"64KiB"`, `"48MiB"`, `"1GiB"`, `"100MB"`.
     pub fn size(&mut self, f: Field) -> Option<u64> {
         match f.value.get_ref() {
-            DeValue::Integer(_) => self.integer(f, 0..=u64::MAX >> 1),
+            DeValue::Integer(_) => self.integer(f, 0..=MAX_SIZE),
             DeValue::String(s) => match parse_size(s) {
-                Some(n) => Some(n),
-                None => self.invalid(f, format_args!("`{s}` is not a size; {SIZE_EXAMPLE}")),
+                Ok(n) => Some(n),
+                Err(SizeError::TooLarge) => {
+                    self.invalid(f, format_args!("`{s}` is too large; {MAX_SIZE_TEXT}"))
+                }
+                Err(SizeError::NotASize) => {
+                    self.invalid(f, format_args!("`{s}` is not a size; {SIZE_EXAMPLE}"))
+                }
             },
             _ => self.wrong_type(f, "a size such as \"48MiB\""),
         }
@@ -273,6 +465,22 @@ impl Ctx {
                  like [\"/usr/sbin/ntpd\", \"-n\"]",
             ),
             Some(program) if program.is_empty() => self.invalid(f, "the program name is empty"),
+            Some(_) if argv.iter().any(|a| a.contains('\0')) => self.invalid(
+                f,
+                "the command line contains a NUL character (\\u0000), which no program can be given",
+            ),
+            // A program named with a `/` is a path, relative to the config file's directory; a
+            // bare name is looked up in `PATH` when it is started.
+            Some(program) if program.contains('/') => match self.resolve(program) {
+                Some(p) => Some([vec![p], argv[1..].to_vec()].concat()),
+                None => self.invalid(
+                    f,
+                    format_args!(
+                        "`{program}` is a relative path, and this config was not read from a \
+                         file whose directory it could be taken from; write it from `/`"
+                    ),
+                ),
+            },
             Some(_) => Some(argv),
         }
     }
@@ -307,22 +515,21 @@ impl Ctx {
         match Signal::from_name(&name) {
             Some(sig) => Some(sig),
             None => {
-                let names: Vec<&str> = Signal::ALL.iter().map(|s| s.name()).collect();
-                let hint = did_you_mean(&name.to_ascii_uppercase(), names.iter().copied());
-                self.invalid(
-                    f,
-                    format_args!(
-                        "`{name}` is not a signal; use one of {}{hint}",
-                        list(&names)
-                    ),
-                )
+                let names: Vec<&'static str> = Signal::ALL.iter().map(|s| s.name()).collect();
+                let message = format!("`{name}` is not a signal; use one of {}", list(&names));
+                let hint = Hint::Among {
+                    word: name.to_ascii_uppercase(),
+                    candidates: names,
+                    or_list: false,
+                };
+                self.invalid_with_hint(f, message, hint)
             }
         }
     }
 
     /// One of a few words, e.g. `"exit"` or `"condition"`.
-    pub fn choice<T: Clone>(&mut self, f: Field, options: &[(&str, T)]) -> Option<T> {
-        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+    pub fn choice<T: Clone>(&mut self, f: Field, options: &[(&'static str, T)]) -> Option<T> {
+        let names: Vec<&'static str> = options.iter().map(|(n, _)| *n).collect();
         let expected = format!("one of {}", list(&names));
         let word = f.value.get_ref().as_str();
         let Some(word) = word else {
@@ -331,8 +538,12 @@ impl Ctx {
         match options.iter().find(|(n, _)| *n == word) {
             Some((_, v)) => Some(v.clone()),
             None => {
-                let hint = did_you_mean(word, names.iter().copied());
-                self.invalid(f, format_args!("`{word}` is not {expected}{hint}"))
+                let hint = Hint::Among {
+                    word: word.to_string(),
+                    candidates: names,
+                    or_list: false,
+                };
+                self.invalid_with_hint(f, format_args!("`{word}` is not {expected}"), hint)
             }
         }
     }
@@ -382,7 +593,7 @@ impl Ctx {
     pub fn single<'a, 'i, T>(
         &mut self,
         f: Field<'a, 'i>,
-        choices: &[&str],
+        choices: &[&'static str],
         read: impl FnOnce(&mut Ctx, Field<'_, 'i>) -> Option<T>,
     ) -> Option<T> {
         let choice_list = choices
@@ -492,9 +703,18 @@ impl Ctx {
     }
 }
 
-/// `"4096"`, `"64KiB"`, `"1.5GiB"`, `"100MB"` → bytes.
-pub(super) fn parse_size(s: &str) -> Option<u64> {
-    const UNITS: [(&str, u64); 9] = [
+/// Why a string is not a size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SizeError {
+    /// Not written like one.
+    NotASize,
+    /// Written like one, but above [`MAX_SIZE`].
+    TooLarge,
+}
+
+/// `"4096"`, `"64KiB"`, `"1.5GiB"`, `"100MB"` → bytes, at most [`MAX_SIZE`].
+pub(super) fn parse_size(s: &str) -> Result<u64, SizeError> {
+    const UNITS: [(&str, u64); 11] = [
         ("", 1),
         ("b", 1),
         ("kb", 1000),
@@ -504,6 +724,8 @@ pub(super) fn parse_size(s: &str) -> Option<u64> {
         ("gb", 1_000_000_000),
         ("gib", 1 << 30),
         ("tib", 1 << 40),
+        ("pib", 1 << 50),
+        ("eib", 1 << 60),
     ];
     let s = s.trim();
     let split = s
@@ -511,20 +733,29 @@ pub(super) fn parse_size(s: &str) -> Option<u64> {
         .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let unit = unit.trim().to_ascii_lowercase();
-    let scale = UNITS.iter().find(|(u, _)| *u == unit)?.1;
+    let scale = u128::from(
+        UNITS
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .ok_or(SizeError::NotASize)?
+            .1,
+    );
     let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() || !frac.chars().all(|c| c.is_ascii_digit()) || frac.len() > 9 {
-        return None;
+    if whole.is_empty() || !frac.bytes().all(|c| c.is_ascii_digit()) || frac.len() > 9 {
+        return Err(SizeError::NotASize);
     }
-    let whole: u128 = whole.parse().ok()?;
-    let frac_value: u128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().ok()?
+    // Saturating: any number of digits is read, and anything past the ceiling is too large.
+    let digits = |d: &str| {
+        d.bytes().fold(0u128, |n, c| {
+            n.saturating_mul(10).saturating_add(u128::from(c - b'0'))
+        })
     };
-    let bytes = whole.checked_mul(scale.into())?
-        + frac_value * u128::from(scale) / 10u128.pow(frac.len() as u32);
-    u64::try_from(bytes).ok()
+    let fraction = digits(frac) * scale / 10u128.pow(frac.len() as u32);
+    let bytes = digits(whole).saturating_mul(scale).saturating_add(fraction);
+    match u64::try_from(bytes) {
+        Ok(n) if n <= MAX_SIZE => Ok(n),
+        _ => Err(SizeError::TooLarge),
+    }
 }
 
 /// `"90"` → 900, `"12.5"` → 125 (per mille); at most one decimal.

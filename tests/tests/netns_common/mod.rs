@@ -1,9 +1,9 @@
 //! Helpers shared by the `netns_*` tests: a throw-away network namespace per test, `ip`
 //! commands inside it, and the netlink watcher running inside it on its own thread.
 //!
-//! Namespaces need root. Without it (or when `ip netns add` fails) a test prints
-//! `SKIP: needs root for network namespaces (…)` and passes, except when the `CI` environment
-//! variable is set: there a missing privilege fails the test, so CI never skips silently.
+//! Namespaces need root. Without it (or when `ip netns add` fails) a test prints `SKIP: …`
+//! and passes, except when the `CI` environment variable is set: there a missing privilege
+//! fails the test ([`medic_tests::skip`]), so CI never skips.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -140,10 +140,10 @@ pub fn enter(name: &str) {
 }
 
 fn skip(why: &str) -> Option<Netns> {
-    if std::env::var_os("CI").is_some() {
-        panic!("network namespace tests must run in CI, but: {why}");
-    }
-    eprintln!("SKIP: needs root for network namespaces ({why})");
+    medic_tests::skip(
+        "this network namespace test",
+        &format!("needs root and `ip` for network namespaces: {why}"),
+    );
     None
 }
 

@@ -1,7 +1,7 @@
 //! `medic-bench`: measures the daemon against the targets of architecture.md §8 and prints a table.
 //!
 //! ```text
-//! cargo build --release -p medic && target/release/medic-bench
+//! cargo build --release -p medic -p medic-bench && target/release/medic-bench
 //! ```
 //!
 //! It runs the `medic` binary beside it (`target/release/medic`) on generated configs in a
@@ -153,7 +153,7 @@ fn sibling(name: &str) -> PathBuf {
     let bin = exe.with_file_name(name);
     assert!(
         bin.exists(),
-        "{} missing: cargo build --release -p medic",
+        "{} missing: cargo build --release -p medic -p medic-bench",
         bin.display()
     );
     bin
