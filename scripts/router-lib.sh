@@ -76,8 +76,10 @@ status() {
 # `medic status` as "NAME CONDITION PID" lines, the columns found by their headers (the table
 # may gain or lose columns; free-text columns come after these).
 status_columns() {
-    status | awk 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
-        { print $col["NAME"], $col["CONDITION"], $col["PID"] }'
+    # The table's header is the first line that starts with NAME (a line about the daemon may
+    # come before it).
+    status | awk '!h && $1 == "NAME" { for (i = 1; i <= NF; i++) col[$i] = i; h = 1; next }
+        h { print $col["NAME"], $col["CONDITION"], $col["PID"] }'
 }
 
 # How many services are `ready`.
