@@ -306,7 +306,9 @@ heal = []
     );
     let runs = || d.read("n").trim().parse::<u32>().unwrap_or(0);
     for i in 1..=20 {
-        if runs() < i {
+        // The first run is the boot's; restarting before it has written its number would
+        // kill it mid-way and number the next run 2.
+        if i > 1 && runs() < i {
             // An operator restart acts at once, whatever the backoff.
             d.medic_ok(&["restart", "words"]);
         }
