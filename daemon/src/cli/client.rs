@@ -222,18 +222,7 @@ async fn report(target: &Target, services: Vec<String>) -> Result<StatusReport, 
     };
     let services = rows
         .into_iter()
-        .map(|row| ServiceStatus {
-            row,
-            why: String::new(),
-            next: String::new(),
-            next_at_ms: None,
-            memory_bytes: None,
-            memory_max_bytes: None,
-            give_up_after: 0,
-            dependents: Vec::new(),
-            last_exit: None,
-            last_exit_at_ms: None,
-        })
+        .map(|row| ServiceStatus::from_row(row, 0))
         .collect();
     let daemon = DaemonInfo {
         pid: 0,

@@ -595,18 +595,7 @@ mod tests {
     }
 
     fn status(row: StatusRow) -> ServiceStatus {
-        ServiceStatus {
-            row,
-            why: String::new(),
-            next: String::new(),
-            next_at_ms: None,
-            memory_bytes: None,
-            memory_max_bytes: None,
-            give_up_after: 10,
-            dependents: vec![],
-            last_exit: None,
-            last_exit_at_ms: None,
-        }
+        ServiceStatus::from_row(row, 10)
     }
 
     /// The daemon has run 10 s; the wall clock says 2024-05-01T12:00:10Z.

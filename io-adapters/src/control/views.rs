@@ -19,6 +19,24 @@ impl LinkInfo {
     }
 }
 
+impl ServiceStatus {
+    /// What an older daemon's plain row tells: nothing about the plan, memory or the graph.
+    pub fn from_row(row: StatusRow, give_up_after: u32) -> ServiceStatus {
+        ServiceStatus {
+            row,
+            why: String::new(),
+            next: String::new(),
+            next_at_ms: None,
+            memory_bytes: None,
+            memory_max_bytes: None,
+            give_up_after,
+            dependents: Vec::new(),
+            last_exit: None,
+            last_exit_at_ms: None,
+        }
+    }
+}
+
 impl HistoryRow {
     /// The row for one kernel record.
     pub fn from_record(record: &Record) -> HistoryRow {
