@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use medic_tests::{medic_bin, wait_for};
+use medic_tests::{end, medic_bin, wait_for};
 use serde_json::Value;
 
 /// A killed service must be running again within this (it takes milliseconds; the daemon
@@ -192,25 +192,6 @@ impl Drop for Medic {
             end(child);
         }
     }
-}
-
-/// SIGTERM to a daemon that still runs (its pipes still open, so it can stop its services),
-/// then SIGKILL if it takes more than 15 s: no test leaves a daemon behind, even one that fails.
-fn end(child: &mut Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// A daemon started outside [`Medic`], ended by [`end`] when dropped.
