@@ -266,7 +266,9 @@ impl Daemon {
         wait_for(
             &format!("{name} to be {condition}"),
             || {
-                let s = self.service(name);
+                // Absent is "not yet": a SIGHUP's new services appear once the
+                // config, read off the loop, is applied.
+                let s = self.try_status()?.into_iter().find(|s| s["name"] == name)?;
                 (s["condition"] == condition).then_some(s)
             },
             || self.describe(name),
