@@ -76,9 +76,10 @@ impl Kernel {
         };
         for service in &config.services {
             let id = ServiceId(kernel.slots.len() as u32);
+            let first_job = JobId(kernel.next_job);
             kernel
                 .slots
-                .push(Slot::new(id, service.clone(), history_len));
+                .push(Slot::new(id, service.clone(), history_len, first_job));
             kernel.order.push(id);
             kernel.by_name.insert(service.name.clone(), id);
         }
@@ -105,9 +106,12 @@ impl Kernel {
             .map(|id| ServiceView::new(&self.slots[id.index()]))
     }
 
-    /// One service (also a removed one that is still stopping).
+    /// One service (also a removed one that is still stopping; not one that has stopped).
     pub fn status(&self, id: ServiceId) -> Option<ServiceView<'_>> {
-        self.slots.get(id.index()).map(ServiceView::new)
+        self.slots
+            .get(id.index())
+            .filter(|s| !s.is_free())
+            .map(ServiceView::new)
     }
 
     /// A service's name.
@@ -156,6 +160,11 @@ impl Kernel {
         self.now = self.now.max(now);
         if self.queued.len() != self.slots.len() {
             self.queued = vec![false; self.slots.len()];
+        }
+        if let Some((service, job)) = input.job() {
+            if self.stale(service, job) {
+                return; // about a service that has left its slot: nothing changes
+            }
         }
         match input {
             Input::Tick => {
@@ -265,6 +274,14 @@ impl Kernel {
         let job = JobId(self.next_job);
         self.next_job += 1;
         job
+    }
+
+    /// Whether an input about `job` of `service` is about a service that no longer holds the
+    /// slot (or a slot that never was).
+    fn stale(&self, service: ServiceId, job: JobId) -> bool {
+        self.slots
+            .get(service.index())
+            .is_none_or(|s| job < s.first_job)
     }
 
     pub(crate) fn proc_job(&self, id: ServiceId) -> Option<JobId> {

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Check, Reports, ServiceConfig, Signal};
 use crate::history::Record;
 
-/// A service's slot in the kernel. Stable for the kernel's lifetime: a config replacement keeps
-/// the id of every service whose name survives, and never reuses an id.
+/// A service's slot in the kernel. A config replacement keeps the id of every service whose
+/// name survives. The slot of a removed service is freed once it has stopped, and a service
+/// added later may take it: the slot table does not grow with renames. An input about a job
+/// the slot's previous service asked for is recognised (jobs are numbered in order, and a slot
+/// remembers its first) and ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ServiceId(pub u32);
 
@@ -196,6 +199,27 @@ pub enum Input {
         /// Why, for the history (`Too many open files`).
         error: String,
     },
+}
+
+impl Input {
+    /// The service and job an input answers, if it answers one.
+    pub fn job(&self) -> Option<(ServiceId, JobId)> {
+        match *self {
+            Input::Spawned { service, job, .. }
+            | Input::SpawnFailed { service, job, .. }
+            | Input::Exited { service, job, .. }
+            | Input::ReadyNotified { service, job }
+            | Input::CheckDone { service, job, .. }
+            | Input::MemorySampled { service, job, .. }
+            | Input::CommandDone { service, job, .. }
+            | Input::SpawnDeferred { service, job, .. } => Some((service, job)),
+            Input::Tick
+            | Input::FileChanged { .. }
+            | Input::LinkChanged { .. }
+            | Input::Operator(_)
+            | Input::ReplaceConfig { .. } => None,
+        }
+    }
 }
 
 /// How a service runs its commands (heal, reload and stop commands, `run` checks): what the

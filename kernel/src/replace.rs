@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use crate::config::{self, Kind};
 use crate::graph;
 use crate::kernel::Kernel;
-use crate::protocol::{Effect, ServiceId};
+use crate::protocol::{Effect, JobId, ServiceId};
 use crate::service::{AfterStop, FileAction, Slot};
+use crate::timers;
 
 impl Kernel {
     pub(crate) fn on_replace_config(&mut self, text: &str, out: &mut Vec<Effect>) {
@@ -37,11 +38,15 @@ impl Kernel {
                     new_order.push(id);
                 }
                 None => {
-                    let id = ServiceId(self.slots.len() as u32);
-                    let mut slot = Slot::new(id, service.clone(), history_len);
+                    let id = self.free_slot();
+                    let mut slot =
+                        Slot::new(id, service.clone(), history_len, JobId(self.next_job()));
                     slot.wanted = !self.shutting_down;
                     slot.since = self.now;
-                    self.slots.push(slot);
+                    match self.slots.get_mut(id.index()) {
+                        Some(free) => *free = slot,
+                        None => self.slots.push(slot),
+                    }
                     new_order.push(id);
                     self.by_name.insert(service.name.clone(), id);
                     self.mark(id);
@@ -78,6 +83,18 @@ impl Kernel {
         for path in new_paths.difference(&old_paths) {
             out.push(Effect::Watch { path: path.clone() });
         }
+    }
+
+    /// The slot for a new service: the first one a removed service has left (its timers, which
+    /// were its own, forgotten), else a new one at the end of the table.
+    fn free_slot(&mut self) -> ServiceId {
+        let Some(i) = self.slots.iter().position(Slot::is_free) else {
+            return ServiceId(self.slots.len() as u32);
+        };
+        let id = ServiceId(i as u32);
+        self.timers
+            .clear_each(&mut self.slots[i].timers, id, &timers::ALL);
+        id
     }
 
     /// Rebuilds the graph edges, the need counters, the link and watch maps.

@@ -85,8 +85,11 @@ pub(crate) struct Slot {
     /// The definition the current instance (a process, or a done oneshot) was started from:
     /// it is stopped as it was started, whatever a new config says.
     pub instance: Arc<ServiceConfig>,
-    /// Removed from the config; stopped and then forgotten.
+    /// Removed from the config; stopped and then forgotten (its slot free for a new service).
     pub removed: bool,
+    /// Jobs before this one were asked for by an earlier service in this slot: inputs about
+    /// them are stale.
+    pub first_job: JobId,
     /// Resolved `needs`.
     pub needs: Vec<ServiceId>,
     /// Resolved `after`.
@@ -156,12 +159,18 @@ fn weight(problem: &Condition) -> u8 {
 
 impl Slot {
     /// A fresh slot for `config`, stopped and wanted.
-    pub fn new(id: ServiceId, config: Arc<ServiceConfig>, history_len: u32) -> Slot {
+    pub fn new(
+        id: ServiceId,
+        config: Arc<ServiceConfig>,
+        history_len: u32,
+        first_job: JobId,
+    ) -> Slot {
         Slot {
             id,
             instance: config.clone(),
             config,
             removed: false,
+            first_job,
             needs: Vec::new(),
             after: Vec::new(),
             dependents: Vec::new(),
@@ -233,6 +242,11 @@ impl Slot {
     /// Something of this service is still alive: a process, or a stop command to come.
     pub fn is_live(&self) -> bool {
         self.proc.is_some() || self.stop_command != StopCommand::Idle
+    }
+
+    /// A removed service that has stopped: its slot may be given to a new service.
+    pub fn is_free(&self) -> bool {
+        self.removed && !self.is_live()
     }
 
     /// Up: a process, or a oneshot that is done.

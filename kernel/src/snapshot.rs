@@ -44,6 +44,13 @@ fn check_structure(k: &Kernel) -> Result<(), String> {
         if slot.id.index() != i {
             return Err(format!("slot {i} ({name}) says it is #{}", slot.id.0));
         }
+        if slot.first_job.0 > k.next_job() {
+            return Err(format!(
+                "slot {i} ({name}) starts at job {}, past the next job {}",
+                slot.first_job.0,
+                k.next_job()
+            ));
+        }
         for (what, ids) in [
             ("needs", &slot.needs),
             ("after", &slot.after),

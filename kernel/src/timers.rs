@@ -162,7 +162,8 @@ impl Timers {
     }
 }
 
-const ALL: [Timer; Timer::COUNT] = [
+/// Every kind.
+pub(crate) const ALL: [Timer; Timer::COUNT] = [
     Timer::Settle,
     Timer::Retry,
     Timer::StartTimeout,

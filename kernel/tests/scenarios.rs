@@ -4,7 +4,9 @@
 mod common;
 
 use common::{link_admin_down, link_no_carrier, link_ok, World};
-use medic_kernel::{CheckResult, Effect, Input, Kernel, Operator, SignalTarget};
+use medic_kernel::{
+    CheckResult, Effect, ExitStatus, Input, Kernel, Operator, ServiceId, SignalTarget,
+};
 
 /// Crashes `name` 100 ms after each of its spawns until `until_ms`.
 fn crash_loop(w: &mut World, name: &str, until_ms: u64) {
@@ -1445,4 +1447,44 @@ fn the_view_says_what_is_next_and_when() {
     w.run_until(2_100);
     assert_eq!(w.condition("x"), "given-up");
     assert_eq!(next(&w), Some((3_602_100, "retry (given up)".into())));
+}
+
+#[test]
+fn a_removed_services_slot_is_reused_and_late_answers_about_it_are_ignored() {
+    let named = |name: &str| format!("[service.{name}]\nrun = [\"/bin/{name}\"]\n");
+    let mut w = World::new(&named("s0")).boot();
+    w.run_until(1_000);
+    let (first, old_job) = (w.id("s0"), w.job("s0"));
+    for i in 1..=50 {
+        w.input(Input::ReplaceConfig {
+            text: named(&format!("s{i}")),
+        });
+        w.wait(100);
+        assert_eq!(w.condition(&format!("s{i}")), "ready");
+    }
+    // One slot stopping while the next runs: two slots, however many renames.
+    let held = (0..100)
+        .filter(|&i| w.kernel.status(ServiceId(i)).is_some())
+        .count();
+    assert_eq!(held, 1, "only the running service's slot is held");
+    // An answer about the first service's process, arriving late, is not about the service
+    // that holds its slot now.
+    // Two slots take turns: s50 holds the first one.
+    assert_eq!(w.id("s50"), first);
+    let before = w.history("s50");
+    let spawns = w.log.len();
+    w.input(Input::Exited {
+        service: first,
+        job: old_job,
+        status: ExitStatus::Code(1),
+    });
+    // (A heal command of the first service, say, that failed long after it was removed.)
+    w.input(Input::CommandDone {
+        service: first,
+        job: old_job,
+        status: ExitStatus::Code(1),
+    });
+    assert_eq!(w.condition("s50"), "ready", "a stale exit is ignored");
+    assert_eq!(w.history("s50"), before);
+    assert_eq!(w.log.len(), spawns, "no effect at all");
 }

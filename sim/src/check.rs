@@ -274,6 +274,13 @@ impl Checker {
         if self.models.is_empty() || matches!(input, Input::ReplaceConfig { .. }) {
             for slot in k.views() {
                 match self.models.get_mut(&slot.id()) {
+                    // The slot of a removed service, now another's: a fresh model.
+                    Some(m) if m.config.name != slot.config().name => {
+                        *m = Model::new(slot.config().clone());
+                        self.spawned.remove(&slot.id());
+                        self.wanted
+                            .insert(slot.config().name.clone(), !self.shutting_down);
+                    }
                     Some(m) if !Arc::ptr_eq(&m.config, slot.config()) => {
                         let changed = *m.config != **slot.config();
                         m.config = slot.config().clone();

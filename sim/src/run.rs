@@ -252,6 +252,13 @@ impl<S: Supervisor> Sim<S> {
     fn sync_links(&mut self) {
         let mut interfaces = BTreeMap::new();
         let mut new = Vec::new();
+        let holders = self
+            .sup
+            .kernel()
+            .views()
+            .map(|s| (s.id(), s.name().to_string()))
+            .collect();
+        self.world.set_holders(holders);
         for s in self.sup.kernel().views() {
             if let Kind::Interface { ifname, .. } = &s.config().kind {
                 interfaces.insert(s.id(), ifname.clone());

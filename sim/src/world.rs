@@ -193,6 +193,8 @@ pub struct World {
     links: BTreeMap<String, Option<LinkState>>,
     watched: BTreeSet<String>,
     interfaces: BTreeMap<ServiceId, String>,
+    /// Which service holds each slot, as of the last config change.
+    holders: BTreeMap<ServiceId, String>,
     events: BTreeMap<(Instant, u64), Event>,
     seq: u64,
     next_pid: u32,
@@ -253,6 +255,7 @@ impl World {
             links: BTreeMap::new(),
             watched: BTreeSet::new(),
             interfaces: BTreeMap::new(),
+            holders: BTreeMap::new(),
             events: BTreeMap::new(),
             seq: 0,
             next_pid: 100,
@@ -794,6 +797,23 @@ impl World {
             .values()
             .find(|p| p.service == service && !p.dying)?;
         Some(p.ready_at.is_some_and(|r| r <= now))
+    }
+
+    /// Tells the world which service holds each slot (after a config change): the kernel gives a
+    /// removed service's slot to a new one, and what is left in the world of the old one (its
+    /// oneshot's effect, a process the kernel abandoned) is no longer the slot's.
+    pub fn set_holders(&mut self, holders: BTreeMap<ServiceId, String>) {
+        for (id, name) in &holders {
+            if self.holders.get(id).is_some_and(|old| old != name) {
+                self.oneshots_up.remove(id);
+                for p in self.procs.values_mut() {
+                    if p.service == *id && p.name != *name {
+                        p.service = ServiceId(u32::MAX);
+                    }
+                }
+            }
+        }
+        self.holders = holders;
     }
 
     /// Tells the world which services are interfaces on which links (after a config change).

@@ -1244,8 +1244,6 @@ fn the_output_of_a_removed_service_goes_with_it() {
 }
 
 #[test]
-#[ignore = "issue 9 item 10: the kernel never frees the slot of a removed service (kernel/src is \
-            the lead's); shows it: cargo test -p medic-tests --test hostile -- --ignored"]
 fn renamed_services_leave_no_slots_behind() {
     let named = |i: usize| format!("[service.s{i}]\nrun = [\"sleep\", \"1000\"]\n");
     let mut m = Medic::new(&named(0));
