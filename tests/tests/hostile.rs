@@ -1281,3 +1281,51 @@ fn renamed_services_leave_no_slots_behind() {
         "{slots} slots held for 1 service after {RENAMES} renames"
     );
 }
+
+/// Sets the open-file limit (soft and hard) of process `pid`.
+fn set_nofile(pid: u32, soft: u64, hard: u64) {
+    let new = libc::rlimit64 {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    let rc =
+        unsafe { libc::prlimit64(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn out_of_file_descriptors_a_client_is_told_so_and_the_daemon_recovers() {
+    let mut m = Medic::new("[service.s]\nrun = [\"sleep\", \"1000\"]\n");
+    m.start(Stdio::null());
+    let pid = m.pid();
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let rc =
+        unsafe { libc::prlimit64(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0);
+    // A new descriptor must be numbered below the limit: with the limit at the lowest number
+    // not in use, every descriptor it may have is open, and the next accept fails (EMFILE).
+    let lowest_free = || {
+        let fds: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        (0..).find(|n| !fds.contains(n)).unwrap()
+    };
+    let answer = wait_for(
+        "a client refused for want of file descriptors",
+        || {
+            set_nofile(pid, lowest_free(), old.rlim_max);
+            let out = m.medic(&["status"]);
+            let err = text(&out.stderr);
+            (!out.status.success() && err.contains("out of file descriptors")).then_some(err)
+        },
+        || format!("the lowest free descriptor: {}", lowest_free()),
+    );
+    eprintln!("{answer}");
+    set_nofile(pid, old.rlim_cur, old.rlim_max);
+    wait_for("status to answer again", || m.status(), String::new);
+    assert!(m.exited().is_none(), "the daemon is still there");
+}

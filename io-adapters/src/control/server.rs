@@ -143,16 +143,37 @@ impl Server {
     /// beyond that closes the one that has waited longest; each has [`READ_TIMEOUT`]), at most
     /// [`MAX_FOLLOWING`] followers, and at most [`MAX_ANSWERING`] one-shot requests being
     /// answered.
+    ///
+    /// Out of file descriptors, a client is still told so: a spare descriptor, held for this,
+    /// is let go to accept the connection and answer it with an error, then taken back.
     pub async fn run(self, tx: mpsc::Sender<Call>) {
         let pools = self.pools.clone();
+        let mut spare = std::fs::File::open("/dev/null").ok();
+        let mut warned: Option<std::time::Instant> = None;
         loop {
             let stream = tokio::select! {
                 _ = tx.closed() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
-                        // Out of file descriptors, most likely: wait instead of spinning.
-                        tracing::warn!("control socket {}: accept: {e}", self.path.display());
+                        if warned.is_none_or(|at| at.elapsed() >= ACCEPT_WARN_EVERY) {
+                            warned = Some(std::time::Instant::now());
+                            tracing::warn!("control socket {}: accept: {e}", self.path.display());
+                        }
+                        let out_of_fds = matches!(
+                            e.raw_os_error(),
+                            Some(libc::EMFILE) | Some(libc::ENFILE)
+                        );
+                        if out_of_fds && spare.take().is_some() {
+                            let next = self.listener.accept();
+                            if let Ok(Ok((stream, _))) =
+                                tokio::time::timeout(Duration::from_millis(10), next).await
+                            {
+                                refuse(&stream, format!("the daemon is out of file descriptors ({e}); try again"));
+                            }
+                            spare = std::fs::File::open("/dev/null").ok();
+                        }
+                        // Wait instead of spinning.
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -330,6 +351,9 @@ fn check_peer(stream: &UnixStream, own_uid: u32) -> Result<Option<i32>, String> 
 
 /// Tells a client why it is refused, without waiting (the frame is small enough for an empty
 /// socket buffer; the client reads it even if its request could not be sent), and closes.
+/// An accept error is logged at most this often (it repeats every 100 ms while it lasts).
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
 fn refuse(stream: &UnixStream, message: String) {
     if let Ok(frame) = encode_frame(&Response::Error(message), MAX_RESPONSE_BYTES) {
         let _ = stream.try_write(&frame);
