@@ -302,6 +302,9 @@ impl Kernel {
             now + config.start_timeout,
         );
         if matches!(config.kind, Kind::Process { .. }) {
+            if let Some(every) = config.restart_every {
+                timers.set(&mut slot.timers, id, Timer::Periodic, now + every);
+            }
             if let Readiness::Poll(_) = config.ready {
                 let at = now + defaults::READY_POLL_FIRST;
                 timers.set(&mut slot.timers, id, Timer::ReadyPoll, at);

@@ -266,6 +266,7 @@ impl Kernel {
                 }
             }
             Timer::Forgive => self.forgive(id, out),
+            Timer::Periodic => self.on_periodic(id, out),
         }
     }
 
@@ -525,7 +526,7 @@ impl Kernel {
         self.record(id, condition, None, None, note, out);
     }
 
-    fn unhealthy_need_names(&self, id: ServiceId) -> String {
+    pub(crate) fn unhealthy_need_names(&self, id: ServiceId) -> String {
         let names: Vec<&str> = self.slots[id.index()]
             .needs
             .iter()

@@ -59,6 +59,7 @@ mod observe;
 pub mod protocol;
 mod replace;
 mod rules;
+mod schedule;
 mod service;
 mod snapshot;
 mod stop;

@@ -194,6 +194,10 @@ impl Kernel {
             None if slot.is_oneshot() && status.success() => {
                 slot.oneshot_done = true;
                 slot.problem = None;
+                if let Some(every) = slot.config.every {
+                    let at = self.now + every;
+                    self.timers.set(&mut slot.timers, id, Timer::Periodic, at);
+                }
             }
             None => {
                 let failure = slot.failure_condition();

@@ -32,11 +32,13 @@ pub enum Timer {
     RetryAfter,
     /// Healthy for `forgive-after`: clear the strikes.
     Forgive,
+    /// `every` (a oneshot's next run) or `restart-every` (a process's planned restart).
+    Periodic,
 }
 
 impl Timer {
     /// How many kinds there are.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
 
     /// The timers that watch a running process: they end when it ends or is asked to stop.
     pub const OF_RUNNING_PROCESS: [Timer; 4] = [
@@ -174,4 +176,5 @@ pub(crate) const ALL: [Timer; Timer::COUNT] = [
     Timer::Debounce,
     Timer::RetryAfter,
     Timer::Forgive,
+    Timer::Periodic,
 ];

@@ -40,7 +40,8 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   and context; `Effect::Sweep`; `Signal` says main process or group; a memory sample may
 ///   be unknown; a record carries when its outcome was decided; the snapshot keeps the medical
 ///   record as one sub-state and each instance's own definition; `Input::SpawnDeferred`.
-/// * 4: a slot keeps its first job (a removed service's slot is reused).
+/// * 4: a slot keeps its first job (a removed service's slot is reused); `every` and
+///   `restart-every` in a service's definition; `Timer::Periodic`.
 pub const FORMAT_VERSION: u32 = 4;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.

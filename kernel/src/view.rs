@@ -154,7 +154,15 @@ impl<'a> ServiceView<'a> {
         if let Some(at) = timer(Timer::StartTimeout) {
             return Some((at, "start-timeout".into()));
         }
-        timer(Timer::Settle).map(|at| (at, "decide the outcome".into()))
+        if let Some(at) = timer(Timer::Settle) {
+            return Some((at, "decide the outcome".into()));
+        }
+        let what = if s.is_oneshot() {
+            "run again"
+        } else {
+            "planned restart"
+        };
+        timer(Timer::Periodic).map(|at| (at, what.into()))
     }
 
     /// A watched file changed and its debounce time has not passed yet.

@@ -1488,3 +1488,107 @@ fn a_removed_services_slot_is_reused_and_late_answers_about_it_are_ignored() {
     assert_eq!(w.history("s50"), before);
     assert_eq!(w.log.len(), spawns, "no effect at all");
 }
+
+// ----- timed jobs (DESIGN.md §11) -------------------------------------------------------------
+
+#[test]
+fn a_oneshot_with_every_runs_again_that_long_after_each_success() {
+    let mut w = World::new(
+        r#"
+        [service.blocklist]
+        oneshot = ["/usr/bin/refresh-blocklist"]
+        every = "10s"
+        "#,
+    )
+    .boot();
+    w.run_until(35_000);
+    assert_eq!(w.spawns("blocklist"), vec![0, 10_000, 20_000, 30_000]);
+    assert_eq!(w.strikes("blocklist"), 0, "a planned run is no strike");
+    assert!(w
+        .history("blocklist")
+        .iter()
+        .any(|l| l.contains("every 10s: run again")));
+    // A run that fails is healed like any other; the next success starts the period again.
+    w.oneshot_exit.insert("blocklist".into(), 1);
+    w.run_until(40_000);
+    assert_eq!(w.condition("blocklist"), "failed");
+    w.oneshot_exit.remove("blocklist");
+    w.run_until(45_000);
+    // Restarted at once (strike 1, failed again while the test still fails it), then after
+    // its settle time (strike 2), which succeeds.
+    let spawns = w.spawns("blocklist");
+    assert_eq!(spawns[4..], [40_000, 40_000, 41_000], "{spawns:?}");
+    let healed = 41_000;
+    assert_eq!(w.strikes("blocklist"), 2);
+    w.run_until(healed + 10_500);
+    assert_eq!(*w.spawns("blocklist").last().unwrap(), healed + 10_000);
+}
+
+#[test]
+fn a_timed_run_due_while_the_previous_one_is_still_going_is_skipped_and_said() {
+    let mut w = World::new(
+        r#"
+        [service.dyndns]
+        oneshot = ["/usr/bin/dyndns-update"]
+        every = "10s"
+        "#,
+    )
+    .boot();
+    w.run_until(5_000);
+    // The operator runs it again by hand at 5 s, and this run takes 12 s.
+    w.slow_oneshots.insert("dyndns".into());
+    w.operator(Operator::Restart("dyndns".into()));
+    w.run_until(12_000);
+    assert_eq!(w.spawns("dyndns"), vec![0, 5_000], "not twice at once");
+    assert!(
+        w.history("dyndns")
+            .iter()
+            .any(|l| l.contains("run again skipped: the previous run is still going")),
+        "{:?}",
+        w.history("dyndns")
+    );
+    w.slow_oneshots.remove("dyndns");
+    w.crash("dyndns", 0);
+    w.run_until(26_500);
+    assert_eq!(w.spawns("dyndns"), vec![0, 5_000, 22_000]);
+}
+
+#[test]
+fn restart_every_restarts_a_healthy_process_as_planned_without_a_strike() {
+    let mut w = World::new(
+        r#"
+        [service.wan]
+        interface = "wan0"
+        [service.leaky]
+        run = ["/usr/sbin/leaky-daemon"]
+        needs = ["wan"]
+        restart-every = "1m"
+        "#,
+    );
+    w.link("wan0", link_ok());
+    let mut w = w.boot();
+    w.run_until(61_000);
+    assert_eq!(w.spawns("leaky"), vec![0, 60_000]);
+    assert_eq!(
+        w.effects_of("leaky")[1],
+        "60000ms signal TERM",
+        "stopped as any stop is"
+    );
+    assert_eq!(w.strikes("leaky"), 0);
+    assert!(w
+        .history("leaky")
+        .iter()
+        .any(|l| l.contains("restart-every 1m: planned restart")));
+    // With its need down when the restart is due, it is left alone (upstream first).
+    w.run_until(119_000);
+    w.link("wan0", link_no_carrier());
+    w.run_until(121_000);
+    assert_eq!(w.spawns("leaky"), vec![0, 60_000]);
+    assert!(w
+        .history("leaky")
+        .iter()
+        .any(|l| l.contains("planned restart skipped: needs wan down")));
+    w.link("wan0", link_ok());
+    w.run_until(181_000);
+    assert_eq!(w.spawns("leaky"), vec![0, 60_000, 180_000]);
+}

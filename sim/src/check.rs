@@ -43,6 +43,8 @@ pub enum Property {
     Containment,
     /// The kernel's own `check_invariants` failed.
     Invariant,
+    /// 10. A oneshot with `every` runs at most once per period (sim/src/timed.rs).
+    Timed,
 }
 
 impl fmt::Display for Property {
@@ -57,6 +59,7 @@ impl fmt::Display for Property {
             Property::Determinism => "7 determinism",
             Property::Containment => "memory containment",
             Property::Invariant => "kernel invariant",
+            Property::Timed => "10 timed jobs",
         };
         f.write_str(name)
     }

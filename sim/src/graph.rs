@@ -182,6 +182,16 @@ fn random_service(rng: &mut Rng, g: &Graph) -> ServiceConfig {
         }
     }
     random_overrides(rng, &mut s);
+    // Timed jobs: some oneshots run again, some processes are restarted on a schedule.
+    match s.kind {
+        Kind::Oneshot { .. } if rng.ratio(1, 4) => {
+            s.every = Some(pick_ms(rng, &[60_000, 120_000, 600_000]));
+        }
+        Kind::Process { .. } if rng.ratio(1, 6) => {
+            s.restart_every = Some(pick_ms(rng, &[120_000, 600_000]));
+        }
+        _ => {}
+    }
     s
 }
 
@@ -501,6 +511,12 @@ fn render_service(t: &mut String, s: &ServiceConfig) {
     let _ = writeln!(t, "give-up-after = {}", s.give_up_after);
     let _ = writeln!(t, "forgive-after = {}", dur(s.forgive_after));
     let _ = writeln!(t, "max-backoff = {}", dur(s.max_backoff));
+    if let Some(every) = s.every {
+        let _ = writeln!(t, "every = {}", dur(every));
+    }
+    if let Some(every) = s.restart_every {
+        let _ = writeln!(t, "restart-every = {}", dur(every));
+    }
     match s.retry_after {
         None => {
             let _ = writeln!(t, "retry-after = \"never\"");

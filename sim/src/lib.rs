@@ -18,6 +18,7 @@ pub mod check;
 pub mod graph;
 pub mod rng;
 pub mod run;
+pub mod timed;
 pub mod world;
 
 use medic_kernel::{Effect, Input, Instant, Kernel};

@@ -3,7 +3,7 @@
 
 use core::fmt;
 use core::time::Duration;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 
 use medic_kernel::config::{self, Kind};
@@ -13,6 +13,7 @@ use medic_kernel::{Effect, Input, Instant, Kernel, LinkState, Operator, ServiceI
 use crate::check::{Checker, Property, Violation};
 use crate::graph::{random_graph, Graph, PATHS};
 use crate::rng::Rng;
+use crate::timed::TimedJobs;
 use crate::world::{Faults, World, LINK_UP};
 use crate::Supervisor;
 
@@ -163,6 +164,8 @@ struct Sim<S: Supervisor> {
     sup: S,
     world: World,
     checker: Checker,
+    /// Property 10.
+    timed: TimedJobs,
     graph: Graph,
     trace: Trace,
     now: Instant,
@@ -217,6 +220,13 @@ impl<S: Supervisor> Sim<S> {
             self.sup.kernel(),
             &self.effects,
             &self.world,
+        );
+        self.timed.after_step(
+            self.now,
+            &input,
+            self.sup.kernel(),
+            &self.effects,
+            &mut self.checker,
         );
         self.steps += 1;
         if let Some(quiet) = &self.quiet {
@@ -550,7 +560,16 @@ impl<S: Supervisor> Sim<S> {
                 Stop::Condition => {}
             }
             let before = self.checker.liveness_candidates(self.sup.kernel());
-            self.quiet = Some(before.clone());
+            // Timed jobs run again, and planned restarts happen, in the quiet window too: they
+            // and what needs them are not held to quiet (their own properties judge them).
+            let timed = timed_and_downstream(self.sup.kernel());
+            self.quiet = Some(
+                before
+                    .iter()
+                    .copied()
+                    .filter(|id| !timed.contains(id))
+                    .collect(),
+            );
             let end = self.now + self.quiet_window();
             if let Stop::Violated = self.run_until(end, |_| false) {
                 return false;
@@ -558,6 +577,14 @@ impl<S: Supervisor> Sim<S> {
             self.quiet = None;
             let after = self.checker.liveness_candidates(self.sup.kernel());
             if after.iter().all(|id| before.contains(id)) || round == 8 {
+                // A timed job may be in a run, or a planned restart under way, right now.
+                if !timed.is_empty() {
+                    let settled = self.now + bound;
+                    if let Stop::Violated = self.run_until(settled, |s| s.all_candidates_healthy())
+                    {
+                        return false;
+                    }
+                }
                 if !self.all_candidates_healthy() {
                     self.report_unhealthy("fell ill again with faults off");
                     return false;
@@ -803,6 +830,7 @@ fn run_inner<S: Supervisor>(
         sup: wrap(kernel),
         world,
         checker,
+        timed: TimedJobs::default(),
         graph,
         trace,
         now: Instant::ZERO,
@@ -887,4 +915,25 @@ pub fn check_determinism(seed: u64, opts: &Options, first: &Report) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// The services with `every` or `restart-every`, and every service that needs one of them,
+/// directly or not.
+fn timed_and_downstream(k: &Kernel) -> BTreeSet<ServiceId> {
+    let mut found: BTreeSet<ServiceId> = k
+        .views()
+        .filter(|v| v.config().every.is_some() || v.config().restart_every.is_some())
+        .map(|v| v.id())
+        .collect();
+    let mut todo: Vec<ServiceId> = found.iter().copied().collect();
+    while let Some(id) = todo.pop() {
+        if let Some(v) = k.status(id) {
+            for d in v.dependents() {
+                if found.insert(*d) {
+                    todo.push(*d);
+                }
+            }
+        }
+    }
+    found
 }

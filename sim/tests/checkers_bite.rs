@@ -315,6 +315,43 @@ fn a_kernel_that_does_not_contain_memory_at_once_is_caught() {
     });
 }
 
+/// When a timed oneshot's run succeeds, quietly tells the inner kernel "operator restart" (a
+/// new fact nobody outside sees): it runs again at once, not a period later.
+struct RerunsTimedJobsAtOnce {
+    inner: Kernel,
+}
+
+impl Supervisor for RerunsTimedJobsAtOnce {
+    fn step(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
+        let rerun = match &input {
+            Input::Exited {
+                service, status, ..
+            } if status.success() => self
+                .inner
+                .status(*service)
+                .filter(|v| v.config().every.is_some() && v.dependents().is_empty())
+                .map(|v| v.name().to_string()),
+            _ => None,
+        };
+        self.inner.step(now, input, out);
+        if let Some(name) = rerun {
+            self.inner
+                .step(now, Input::Operator(Operator::Restart(name)), out);
+        }
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        self.inner.next_deadline()
+    }
+    fn kernel(&self) -> &Kernel {
+        &self.inner
+    }
+}
+
+#[test]
+fn a_kernel_that_runs_a_timed_job_before_its_period_is_caught() {
+    assert_caught(Property::Timed, |inner| RerunsTimedJobsAtOnce { inner });
+}
+
 #[test]
 fn the_real_kernel_passes_the_same_seeds() {
     for seed in 0..20 {

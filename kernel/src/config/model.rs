@@ -107,6 +107,10 @@ pub struct ServiceConfig {
     pub retry_after: Option<Duration>,
     /// `[service.NAME.on.CONDITION]`: per-condition overrides of the default verdicts.
     pub on: BTreeMap<Condition, VerdictOverride>,
+    /// `every` (oneshots): run again this long after the last run succeeded.
+    pub every: Option<Duration>,
+    /// `restart-every` (processes): a planned restart this long after each start.
+    pub restart_every: Option<Duration>,
 }
 
 /// What kind of service, with what that kind needs.
@@ -406,6 +410,8 @@ pub mod limits {
     pub const MAX_SIZE: u64 = 1 << 60;
     /// The shortest `memory-every` and probe `every`: a shorter period only burns the CPU.
     pub const MIN_POLL_PERIOD: Duration = Duration::from_millis(100);
+    /// The shortest `every` and `restart-every`: a timed job is a chore, not a poll.
+    pub const MIN_TIMER_PERIOD: Duration = Duration::from_secs(1);
 }
 
 /// Defaults of architecture.md §2–§3, in one place.
@@ -480,6 +486,8 @@ impl ServiceConfig {
             max_backoff: defaults::MAX_BACKOFF,
             retry_after: Some(defaults::RETRY_AFTER),
             on: BTreeMap::new(),
+            every: None,
+            restart_every: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use toml::de::{DeTable, DeValue};
 
-use super::model::limits::MIN_POLL_PERIOD;
+use super::model::limits::{MIN_POLL_PERIOD, MIN_TIMER_PERIOD};
 use super::model::{
     defaults, Check, Heal, Kind, LinkReady, Probe, Readiness, Reports, ServiceConfig,
     VerdictOverride,
@@ -24,7 +24,7 @@ pub(super) struct Parsed {
 }
 
 /// Every key of a service table.
-const KEYS: [&str; 28] = [
+const KEYS: [&str; 30] = [
     "run",
     "oneshot",
     "interface",
@@ -52,6 +52,8 @@ const KEYS: [&str; 28] = [
     "forgive-after",
     "max-backoff",
     "retry-after",
+    "every",
+    "restart-every",
     "on",
 ];
 
@@ -67,7 +69,8 @@ const INTERFACE: u8 = 4;
 /// The kinds a key fits, as a mask.
 fn kinds_of(key: &str) -> u8 {
     match key {
-        "stop" => ONESHOT,
+        "stop" | "every" => ONESHOT,
+        "restart-every" => PROCESS,
         "ready-when" => INTERFACE,
         "ready" | "probe" | "memory-max" | "memory-every" => PROCESS,
         "reload-on" | "restart-on" | "debounce" | "reload" | "env" | "user" | "group" | "cwd"
@@ -105,6 +108,12 @@ fn why_not(key: &str, kind: &Kind) -> &'static str {
         }
         ("stop", Kind::Process { .. }) => {
             "`stop` is the command that undoes a oneshot; a process is stopped with `stop-signal`"
+        }
+        ("every", Kind::Process { .. }) => {
+            "`every` runs a oneshot again; a process is restarted on a schedule with `restart-every`"
+        }
+        ("restart-every", Kind::Oneshot { .. }) => {
+            "`restart-every` restarts a process; a oneshot is run again with `every`"
         }
         (_, Kind::Interface { .. }) => "medic runs no process for an interface",
         _ => "it applies to long-running `run` services only",
@@ -176,6 +185,8 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
             "forgive-after" => set(&mut s.forgive_after, cx.duration(f)),
             "max-backoff" => set(&mut s.max_backoff, cx.duration(f)),
             "retry-after" => set(&mut s.retry_after, retry_after(cx, f)),
+            "every" => s.every = cx.period_at_least(f, MIN_TIMER_PERIOD),
+            "restart-every" => s.restart_every = cx.period_at_least(f, MIN_TIMER_PERIOD),
             _ => on = Some(f), // "on", read once the rest of the service is known
         }
     }

@@ -567,6 +567,35 @@ fn keys_must_fit_the_kind() {
         "medic.toml:3:1: `stop` in [service.x] does not fit a process service: `stop` is the \
          command that undoes a oneshot; a process is stopped with `stop-signal`"
     );
+    assert_eq!(
+        err(&service("run = [\"x\"]\nevery = \"6h\"\n")),
+        "medic.toml:3:1: `every` in [service.x] does not fit a process service: `every` runs a \
+         oneshot again; a process is restarted on a schedule with `restart-every`"
+    );
+    assert_eq!(
+        err(&service("oneshot = [\"x\"]\nrestart-every = \"1d\"\n")),
+        "medic.toml:3:1: `restart-every` in [service.x] does not fit a oneshot service: \
+         `restart-every` restarts a process; a oneshot is run again with `every`"
+    );
+}
+
+#[test]
+fn timed_jobs_take_a_period_of_a_second_or_more() {
+    let config = crate::config::parse(
+        "[service.a]\noneshot = [\"x\"]\nevery = \"6h\"\n[service.b]\nrun = [\"y\"]\nrestart-every = \"1day\"\n",
+        "medic.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        config.services[0].every,
+        Some(Duration::from_secs(6 * 3600))
+    );
+    assert_eq!(
+        config.services[1].restart_every,
+        Some(Duration::from_secs(86_400))
+    );
+    let e = err(&service("oneshot = [\"x\"]\nevery = \"10ms\"\n"));
+    assert!(e.starts_with("medic.toml:3:9: ") && e.contains("1s"), "{e}");
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub struct World {
     pub defer_spawns: BTreeSet<String>,
     /// Oneshots of these services exit with this code (default 0).
     pub oneshot_exit: BTreeMap<String, i32>,
+    /// Oneshots whose runs go on until the test ends them (`crash(name, code)`).
+    pub slow_oneshots: BTreeSet<String>,
     next_pid: u32,
     queue: Vec<Input>,
 }
@@ -50,6 +52,7 @@ impl World {
             fail_spawns: BTreeSet::new(),
             defer_spawns: BTreeSet::new(),
             oneshot_exit: BTreeMap::new(),
+            slow_oneshots: BTreeSet::new(),
             next_pid: 100,
             queue: Vec::new(),
         };
@@ -151,7 +154,7 @@ impl World {
 
     fn oneshot_code(&self, name: &str, kind: &medic_kernel::config::Kind) -> Option<i32> {
         match kind {
-            medic_kernel::config::Kind::Oneshot { .. } => {
+            medic_kernel::config::Kind::Oneshot { .. } if !self.slow_oneshots.contains(name) => {
                 Some(self.oneshot_exit.get(name).copied().unwrap_or(0))
             }
             _ => None,
