@@ -21,6 +21,7 @@
 
 pub mod checks;
 pub mod children;
+pub mod clock;
 pub mod control;
 pub mod fds;
 pub mod files;

@@ -43,6 +43,7 @@ use tokio::task::AbortHandle;
 
 use crate::checks;
 use crate::children::{self, Alive, Children, ProcEntry, Reaped};
+use crate::clock;
 use crate::control::{self, Call, EventRow, LinkInfo, Request, Response};
 use crate::files::Watcher;
 use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
@@ -287,6 +288,16 @@ impl Runtime {
         while let Ok(input) = link_rx.try_recv() {
             self.feed(input);
         }
+        // The wall clock too, for `at` times; then every step of it.
+        let host = clock::host_number();
+        self.feed(Input::WallClock(clock::read(host)));
+        let mut steps = match clock::Steps::new() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("clock steps cannot be followed ({e}): `at` times follow the clock as read at start");
+                None
+            }
+        };
         let pending = std::future::pending::<()>;
         loop {
             while let Some(input) = self.queue.pop_front() {
@@ -301,6 +312,12 @@ impl Runtime {
                 ev = rx.recv() => Woke::Event(ev.expect("the loop holds a sender")),
                 Some(input) = link_rx.recv() => Woke::Input(input),
                 Some(call) = calls.recv() => Woke::Call(call),
+                stepped = async {
+                    match steps.as_mut() {
+                        Some(s) => s.stepped().await,
+                        None => { pending().await; unreachable!() }
+                    }
+                } => Woke::ClockStepped(stepped),
                 paths = async {
                     match self.watcher.as_mut() {
                         Some(w) => w.changed().await,
@@ -328,6 +345,11 @@ impl Runtime {
                     self.watcher = None;
                 }
                 Woke::Deadline => self.feed(Input::Tick),
+                Woke::ClockStepped(Ok(())) => self.feed(Input::WallClock(clock::read(host))),
+                Woke::ClockStepped(Err(e)) => {
+                    tracing::warn!("clock steps cannot be followed any more ({e})");
+                    steps = None;
+                }
             }
         }
         self.cleanup();
@@ -1261,6 +1283,7 @@ enum Woke {
     Input(Input),
     Files(io::Result<Vec<String>>),
     Deadline,
+    ClockStepped(io::Result<()>),
 }
 
 /// `MEDIC_INSTANCE` of the process of `job`: unique to this daemon and job, inherited by what

@@ -14,7 +14,7 @@ use crate::config::{Config, Kind};
 use crate::graph;
 use crate::health::{self, Condition};
 use crate::history::{History, Outcome};
-use crate::protocol::{Effect, Input, JobId, LinkState, ServiceId};
+use crate::protocol::{Effect, Input, JobId, LinkState, ServiceId, WallClock};
 use crate::rules::{self, Plan};
 use crate::service::{FileAction, Slot};
 use crate::time::Instant;
@@ -41,6 +41,10 @@ pub struct Kernel {
     pub(crate) booted: bool,
     pub(crate) shutting_down: bool,
     pub(crate) shutdown_complete: bool,
+    /// The wall clock, as last told, and the `now` it was told in.
+    pub(crate) wall: Option<(WallClock, Instant)>,
+    /// Whether the wall clock was trusted at the end of the last step.
+    pub(crate) clock_trusted: bool,
     /// Services to re-derive before the step ends; always empty between steps.
     #[serde(skip)]
     dirty: VecDeque<ServiceId>,
@@ -71,6 +75,8 @@ impl Kernel {
             booted: false,
             shutting_down: false,
             shutdown_complete: false,
+            wall: None,
+            clock_trusted: false,
             dirty: VecDeque::new(),
             queued: Vec::new(),
         };
@@ -214,9 +220,11 @@ impl Kernel {
                 job,
                 error,
             } => self.on_spawn_deferred(service, job, error, out),
+            Input::WallClock(wall) => self.on_wall_clock(wall, out),
         }
         if self.booted {
             self.settle_dirty(out);
+            self.follow_clock_trust(out);
             if self.shutting_down
                 && !self.shutdown_complete
                 && self.slots.iter().all(|s| !s.is_live())
@@ -267,6 +275,7 @@ impl Kernel {
             }
             Timer::Forgive => self.forgive(id, out),
             Timer::Periodic => self.on_periodic(id, out),
+            Timer::At => self.on_at(id, out),
         }
     }
 

@@ -74,7 +74,7 @@ pub use history::{History, Outcome, Record};
 pub use kernel::Kernel;
 pub use protocol::{
     CheckPurpose, CheckResult, CommandPurpose, Effect, Exec, ExitStatus, Input, JobId, LinkState,
-    Operator, ServiceId, SignalTarget,
+    Operator, ServiceId, SignalTarget, WallClock,
 };
 pub use rules::backoff;
 pub use time::Instant;

@@ -199,6 +199,20 @@ pub enum Input {
         /// Why, for the history (`Too many open files`).
         error: String,
     },
+    /// The wall clock, at start and whenever it is stepped (settimeofday, NTP's first sync):
+    /// what `at` times are measured against. The kernel never reads a clock itself.
+    WallClock(WallClock),
+}
+
+/// The wall-clock time as the adapter read it in the step's `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WallClock {
+    /// Milliseconds since 1970-01-01 UTC (before 1970 on a clock gone wrong: negative).
+    pub unix_ms: i64,
+    /// The local time's offset from UTC, in seconds (`TZ`), for `at` times.
+    pub utc_offset_s: i32,
+    /// A number fixed for this host (from its machine id or name), for `jitter`.
+    pub host: u64,
 }
 
 impl Input {
@@ -217,7 +231,8 @@ impl Input {
             | Input::FileChanged { .. }
             | Input::LinkChanged { .. }
             | Input::Operator(_)
-            | Input::ReplaceConfig { .. } => None,
+            | Input::ReplaceConfig { .. }
+            | Input::WallClock(_) => None,
         }
     }
 }

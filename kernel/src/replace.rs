@@ -76,6 +76,7 @@ impl Kernel {
         for i in 0..self.slots.len() {
             self.mark(ServiceId(i as u32));
         }
+        self.schedule_all_at();
         let new_paths: BTreeSet<String> = self.watches.keys().cloned().collect();
         for path in old_paths.difference(&new_paths) {
             out.push(Effect::Unwatch { path: path.clone() });

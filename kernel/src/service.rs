@@ -140,6 +140,11 @@ pub(crate) struct Slot {
     pub spawn_deferrals: u32,
     /// No start before this (after a deferred spawn).
     pub spawn_retry_at: Instant,
+    /// The wall time (Unix ms) the pending `at` timer stands for.
+    pub at_next: Option<i64>,
+    /// The wall time of the last `at` time that fired: never again at or before it, whatever
+    /// the clock does (stepped back, it would repeat the run).
+    pub at_last: Option<i64>,
     /// Pending timers.
     pub timers: ServiceTimers,
     /// The medical history.
@@ -195,6 +200,8 @@ impl Slot {
             memory_unknown_noted: false,
             spawn_deferrals: 0,
             spawn_retry_at: Instant::ZERO,
+            at_next: None,
+            at_last: None,
             timers: ServiceTimers::default(),
             history: History::new(history_len),
         }

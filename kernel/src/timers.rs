@@ -34,11 +34,13 @@ pub enum Timer {
     Forgive,
     /// `every` (a oneshot's next run) or `restart-every` (a process's planned restart).
     Periodic,
+    /// The next `at` time.
+    At,
 }
 
 impl Timer {
     /// How many kinds there are.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     /// The timers that watch a running process: they end when it ends or is asked to stop.
     pub const OF_RUNNING_PROCESS: [Timer; 4] = [
@@ -177,4 +179,5 @@ pub(crate) const ALL: [Timer; Timer::COUNT] = [
     Timer::RetryAfter,
     Timer::Forgive,
     Timer::Periodic,
+    Timer::At,
 ];

@@ -162,7 +162,11 @@ impl<'a> ServiceView<'a> {
         } else {
             "planned restart"
         };
-        timer(Timer::Periodic).map(|at| (at, what.into()))
+        [timer(Timer::Periodic), timer(Timer::At)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| (at, what.into()))
     }
 
     /// A watched file changed and its debounce time has not passed yet.

@@ -5,7 +5,7 @@ mod common;
 
 use common::{link_admin_down, link_no_carrier, link_ok, World};
 use medic_kernel::{
-    CheckResult, Effect, ExitStatus, Input, Kernel, Operator, ServiceId, SignalTarget,
+    CheckResult, Effect, ExitStatus, Input, Kernel, Operator, ServiceId, SignalTarget, WallClock,
 };
 
 /// Crashes `name` 100 ms after each of its spawns until `until_ms`.
@@ -1591,4 +1591,93 @@ fn restart_every_restarts_a_healthy_process_as_planned_without_a_strike() {
     w.link("wan0", link_ok());
     w.run_until(181_000);
     assert_eq!(w.spawns("leaky"), vec![0, 60_000, 180_000]);
+}
+
+/// 2026-11-30, a Monday, 00:00 UTC, in Unix ms.
+const MONDAY: i64 = 1_795_996_800_000;
+const HOUR: u64 = 3_600_000;
+
+fn wall(unix_ms: i64) -> Input {
+    Input::WallClock(WallClock {
+        unix_ms,
+        utc_offset_s: 0,
+        host: 7,
+    })
+}
+
+#[test]
+fn an_at_time_waits_for_a_trusted_clock_then_for_its_next_time_not_at_once() {
+    let mut w = World::new(
+        r#"
+        [service.nightly]
+        oneshot = ["/usr/bin/refresh-blocklist"]
+        at = ["03:00"]
+        "#,
+    );
+    // A router without a battery clock boots in 1970.
+    w.input(wall(10_000));
+    let mut w = w.boot();
+    assert_eq!(
+        w.spawns("nightly"),
+        vec![0],
+        "started at boot as any oneshot"
+    );
+    w.run_until(2 * 24 * HOUR);
+    assert_eq!(
+        w.spawns("nightly"),
+        vec![0],
+        "no `at` time on an untrusted clock"
+    );
+    // NTP steps the clock to Monday 10:00: the next 03:00 is Tuesday's, 17 hours on.
+    w.input(wall(MONDAY + 10 * HOUR as i64));
+    let stepped = 2 * 24 * HOUR;
+    w.run_until(stepped + 17 * HOUR - 1_000);
+    assert_eq!(w.spawns("nightly"), vec![0]);
+    w.run_until(stepped + 17 * HOUR + 1_000);
+    assert_eq!(w.spawns("nightly"), vec![0, stepped + 17 * HOUR]);
+    assert!(w
+        .history("nightly")
+        .iter()
+        .any(|l| l.contains("at 03:00: run again")));
+    // The clock is stepped back an hour after the run: 03:00 does not come round twice.
+    w.input(wall(MONDAY + 26 * HOUR as i64 + 2_000));
+    w.run_until(stepped + 17 * HOUR + 2 * HOUR);
+    assert_eq!(w.spawns("nightly").len(), 2, "{:?}", w.spawns("nightly"));
+    // … and the next day's 03:00 does.
+    w.run_until(stepped + 17 * HOUR + 25 * HOUR);
+    assert_eq!(w.spawns("nightly").len(), 3, "{:?}", w.spawns("nightly"));
+}
+
+#[test]
+fn clock_trusted_after_names_the_service_whose_readiness_means_synced() {
+    let mut w = World::new(
+        r#"
+        [daemon]
+        clock-trusted-after = "ntpd"
+        [service.ntpd]
+        run = ["/usr/sbin/ntpd", "-n"]
+        ready = { file = "/run/ntpd.synced" }
+        start-timeout = "1d"
+        [service.leaky]
+        run = ["/usr/sbin/leaky"]
+        at = ["Mon 04:00"]
+        "#,
+    );
+    w.input(wall(MONDAY + 3 * HOUR as i64));
+    let mut w = w.boot();
+    // The clock reads a plausible date, but ntpd has not synced: 04:00 passes unheeded.
+    w.run_until(2 * HOUR);
+    assert_eq!(w.spawns("leaky"), vec![0]);
+    assert_eq!(w.condition("ntpd"), "starting");
+    // Synced at 05:00: the next Monday 04:00 is a week away, less an hour.
+    w.answer_check("ntpd", CheckResult::Ok);
+    w.run_until(2 * HOUR + 7 * 24 * HOUR - 2 * HOUR - 1_000);
+    assert_eq!(w.spawns("leaky"), vec![0]);
+    w.run_until(2 * HOUR + 7 * 24 * HOUR);
+    assert_eq!(w.spawns("leaky"), vec![0, 7 * 24 * HOUR + HOUR]);
+    assert!(w
+        .history("leaky")
+        .iter()
+        .any(|l| l.contains("at 04:00: planned restart")));
+    assert_eq!(w.strikes("leaky"), 0);
 }

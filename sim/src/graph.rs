@@ -6,8 +6,8 @@ use core::time::Duration;
 use std::collections::BTreeMap;
 
 use medic_kernel::config::{
-    Action, Check, Heal, Kind, LinkReady, MemoryLimit, Probe, Readiness, Reports, ServiceConfig,
-    Signal, VerdictOverride,
+    Action, AtTime, Check, Heal, Kind, LinkReady, MemoryLimit, Probe, Readiness, Reports,
+    ServiceConfig, Signal, VerdictOverride,
 };
 use medic_kernel::Condition;
 
@@ -191,6 +191,18 @@ fn random_service(rng: &mut Rng, g: &Graph) -> ServiceConfig {
             s.restart_every = Some(pick_ms(rng, &[120_000, 600_000]));
         }
         _ => {}
+    }
+    if !matches!(s.kind, Kind::Interface { .. }) && rng.ratio(1, 6) {
+        for _ in 0..rng.range(1, 3) {
+            let at = AtTime {
+                weekday: rng.ratio(1, 3).then(|| rng.below(7) as u8),
+                minute: rng.below(24 * 60) as u16,
+            };
+            s.at.push(at);
+        }
+        if rng.ratio(1, 2) {
+            s.jitter = pick_ms(rng, &[60_000, 600_000]);
+        }
     }
     s
 }
@@ -516,6 +528,13 @@ fn render_service(t: &mut String, s: &ServiceConfig) {
     }
     if let Some(every) = s.restart_every {
         let _ = writeln!(t, "restart-every = {}", dur(every));
+    }
+    if !s.at.is_empty() {
+        let times: Vec<String> = s.at.iter().map(|a| q(&a.to_string())).collect();
+        let _ = writeln!(t, "at = [{}]", times.join(", "));
+    }
+    if !s.jitter.is_zero() {
+        let _ = writeln!(t, "jitter = {}", dur(s.jitter));
     }
     match s.retry_after {
         None => {

@@ -52,6 +52,8 @@ pub enum Op {
     Reconfigure,
     /// SIGHUP with a config that does not validate.
     BadConfig,
+    /// The wall clock is stepped: to a trusted date, an hour back, hours ahead, or to 1970.
+    ClockStep(u8),
 }
 
 /// How to run scenarios.
@@ -172,6 +174,8 @@ struct Sim<S: Supervisor> {
     steps: u64,
     effects: Vec<Effect>,
     ops: VecDeque<(Instant, Op)>,
+    /// The wall clock (Unix ms) at `now` = 0: the wall time is this plus `now`.
+    wall_base: i64,
     rng: Rng,
     /// In the quiet window: the candidates that were healthy when it began; an intervention
     /// on or a spawn of one of them is a liveness violation.
@@ -256,6 +260,15 @@ impl<S: Supervisor> Sim<S> {
                 .report(Property::Liveness, None, "-", self.now, what);
         }
         self.checker.violations.is_empty()
+    }
+
+    /// The wall clock as the adapter would read it now.
+    fn wall_input(&self) -> Input {
+        Input::WallClock(medic_kernel::WallClock {
+            unix_ms: self.wall_base + self.now.as_millis() as i64,
+            utc_offset_s: 3600,
+            host: 0x5eed,
+        })
     }
 
     /// Makes every interface's link exist in the world (new services after a config change).
@@ -406,6 +419,18 @@ impl<S: Supervisor> Sim<S> {
                 let text = next.render();
                 self.graph = next;
                 self.step(Input::ReplaceConfig { text });
+            }
+            Op::ClockStep(i) => {
+                let now_ms = self.now.as_millis() as i64;
+                let wall = self.wall_base + now_ms;
+                let to = match i % 4 {
+                    0 => SIM_MONDAY + i64::from(i) * 13 * 60_000,
+                    1 => wall - 3_600_000,
+                    2 => wall + 5 * 3_600_000,
+                    _ => 10_000,
+                };
+                self.wall_base = to - now_ms;
+                self.step(self.wall_input());
             }
             Op::BadConfig => {
                 let text = format!(
@@ -837,6 +862,7 @@ fn run_inner<S: Supervisor>(
         steps: 0,
         effects: Vec::new(),
         ops: ops.into(),
+        wall_base: 0,
         rng: ops_rng.fork(),
         quiet: None,
         stuck: 0,
@@ -873,6 +899,23 @@ fn run_inner<S: Supervisor>(
         sim.step(input);
     }
     sim.sync_links();
+    // The wall clock: a router without a battery clock boots in 1970, others with the date
+    // right; now and then it is stepped (an NTP sync, a bad hand).
+    sim.wall_base = if link_rng.ratio(1, 2) {
+        10_000
+    } else {
+        SIM_MONDAY + link_rng.range(0, 7 * 24 * 3_600_000) as i64
+    };
+    sim.step(sim.wall_input());
+    let mut steps: Vec<(Instant, Op)> = (0..link_rng.below(3))
+        .map(|_| {
+            let at = Instant::from_millis(link_rng.range(0, fault_end.as_millis().max(1)));
+            (at, Op::ClockStep(link_rng.below(256) as u8))
+        })
+        .collect();
+    steps.extend(sim.ops.drain(..));
+    steps.sort_by_key(|(t, _)| *t);
+    sim.ops = steps.into();
     let ok = match sim.run_until(fault_end, |_| false) {
         Stop::Violated => false,
         _ => sim.finish(),
@@ -917,12 +960,18 @@ pub fn check_determinism(seed: u64, opts: &Options, first: &Report) -> Result<()
     Ok(())
 }
 
-/// The services with `every` or `restart-every`, and every service that needs one of them,
-/// directly or not.
+/// 2026-11-30, a Monday, 00:00 UTC (Unix ms): the sim's trusted dates start here.
+const SIM_MONDAY: i64 = 1_795_996_800_000;
+
+/// The services with `every`, `restart-every` or `at`, and every service that needs one of
+/// them, directly or not.
 fn timed_and_downstream(k: &Kernel) -> BTreeSet<ServiceId> {
     let mut found: BTreeSet<ServiceId> = k
         .views()
-        .filter(|v| v.config().every.is_some() || v.config().restart_every.is_some())
+        .filter(|v| {
+            let c = v.config();
+            c.every.is_some() || c.restart_every.is_some() || !c.at.is_empty()
+        })
         .map(|v| v.id())
         .collect();
     let mut todo: Vec<ServiceId> = found.iter().copied().collect();

@@ -92,3 +92,73 @@ restart-every = "1s"
         "a planned restart is no strike"
     );
 }
+
+/// The local time (hour, minute) `ahead` seconds from now, as the daemon will see it (same
+/// `TZ`), and the seconds into that minute now.
+fn local_in(ahead: i64) -> (i32, i32) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t = (now + ahead) as libc::time_t;
+    // SAFETY: plain data filled by localtime_r.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    assert!(!unsafe { libc::localtime_r(&t, &mut tm) }.is_null());
+    (tm.tm_hour, tm.tm_min)
+}
+
+#[test]
+fn an_at_time_runs_the_job_at_that_minute_of_the_wall_clock() {
+    // The next whole minute at least two seconds away (the test takes up to a minute).
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let to_next = 60 - secs % 60;
+    let ahead = if to_next < 2 { to_next + 60 } else { to_next };
+    let (h, m) = local_in(ahead);
+    let at = format!("{h:02}:{m:02}");
+    let d = Daemon::start(&format!(
+        r#"
+[service.nightly]
+oneshot = ["/bin/sh", "-c", "date +%s >> @DIR@/runs"]
+at = ["{at}"]
+"#
+    ));
+    wait_for(
+        "the boot run",
+        || (d.read("runs").lines().count() == 1).then_some(()),
+        || d.describe("nightly"),
+    );
+    let planned = d.medic_ok(&["status", "nightly"]);
+    assert!(planned.contains("run again"), "NEXT says so:\n{planned}");
+    // The wall clock reaches the minute (up to a minute away: more than `wait_for`'s
+    // patience), then the run is waited for.
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    while unix_now() < secs + ahead {
+        assert_eq!(d.read("runs").lines().count(), 1, "ran before {at}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let note = format!("at {at}: run again");
+    let ran = wait_for(
+        &format!("the run at {at}"),
+        || {
+            notes(&d, "nightly")
+                .contains(&note)
+                .then(|| d.read("runs"))
+                .filter(|runs| runs.lines().count() == 2)
+        },
+        || d.describe("nightly"),
+    );
+    let second: i64 = ran.lines().nth(1).unwrap().trim().parse().unwrap();
+    assert_eq!(
+        second.div_euclid(60) * 60,
+        secs + ahead,
+        "in the minute {at}: {ran}"
+    );
+}

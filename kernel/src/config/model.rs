@@ -39,6 +39,9 @@ pub struct DaemonConfig {
     /// The directory relative paths were resolved against when the config was loaded (the
     /// config file's), kept so that a new text of the same file resolves them alike.
     pub base_dir: Option<String>,
+    /// `clock-trusted-after`: the service whose readiness means the wall clock is right (an
+    /// NTP client). `None`: the clock is trusted once it reads a date after medic was made.
+    pub clock_trusted_after: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -48,6 +51,7 @@ impl Default for DaemonConfig {
             trace_size_bytes: 1 << 20,
             history_len: 64,
             base_dir: None,
+            clock_trusted_after: None,
         }
     }
 }
@@ -111,6 +115,60 @@ pub struct ServiceConfig {
     pub every: Option<Duration>,
     /// `restart-every` (processes): a planned restart this long after each start.
     pub restart_every: Option<Duration>,
+    /// `at` (oneshots and processes): wall-clock times of a run (a planned restart for a
+    /// process), in the daemon's local time, only while the clock is trusted.
+    pub at: Vec<AtTime>,
+    /// `jitter`: each `at` time is moved later by a fixed part of this, chosen per service and
+    /// host (so a fleet of routers does not call the ISP at the same second).
+    pub jitter: Duration,
+}
+
+/// One `at` time: `"03:00"` every day, `"Sun 04:30"` once a week.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AtTime {
+    /// 0 = Monday … 6 = Sunday; `None`: every day.
+    pub weekday: Option<u8>,
+    /// Minutes after local midnight (0..1440).
+    pub minute: u16,
+}
+
+impl AtTime {
+    /// The day names, Monday first.
+    pub const DAYS: [&'static str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+    /// Reads `"HH:MM"` or `"Day HH:MM"`.
+    pub fn parse(text: &str) -> Option<AtTime> {
+        let (weekday, time) = match text.split_once(' ') {
+            Some((day, time)) => (
+                Some(
+                    Self::DAYS
+                        .iter()
+                        .position(|d| d.eq_ignore_ascii_case(day))? as u8,
+                ),
+                time,
+            ),
+            None => (None, text),
+        };
+        let (h, m) = time.split_once(':')?;
+        let digits = |s: &str| (1..=2).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(h) || m.len() != 2 || !digits(m) {
+            return None;
+        }
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(AtTime {
+            weekday,
+            minute: h * 60 + m,
+        })
+    }
+}
+
+impl core::fmt::Display for AtTime {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if let Some(d) = self.weekday {
+            write!(f, "{} ", Self::DAYS[usize::from(d) % 7])?;
+        }
+        write!(f, "{:02}:{:02}", self.minute / 60, self.minute % 60)
+    }
 }
 
 /// What kind of service, with what that kind needs.
@@ -488,6 +546,8 @@ impl ServiceConfig {
             on: BTreeMap::new(),
             every: None,
             restart_every: None,
+            at: Vec::new(),
+            jitter: Duration::ZERO,
         }
     }
 }

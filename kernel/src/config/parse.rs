@@ -7,7 +7,7 @@ use toml::de::DeTable;
 use super::graph;
 use super::model::{Config, DaemonConfig};
 use super::service::{self, Parsed};
-use super::values::{entries, key_path, Ctx, Field};
+use super::values::{entries, key_path, Ctx, Field, Hint};
 
 /// At most this many problems are listed; the rest are counted in a last line
 /// (`… and N more problems`), so that a broken file costs neither minutes nor pages.
@@ -111,15 +111,22 @@ pub fn parse_in(text: &str, file: &str, base_dir: Option<&str>) -> Result<Config
         ..DaemonConfig::default()
     };
     let mut services = Vec::new();
+    let mut trusted_after_at = None;
     for (k, value) in entries(root.get_ref()) {
         let f = Field::new(k.get_ref(), "the top-level table", value);
         match f.key {
-            "daemon" => read_daemon(&mut cx, f, &mut daemon),
+            "daemon" => trusted_after_at = read_daemon(&mut cx, f, &mut daemon),
             "service" => services = read_services(&mut cx, f),
             _ => cx.unknown_key(k, f.place, &["daemon", "service"]),
         }
     }
     graph::check(&mut cx, &services);
+    if let (Some(name), Some(at)) = (&daemon.clock_trusted_after, trusted_after_at) {
+        if !services.iter().any(|p| p.service.name == *name) {
+            let message = format!("[daemon] clock-trusted-after `{name}`, which is not a service");
+            cx.error_with_hint(at, message, Hint::Service(name.clone()));
+        }
+    }
     if cx.errors.is_empty() {
         let services = services.into_iter().map(|p| Arc::new(p.service)).collect();
         return Ok(Config { daemon, services });
@@ -198,19 +205,35 @@ fn error_at(text: &str, cursor: &mut Cursor, at: Option<usize>, message: String)
 }
 
 /// `[daemon]`.
-fn read_daemon(cx: &mut Ctx, f: Field, daemon: &mut DaemonConfig) {
-    let Some(table) = cx.table(f, "a table, [daemon]") else {
-        return;
-    };
+/// Returns where `clock-trusted-after` was written, for the check that it names a service.
+fn read_daemon(cx: &mut Ctx, f: Field, daemon: &mut DaemonConfig) -> Option<usize> {
+    let mut trusted_after_at = None;
+    let table = cx.table(f, "a table, [daemon]")?;
     for (k, value) in entries(table) {
         let f = Field::new(k.get_ref(), "[daemon]", value);
         match f.key {
             "state-dir" => set(&mut daemon.state_dir, cx.path(f).map(Some)),
             "trace-size" => set(&mut daemon.trace_size_bytes, cx.size(f)),
             "history-size" => set(&mut daemon.history_len, cx.integer32(f, 1..=4096)),
-            _ => cx.unknown_key(k, "[daemon]", &["state-dir", "trace-size", "history-size"]),
+            "clock-trusted-after" => {
+                if let Some(name) = cx.string(f) {
+                    daemon.clock_trusted_after = Some(name);
+                    trusted_after_at = Some(f.at());
+                }
+            }
+            _ => cx.unknown_key(
+                k,
+                "[daemon]",
+                &[
+                    "state-dir",
+                    "trace-size",
+                    "history-size",
+                    "clock-trusted-after",
+                ],
+            ),
         }
     }
+    trusted_after_at
 }
 
 /// `[service.NAME]`, every one, in file order.

@@ -7,7 +7,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::model::limits::{MIN_POLL_PERIOD, MIN_TIMER_PERIOD};
 use super::model::{
-    defaults, Check, Heal, Kind, LinkReady, Probe, Readiness, Reports, ServiceConfig,
+    defaults, AtTime, Check, Heal, Kind, LinkReady, Probe, Readiness, Reports, ServiceConfig,
     VerdictOverride,
 };
 use super::values::{entries, key_path, list, sub_place, Ctx, Field, Hint, Value};
@@ -24,7 +24,7 @@ pub(super) struct Parsed {
 }
 
 /// Every key of a service table.
-const KEYS: [&str; 30] = [
+const KEYS: [&str; 32] = [
     "run",
     "oneshot",
     "interface",
@@ -54,6 +54,8 @@ const KEYS: [&str; 30] = [
     "retry-after",
     "every",
     "restart-every",
+    "at",
+    "jitter",
     "on",
 ];
 
@@ -70,6 +72,7 @@ const INTERFACE: u8 = 4;
 fn kinds_of(key: &str) -> u8 {
     match key {
         "stop" | "every" => ONESHOT,
+        "at" | "jitter" => PROCESS | ONESHOT,
         "restart-every" => PROCESS,
         "ready-when" => INTERFACE,
         "ready" | "probe" | "memory-max" | "memory-every" => PROCESS,
@@ -187,6 +190,11 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
             "retry-after" => set(&mut s.retry_after, retry_after(cx, f)),
             "every" => s.every = cx.period_at_least(f, MIN_TIMER_PERIOD),
             "restart-every" => s.restart_every = cx.period_at_least(f, MIN_TIMER_PERIOD),
+            "at" => set(
+                &mut s.at,
+                cx.array(f, "times like \"03:00\" or \"Sun 04:30\"", at_time),
+            ),
+            "jitter" => set(&mut s.jitter, cx.duration(f)),
             _ => on = Some(f), // "on", read once the rest of the service is known
         }
     }
@@ -250,6 +258,20 @@ fn ifname(cx: &mut Ctx, f: Field) -> Option<String> {
 /// A service name in `needs`/`after`, with its place (checked against the services later).
 fn reference(cx: &mut Ctx, f: Field) -> Option<(String, usize)> {
     Some((cx.string(f)?, f.at()))
+}
+
+/// One `at` time: `"03:00"` or `"Sun 04:30"`.
+fn at_time(cx: &mut Ctx, f: Field) -> Option<AtTime> {
+    let text = cx.string(f)?;
+    match AtTime::parse(&text) {
+        Some(at) => Some(at),
+        None => cx.invalid(
+            f,
+            format_args!(
+                "`{text}` is not a time of day: write \"HH:MM\" (24-hour, local time) or \"Day HH:MM\" with Day one of Mon Tue Wed Thu Fri Sat Sun"
+            ),
+        ),
+    }
 }
 
 /// `retry-after`: a duration or `"never"`.
