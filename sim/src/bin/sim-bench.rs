@@ -15,6 +15,7 @@ fn main() {
         max_services: 20,
         fault_time: Duration::from_secs(3600),
         write_trace: false,
+        ..Options::default()
     };
     let started = Instant::now();
     let (mut steps, mut failed) = (0u64, 0u64);
