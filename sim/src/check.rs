@@ -509,24 +509,26 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A checker for a kernel that has not booted yet.
+    /// A checker for a kernel that has not booted yet, judging it by the kernel's config (read
+    /// before anything runs; later configs are read from the inputs that replace it).
     pub fn new(kernel: &Kernel) -> Checker {
         let mut c = Checker::default();
-        for slot in kernel.views() {
-            c.models.insert(
-                slot.id(),
-                Model::new(slot.config().clone(), true, Instant::ZERO),
-            );
+        for service in &kernel.config().services {
+            if let Some(id) = kernel.lookup(&service.name) {
+                c.models
+                    .insert(id, Model::new(service.clone(), true, Instant::ZERO));
+            }
         }
-        c.index_links(kernel);
+        c.index_links();
         c
     }
 
-    fn index_links(&mut self, k: &Kernel) {
+    fn index_links(&mut self) {
         self.links.clear();
-        for v in k.views() {
-            if let Kind::Interface { ifname, .. } = &v.config().kind {
-                self.links.entry(ifname.clone()).or_default().push(v.id());
+        for id in self.models.ids().collect::<Vec<_>>() {
+            let m = self.models.get(id).expect("model");
+            if let (Kind::Interface { ifname, .. }, false) = (&m.config.kind, m.removed) {
+                self.links.entry(ifname.clone()).or_default().push(id);
             }
         }
     }
@@ -687,7 +689,7 @@ impl Checker {
         let replace = matches!(input, Input::ReplaceConfig { .. });
         let mut changed_defs: Vec<ServiceId> = Vec::new();
         match input {
-            Input::ReplaceConfig { .. } => changed_defs = self.on_replace(now, k),
+            Input::ReplaceConfig { text } => changed_defs = self.on_replace(now, k, text),
             Input::Operator(op) => self.on_operator(now, k, op),
             Input::FileChanged { path } => self.on_file_changed(now, k, path),
             Input::LinkChanged { ifname, .. } => {
@@ -713,33 +715,79 @@ impl Checker {
         if replace {
             self.check_minimal_replace(now, &changed_defs);
         }
+        if let Input::MemorySampled {
+            service,
+            job,
+            rss_bytes: Some(rss),
+            total_bytes,
+        } = input
+        {
+            self.check_containment(now, effects, world, (*service, *job), *rss, *total_bytes);
+        }
         let spawned = effects.iter().any(|e| matches!(e, Effect::Spawn { .. }));
         self.check_instances(now, k, world, spawned);
     }
 
+    /// A sample over the limit: the kernel must kill the process in this very step, unless it
+    /// is already being stopped (its stop signal went out earlier).
+    fn check_containment(
+        &mut self,
+        now: Instant,
+        effects: &[Effect],
+        world: &World,
+        (id, job): (ServiceId, JobId),
+        rss: u64,
+        total: Option<u64>,
+    ) {
+        let Some(m) = self.models.get(id) else { return };
+        let Some(limit) = m.config.memory_max.and_then(|l| limit_bytes(l, total)) else {
+            return;
+        };
+        if rss <= limit || m.proc.as_ref().is_none_or(|p| p.job != job) {
+            return;
+        }
+        let killed = effects
+            .iter()
+            .any(|e| matches!(e, Effect::Kill { job: j, .. } if *j == job));
+        let stopping = world
+            .procs()
+            .any(|(j, p)| *j == job && p.stop_deadline.is_some());
+        let alive = world.procs().any(|(j, _)| *j == job);
+        if alive && !killed && !stopping {
+            let what = format!("rss {rss} over memory-max {limit} and not killed at once");
+            self.blame(Property::Containment, id, now, what);
+        }
+    }
+
     // ----- inputs ------------------------------------------------------------------------
 
-    fn on_replace(&mut self, now: Instant, k: &Kernel) -> Vec<ServiceId> {
+    /// A new config: the model reads its definitions from the text itself (a config that does
+    /// not validate changes nothing); the kernel only says which id each name has.
+    fn on_replace(&mut self, now: Instant, k: &Kernel, text: &str) -> Vec<ServiceId> {
         let mut changed = Vec::new();
+        let Ok(config) = medic_kernel::config::parse(text, "sim.toml") else {
+            return changed;
+        };
         let mut live = BTreeSet::new();
-        for slot in k.views() {
-            live.insert(slot.id());
-            match self.models.get_mut(slot.id()) {
-                Some(m) if !Arc::ptr_eq(&m.config, slot.config()) => {
-                    let differs = *m.config != **slot.config();
-                    m.config = slot.config().clone();
-                    if differs {
+        for service in &config.services {
+            let Some(id) = k.lookup(&service.name) else {
+                continue;
+            };
+            live.insert(id);
+            match self.models.get_mut(id) {
+                Some(m) if !m.removed => {
+                    if *m.config != **service {
+                        m.config = service.clone();
                         m.note(now, "model: definition changed".into());
                         m.reset(now, "definition changed");
                         m.restarted();
                         m.restart_step = self.step;
-                        changed.push(slot.id());
+                        changed.push(id);
                     }
                 }
-                Some(_) => {}
-                None => {
-                    let m = Model::new(slot.config().clone(), !self.shutting_down, now);
-                    self.models.insert(slot.id(), m);
+                _ => {
+                    let m = Model::new(service.clone(), !self.shutting_down, now);
+                    self.models.insert(id, m);
                 }
             }
         }
@@ -754,7 +802,7 @@ impl Checker {
                 }
             }
         }
-        self.index_links(k);
+        self.index_links();
         self.touch_all();
         changed
     }
@@ -940,7 +988,10 @@ impl Checker {
                 total_bytes,
                 ..
             } if current => {
-                let limit = m.config.memory_max.and_then(|l| limit_bytes(l, *total_bytes));
+                let limit = m
+                    .config
+                    .memory_max
+                    .and_then(|l| limit_bytes(l, *total_bytes));
                 if let (Some(limit), Some(rss)) = (limit, rss_bytes) {
                     if *rss > limit {
                         m.observe(Condition::MemoryHigh);
@@ -1023,9 +1074,7 @@ impl Checker {
                     self.stopped_now.push(*service);
                 }
             }
-            Effect::Event { service, record } => {
-                self.on_record(now, k, world, *service, record)
-            }
+            Effect::Event { service, record } => self.on_record(now, k, world, *service, record),
             _ => {}
         }
         if self.shutting_down {
@@ -1095,7 +1144,8 @@ impl Checker {
             }
             m.stopped_for_needs = false;
             m.needs_restarts = m.needs_restarts.saturating_add(1);
-            m.start_gate = now + model_backoff(RESTART_SETTLE, m.needs_restarts, config.max_backoff);
+            m.start_gate =
+                now + model_backoff(RESTART_SETTLE, m.needs_restarts, config.max_backoff);
             m.note(
                 now,
                 format!(
@@ -1125,10 +1175,11 @@ impl Checker {
         m.ever_started = true;
         if !matches!(config.kind, Kind::Interface { .. }) {
             let at = now + config.start_timeout;
-            self.deadlines
-                .insert((at, id, Deadline::StartTimeout(job)));
+            self.deadlines.insert((at, id, Deadline::StartTimeout(job)));
         }
-        if let Some(limit) = config.memory_max.and_then(|l| limit_bytes(l, Some(world.total_ram())))
+        if let Some(limit) = config
+            .memory_max
+            .and_then(|l| limit_bytes(l, Some(world.total_ram())))
         {
             if let Some(over) = world.memory_over_at(job, limit) {
                 let at = over + config.memory_every + MEMORY_SLACK;
@@ -1259,6 +1310,39 @@ impl Checker {
         let (healthy, ladder, settle_override) = verdict(&config, &c);
         let settle = settle_override.unwrap_or_else(|| default_settle(heal));
         let mut broken: Vec<(Property, String)> = Vec::new();
+        if now < m.next_allowed {
+            broken.push((
+                Property::Settle,
+                format!(
+                    "intervened ({}) at {now}, before {} (previous intervention at {}, settling \
+                     until {})",
+                    heal.describe(),
+                    m.next_allowed,
+                    m.last_intervention
+                        .map(|l| l.to_string())
+                        .unwrap_or_default(),
+                    m.settle_until
+                ),
+            ));
+        }
+        if m.given_up {
+            broken.push((
+                Property::BoundedHealing,
+                format!(
+                    "intervened ({}) while given-up, with no new fact",
+                    heal.describe()
+                ),
+            ));
+        } else if m.strikes >= config.give_up_after {
+            broken.push((
+                Property::BoundedHealing,
+                format!(
+                    "intervention number {} since the last new fact, give-up-after is {}",
+                    m.strikes + 1,
+                    config.give_up_after
+                ),
+            ));
+        }
         if c == Condition::Blocked {
             broken.push((
                 Property::UpstreamFirst,
@@ -1297,39 +1381,6 @@ impl Checker {
                     ),
                 ));
             }
-        }
-        if now < m.next_allowed {
-            broken.push((
-                Property::Settle,
-                format!(
-                    "intervened ({}) at {now}, before {} (previous intervention at {}, settling \
-                     until {})",
-                    heal.describe(),
-                    m.next_allowed,
-                    m.last_intervention
-                        .map(|l| l.to_string())
-                        .unwrap_or_default(),
-                    m.settle_until
-                ),
-            ));
-        }
-        if m.given_up {
-            broken.push((
-                Property::BoundedHealing,
-                format!(
-                    "intervened ({}) while given-up, with no new fact",
-                    heal.describe()
-                ),
-            ));
-        } else if m.strikes >= config.give_up_after {
-            broken.push((
-                Property::BoundedHealing,
-                format!(
-                    "intervention number {} since the last new fact, give-up-after is {}",
-                    m.strikes + 1,
-                    config.give_up_after
-                ),
-            ));
         }
         m.strikes += 1;
         let backoff = model_backoff(settle, m.strikes, config.max_backoff);
@@ -1428,7 +1479,10 @@ impl Checker {
         let c = m.derive(world);
         if c != m.condition {
             if model_debug() {
-                eprintln!("  model {now} {}: {} -> {c} (after {after})", m.config.name, m.condition);
+                eprintln!(
+                    "  model {now} {}: {} -> {c} (after {after})",
+                    m.config.name, m.condition
+                );
             }
             m.condition = c;
             m.since = now;
@@ -1507,10 +1561,7 @@ impl Checker {
         if m.strikes >= m.config.give_up_after {
             return Some((m.since.max(m.settle_until), Duty::GiveUp));
         }
-        Some((
-            m.since.max(m.settle_until).max(m.next_allowed),
-            Duty::Heal,
-        ))
+        Some((m.since.max(m.settle_until).max(m.next_allowed), Duty::Heal))
     }
 
     fn schedule_duty(&mut self, k: &Kernel, id: ServiceId) {
@@ -1605,8 +1656,8 @@ impl Checker {
             if changed.contains(&id) || m.removed || for_needs {
                 continue;
             }
-            let what = "stopped by a config replacement that left its definition unchanged"
-                .to_string();
+            let what =
+                "stopped by a config replacement that left its definition unchanged".to_string();
             self.blame(Property::MinimalReplace, id, now, what);
         }
     }

@@ -24,8 +24,8 @@ use medic_kernel::{Effect, Input, Instant, Kernel};
 
 pub use check::{Checker, Property, Violation};
 pub use run::{
-    check_determinism, parse_script, reproduce_command, run_config, run_script, run_seed,
-    run_with, script_text, Failure, Op, Options, Origin, Report,
+    check_determinism, parse_script, reproduce_command, run_config, run_script, run_seed, run_with,
+    script_text, Failure, Op, Options, Origin, Report,
 };
 pub use world::Faults;
 

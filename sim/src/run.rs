@@ -680,9 +680,7 @@ impl<S: Supervisor> Sim<S> {
         let k = self.sup.kernel();
         let stray: Vec<(ServiceId, String)> = k
             .views()
-            .filter(|s| {
-                !self.checker.wanted(s.id()) && self.world.groups_of(&s.config().name) > 0
-            })
+            .filter(|s| !self.checker.wanted(s.id()) && self.world.groups_of(&s.config().name) > 0)
             .map(|s| (s.id(), s.config().name.clone()))
             .collect();
         for (id, name) in stray {
