@@ -505,6 +505,8 @@ pub struct Checker {
     stopped_now: Vec<ServiceId>,
     /// Steps checked (numbers them).
     step: u64,
+    /// The definitions of the next config replacement, from whoever rendered its text.
+    expected: Option<Vec<Arc<ServiceConfig>>>,
     booted: bool,
 }
 
@@ -531,6 +533,13 @@ impl Checker {
                 self.links.entry(ifname.clone()).or_default().push(id);
             }
         }
+    }
+
+    /// The next config replacement's text was rendered from these definitions (the simulator's
+    /// own graphs, which parse back to exactly what they were rendered from: see `graph.rs`),
+    /// so the model need not parse it again.
+    pub fn expect_config(&mut self, services: Vec<Arc<ServiceConfig>>) {
+        self.expected = Some(services);
     }
 
     /// Records a violation (the checkers' own, and the runner's: liveness, determinism).
@@ -671,10 +680,18 @@ impl Checker {
         effects: &[Effect],
         world: &World,
     ) {
-        if let Err(broken) = k.check_invariants() {
-            for b in broken {
-                self.report(Property::Invariant, None, "-", now, b);
-            }
+        // The kernel's own invariants cost O(services) per call, as much as everything else the
+        // simulator does: they are checked after every step that can change more than a probe's
+        // or a sample's timer, and after every 8th step whatever it was (what they check is
+        // state that stays broken once broken, so a later check still sees it).
+        let idle = matches!(
+            input,
+            Input::Tick | Input::CheckDone { .. } | Input::MemorySampled { .. }
+        ) && effects
+            .iter()
+            .all(|e| matches!(e, Effect::Check { .. } | Effect::SampleMemory { .. }));
+        if !idle || self.step % 8 == 0 {
+            self.check_kernel_invariants(now, k);
         }
         self.step += 1;
         self.touched.clear();
@@ -759,17 +776,31 @@ impl Checker {
         }
     }
 
+    /// The kernel's `check_invariants`, reported as violations (also called by the runner
+    /// before it reports a failure or passes a seed).
+    pub fn check_kernel_invariants(&mut self, now: Instant, k: &Kernel) {
+        if let Err(broken) = k.check_invariants() {
+            for b in broken {
+                self.report(Property::Invariant, None, "-", now, b);
+            }
+        }
+    }
+
     // ----- inputs ------------------------------------------------------------------------
 
     /// A new config: the model reads its definitions from the text itself (a config that does
     /// not validate changes nothing); the kernel only says which id each name has.
     fn on_replace(&mut self, now: Instant, k: &Kernel, text: &str) -> Vec<ServiceId> {
         let mut changed = Vec::new();
-        let Ok(config) = medic_kernel::config::parse(text, "sim.toml") else {
-            return changed;
+        let services = match self.expected.take() {
+            Some(services) => services,
+            None => match medic_kernel::config::parse(text, "sim.toml") {
+                Ok(config) => config.services,
+                Err(_) => return changed,
+            },
         };
         let mut live = BTreeSet::new();
-        for service in &config.services {
+        for service in &services {
             let Some(id) = k.lookup(&service.name) else {
                 continue;
             };
@@ -1730,57 +1761,57 @@ impl Checker {
     /// The services that must become healthy once faults stop: wanted, not given up for good
     /// (`retry-after = "never"`), and needing only such services.
     pub fn liveness_candidates(&self, k: &Kernel) -> Vec<ServiceId> {
-        let mut ok: BTreeMap<&str, bool> = BTreeMap::new();
-        let mut out = Vec::new();
-        // Config order is a topological order: needs come first in the sim's graphs, but a
-        // config may list them in any order, so iterate to a fixed point.
-        let services: Vec<_> = k.views().collect();
+        // By id: `None` not decided yet. Config order is a topological order in the sim's
+        // graphs, but a config may list services in any order, so iterate to a fixed point.
+        let slots = k.views().map(|v| v.id().index() + 1).max().unwrap_or(0);
+        let mut ok: Vec<Option<bool>> = vec![None; slots];
         loop {
             let mut changed = false;
-            for s in &services {
-                if ok.contains_key(s.config().name.as_str()) {
+            for s in k.views() {
+                if ok[s.id().index()].is_some() {
                     continue;
                 }
-                let known = |n: &String| ok.contains_key(n.as_str()) || k.lookup(n).is_none();
-                if !s
-                    .config()
-                    .needs
-                    .iter()
-                    .chain(s.config().after.iter())
-                    .all(known)
-                {
+                // A need or `after` target outside the live config (removed) counts as known.
+                let known = |n: &ServiceId| ok.get(n.index()).is_none_or(|o| o.is_some());
+                if !s.needs().iter().chain(s.after()).all(known) {
                     continue;
                 }
                 let needs_ok = s
-                    .config()
-                    .needs
+                    .needs()
                     .iter()
-                    .all(|n| ok.get(n.as_str()) == Some(&true));
+                    .all(|n| ok.get(n.index()) == Some(&Some(true)));
                 // `after` waits until its targets have been tried; a target that never will be
                 // (its own needs are down for good) holds the service back for ever. That is the
                 // kernel's rule today (see the simulator's report); such services are not
                 // required to become healthy.
-                let after_ok = s.config().after.iter().all(|a| {
-                    ok.get(a.as_str()) == Some(&true)
-                        || k.lookup(a)
-                            .and_then(|id| k.status(id))
+                let after_ok = s.after().iter().all(|a| {
+                    ok.get(a.index()) == Some(&Some(true))
+                        || k.status(*a)
                             .is_none_or(|t| t.ever_started() || !t.wanted() || t.given_up())
                 });
                 let forever = s.given_up() && s.config().retry_after.is_none();
                 let good = needs_ok && after_ok && self.wanted(s.id()) && !forever;
-                ok.insert(s.config().name.as_str(), good);
+                ok[s.id().index()] = Some(good);
                 changed = true;
             }
             if !changed {
                 break;
             }
         }
-        for s in &services {
-            if ok.get(s.config().name.as_str()) == Some(&true) {
-                out.push(s.id());
-            }
+        k.views()
+            .filter(|s| ok[s.id().index()] == Some(true))
+            .map(|s| s.id())
+            .collect()
+    }
+
+    /// Whether every liveness candidate is healthy (the quick answer first: everything is).
+    pub fn all_candidates_healthy(&self, k: &Kernel) -> bool {
+        if k.views().all(|s| s.healthy()) {
+            return true;
         }
-        out
+        self.liveness_candidates(k)
+            .iter()
+            .all(|id| k.status(*id).is_some_and(|s| s.healthy()))
     }
 
     /// Whether the heal would be automatic (for the quiet check).

@@ -5,6 +5,7 @@ use core::fmt;
 use core::time::Duration;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use medic_kernel::config::{self, Kind};
 use medic_kernel::trace::{self, Trace};
@@ -301,7 +302,6 @@ impl<S: Supervisor> Sim<S> {
     fn step(&mut self, input: Input) -> bool {
         self.effects.clear();
         self.sup.step(self.now, input.clone(), &mut self.effects);
-        self.trace.push(self.now, input.clone(), &self.effects);
         if self.verbose {
             let shown = match &input {
                 Input::ReplaceConfig { text } => format!("ReplaceConfig ({} bytes)", text.len()),
@@ -347,7 +347,9 @@ impl<S: Supervisor> Sim<S> {
                     .report(Property::Liveness, Some(id), &name, self.now, what);
             }
         }
-        if matches!(input, Input::ReplaceConfig { .. }) {
+        let replaced = matches!(input, Input::ReplaceConfig { .. });
+        self.trace.push(self.now, input, &self.effects);
+        if replaced {
             self.sync_links();
         }
         if self.steps > MAX_STEPS {
@@ -504,6 +506,8 @@ impl<S: Supervisor> Sim<S> {
             Op::Reconfigure => {
                 let next = self.graph.mutate(&mut self.rng);
                 let text = next.render();
+                let services = next.services.iter().cloned().map(Arc::new).collect();
+                self.checker.expect_config(services);
                 self.graph = next;
                 self.step(Input::ReplaceConfig { text });
             }
@@ -604,12 +608,7 @@ impl<S: Supervisor> Sim<S> {
     /// (the restart it brings is not a fault).
     fn all_candidates_healthy(&self) -> bool {
         let k = self.sup.kernel();
-        k.views().all(|s| !s.file_change_pending())
-            && self
-                .checker
-                .liveness_candidates(k)
-                .iter()
-                .all(|id| k.status(*id).is_some_and(|s| s.healthy()))
+        k.views().all(|s| !s.file_change_pending()) && self.checker.all_candidates_healthy(k)
     }
 
     fn report_unhealthy(&mut self, why: &str) {
@@ -724,7 +723,11 @@ impl<S: Supervisor> Sim<S> {
                 .report(Property::OneInstance, None, "-", self.now, what);
             return false;
         }
-        true
+        // The kernel's invariants are checked on most steps (see `Checker::after_step`): the
+        // last state is checked whatever the last step was.
+        self.checker
+            .check_kernel_invariants(self.now, self.sup.kernel());
+        self.checker.violations.is_empty()
     }
 }
 
