@@ -690,7 +690,7 @@ impl Checker {
         ) && effects
             .iter()
             .all(|e| matches!(e, Effect::Check { .. } | Effect::SampleMemory { .. }));
-        if !idle || self.step % 8 == 0 {
+        if !idle || self.step.is_multiple_of(8) {
             self.check_kernel_invariants(now, k);
         }
         self.step += 1;
@@ -1267,12 +1267,11 @@ impl Checker {
     /// too, but the kernel may wait for its heal to begin before it says so: `at_least` is the
     /// lenient reading (nothing may start before it), the strict one is what a start is owed.
     fn tried(&self, m: &Model, at_least: bool) -> bool {
-        let starting = m.proc.as_ref().is_some_and(|p| {
-            !p.ready
-                && !p.signalled
-                && !m.kernel_stopping
-                && !(at_least && m.problem == Some(Condition::StartTimeout))
-        });
+        let timed_out = at_least && m.problem == Some(Condition::StartTimeout);
+        let starting = m
+            .proc
+            .as_ref()
+            .is_some_and(|p| !(p.ready || p.signalled || m.kernel_stopping || timed_out));
         matches!(m.config.kind, Kind::Interface { .. })
             || !m.wanted
             || m.given_up
