@@ -285,6 +285,8 @@ struct Model {
     /// A restart (heal, watched file, operator, changed definition) in the step numbered so:
     /// a stop in that step is not for failed needs.
     restart_step: u64,
+    /// Spawned in the step numbered so (up, for a stop that comes later in the step).
+    spawn_step: u64,
     needs_ok: bool,
     condition: Condition,
     since: Instant,
@@ -334,6 +336,7 @@ impl Model {
             up_before: false,
             up_step: 0,
             restart_step: u64::MAX,
+            spawn_step: u64::MAX,
             needs_ok: true,
             condition: Condition::Stopped,
             since: now,
@@ -632,15 +635,18 @@ impl Checker {
     /// The model's own deadlines up to `now` (strictly before it for duties, which the step at
     /// `now` may still fulfil, unless `inclusive`).
     fn advance(&mut self, now: Instant, k: &Kernel, world: &World, inclusive: bool) {
-        while let Some(&(at, id, what)) = self.deadlines.first() {
-            let due = match what {
-                Deadline::StartTimeout(_) | Deadline::FileFact => at <= now,
-                Deadline::Duty | Deadline::Memory(_) => at < now || (inclusive && at <= now),
-            };
-            if !due {
+        // Everything up to `now` in time order, passing over the duties at `now` that the step
+        // at `now` may still fulfil (they must not hold back a model timer at the same instant).
+        let last = (now, ServiceId(u32::MAX), Deadline::FileFact);
+        loop {
+            let next = self.deadlines.range(..=last).copied().find(|&(at, _, what)| match what {
+                Deadline::StartTimeout(_) | Deadline::FileFact => true,
+                Deadline::Duty | Deadline::Memory(_) => at < now || inclusive,
+            });
+            let Some(entry @ (at, id, what)) = next else {
                 break;
-            }
-            self.deadlines.pop_first();
+            };
+            self.deadlines.remove(&entry);
             match what {
                 Deadline::StartTimeout(job) => {
                     let Some(m) = self.models.get_mut(id) else {
@@ -1077,8 +1083,9 @@ impl Checker {
             | Effect::Kill { service, job } => {
                 let kill = matches!(e, Effect::Kill { .. });
                 let step = self.step;
+                let mut already = false;
                 if let Some(m) = self.models.get_mut(*service) {
-                    let already = m.stopping();
+                    already = m.stopping();
                     if let Some(p) = m.proc.as_mut().filter(|p| p.job == *job) {
                         if kill && p.over_step == step && !already {
                             p.contained = true;
@@ -1087,7 +1094,9 @@ impl Checker {
                         p.checks.clear();
                     }
                 }
-                if replace {
+                // A stop asked for earlier (its signal waited for dependents) is not this
+                // replacement's doing.
+                if replace && !already {
                     self.stopped_now.push(*service);
                 }
             }
@@ -1097,11 +1106,13 @@ impl Checker {
                 purpose: CommandPurpose::Stop,
                 ..
             } => {
+                let mut already = false;
                 if let Some(m) = self.models.get_mut(*service) {
+                    already = m.stopping();
                     m.oneshot_done = false;
                     m.stop_command = Some(*job);
                 }
-                if replace {
+                if replace && !already {
                     self.stopped_now.push(*service);
                 }
             }
@@ -1204,6 +1215,7 @@ impl Checker {
         m.problem = None;
         m.oneshot_done = false;
         m.ever_started = true;
+        m.spawn_step = self.step;
         if !matches!(config.kind, Kind::Interface { .. }) {
             let at = now + config.start_timeout;
             self.deadlines.insert((at, id, Deadline::StartTimeout(job)));
@@ -1478,7 +1490,7 @@ impl Checker {
                     p.checks.clear();
                 }
             }
-            if view.is_some_and(|v| v.given_up()) && !m.given_up {
+            if view.is_some_and(|v| v.given_up()) && !m.given_up && !m.removed {
                 m.given_up = true;
                 m.note(now, format!("given-up with {} model strikes", m.strikes));
                 if m.strikes < m.config.give_up_after {
@@ -1489,15 +1501,16 @@ impl Checker {
                 }
             }
         }
-        if needs_ok && !m.needs_ok {
-            // A need went from unhealthy to healthy: a new fact.
+        if needs_ok && !m.needs_ok && !m.removed {
+            // A need went from unhealthy to healthy: a new fact (not for a removed service,
+            // which has no needs left and is on its way out).
             m.reset(now, "needs healthy again");
         }
         m.needs_ok = needs_ok;
         let up = if m.restart_step == self.step {
             false
         } else if m.up_step == self.step {
-            m.up_before
+            m.up_before || m.spawn_step == self.step
         } else {
             m.up()
         };
@@ -1683,7 +1696,7 @@ impl Checker {
                 continue;
             };
             let for_needs = m.config.stop_when_needs_fail && !m.needs_ok;
-            if changed.contains(&id) || m.removed || for_needs {
+            if changed.contains(&id) || m.removed || !m.wanted || for_needs {
                 continue;
             }
             let what =
