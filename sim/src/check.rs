@@ -293,6 +293,9 @@ struct Model {
     healthy: bool,
     /// When `healthy` last changed.
     health_since: Instant,
+    /// `forgive-after` as it was when the service last became healthy (a new definition does
+    /// not move a forgiveness already counting).
+    forgive_after: Duration,
     /// `healthy` as it was before the step numbered `health_step` changed it.
     healthy_before: bool,
     health_step: u64,
@@ -342,6 +345,7 @@ impl Model {
             since: now,
             healthy: false,
             health_since: now,
+            forgive_after: Duration::MAX,
             healthy_before: false,
             health_step: 0,
             due: None,
@@ -1507,10 +1511,15 @@ impl Checker {
             m.reset(now, "needs healthy again");
         }
         m.needs_ok = needs_ok;
-        let up = if m.restart_step == self.step {
+        // Up as the kernel saw it when it acted on the failed need, earlier in this step: a
+        // process it started in this step runs (it starts nothing while a need is down); one it
+        // restarted is not running; else as before its stops of this step.
+        let up = if m.spawn_step == self.step {
+            true
+        } else if m.restart_step == self.step {
             false
         } else if m.up_step == self.step {
-            m.up_before || m.spawn_step == self.step
+            m.up_before
         } else {
             m.up()
         };
@@ -1533,16 +1542,21 @@ impl Checker {
         let healthy = verdict(&m.config, &m.condition).0;
         let mut reach = false;
         if healthy != m.healthy {
-            if !healthy && now.saturating_since(m.health_since) >= m.config.forgive_after {
-                // Healthy for forgive-after: strikes and the starts after needs came back are
-                // forgiven (the kernel says so with a note when there were strikes).
+            let forgive_at = m.health_since + m.forgive_after;
+            if !healthy && now >= forgive_at {
+                // Healthy for forgive-after (as it was when the service became healthy): strikes
+                // and the starts after needs came back are forgiven (the kernel says so with a
+                // note when there were strikes).
                 if m.strikes > 0 {
                     m.reset(now, "healthy for forgive-after");
                 }
                 if m.needs_restarts > 0 {
                     m.needs_restarts = 0;
-                    m.start_gate = m.start_gate.min(m.health_since + m.config.forgive_after);
+                    m.start_gate = m.start_gate.min(forgive_at);
                 }
+            }
+            if healthy {
+                m.forgive_after = m.config.forgive_after;
             }
             if m.health_step != self.step {
                 m.health_step = self.step;
