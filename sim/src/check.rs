@@ -643,10 +643,14 @@ impl Checker {
         // at `now` may still fulfil (they must not hold back a model timer at the same instant).
         let last = (now, ServiceId(u32::MAX), Deadline::FileFact);
         loop {
-            let next = self.deadlines.range(..=last).copied().find(|&(at, _, what)| match what {
-                Deadline::StartTimeout(_) | Deadline::FileFact => true,
-                Deadline::Duty | Deadline::Memory(_) => at < now || inclusive,
-            });
+            let next = self
+                .deadlines
+                .range(..=last)
+                .copied()
+                .find(|&(at, _, what)| match what {
+                    Deadline::StartTimeout(_) | Deadline::FileFact => true,
+                    Deadline::Duty | Deadline::Memory(_) => at < now || inclusive,
+                });
             let Some(entry @ (at, id, what)) = next else {
                 break;
             };
