@@ -4,10 +4,12 @@
 //! [`medic_kernel::Kernel`] runs unchanged. One `u64` seed decides everything: a random
 //! service graph ([`graph`]), a swarm of faults ([`world::Faults`]), the behaviour of every
 //! process, and the external events (link faults, crashes, file changes, operator commands,
-//! config reloads). After every step the checkers of [`check`] hold the kernel to the seven
-//! properties of architecture.md §7; a second phase with faults off checks liveness, and a shutdown
-//! checks stop order. A failure prints the seed, the property, the service, its history and a
-//! command that reproduces it, and writes the trace (architecture.md §6) for `medic replay`.
+//! config reloads). After every step the checkers of [`check`] hold the kernel to the properties
+//! of architecture.md §7, judged by a reference model that works out each service's condition
+//! from the world; a second phase with faults off checks liveness, and a shutdown checks stop
+//! order. A failure prints the seed, the property, the service, its history, the command that
+//! reproduces it in the test it came from, and writes the trace (architecture.md §6) for
+//! `medic replay`.
 //!
 //! ```text
 //! SIM_SEEDS=100000 cargo test -p medic-sim --release --test seeds   # a soak
@@ -25,8 +27,8 @@ use medic_kernel::{Effect, Input, Instant, Kernel};
 
 pub use check::{Checker, Property, Violation};
 pub use run::{
-    check_determinism, reproduce_command, run_config, run_script, run_seed, run_with, Failure, Op,
-    Options, Report,
+    check_determinism, parse_script, reproduce_command, run_config, run_script, run_seed, run_with,
+    script_text, Failure, Op, Options, Origin, Report,
 };
 pub use world::Faults;
 

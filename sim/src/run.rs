@@ -5,6 +5,7 @@ use core::fmt;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use medic_kernel::config::{self, Kind};
 use medic_kernel::trace::{self, Trace};
@@ -67,6 +68,27 @@ pub struct Options {
     pub fault_time: Duration,
     /// Write the trace of a failing seed to the temp dir.
     pub write_trace: bool,
+    /// The test these options belong to: a failure's reproduce line reruns it.
+    pub origin: Origin,
+}
+
+/// Where a run comes from, for the reproduce line: `cargo test -p medic-sim --test TARGET --
+/// NAME --exact`. The test must read its options back with [`Options::from_env`] and its seeds
+/// with [`crate::seeds_from_env`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The test target (a file in `sim/tests/`).
+    pub target: &'static str,
+    /// The test function.
+    pub name: &'static str,
+}
+
+impl Origin {
+    /// `sim/tests/seeds.rs`, the swarm.
+    pub const SEEDS: Origin = Origin {
+        target: "seeds",
+        name: "seeds",
+    };
 }
 
 impl Default for Options {
@@ -76,8 +98,78 @@ impl Default for Options {
             max_services: 40,
             fault_time: Duration::from_secs(300),
             write_trace: true,
+            origin: Origin::SEEDS,
         }
     }
+}
+
+impl Options {
+    /// These options with the environment's overrides, as a reproduce line sets them:
+    /// `SIM_MIN_SERVICES`, `SIM_MAX_SERVICES`, `SIM_FAULT_MS`.
+    pub fn from_env(mut self) -> Options {
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = var("SIM_MIN_SERVICES") {
+            self.min_services = n as u32;
+        }
+        if let Some(n) = var("SIM_MAX_SERVICES") {
+            self.max_services = n as u32;
+        }
+        if let Some(ms) = var("SIM_FAULT_MS") {
+            self.fault_time = Duration::from_millis(ms);
+        }
+        self
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A script as one line, `Wait(200),Crash(3),Reconfigure` (what `SIM_SCRIPT` takes).
+pub fn script_text(script: &[Op]) -> String {
+    let ops: Vec<String> = script.iter().map(|o| o.to_string()).collect();
+    ops.join(",")
+}
+
+/// Reads [`script_text`] back.
+pub fn parse_script(text: &str) -> Result<Vec<Op>, String> {
+    let mut ops = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, arg) = match part.split_once('(') {
+            Some((name, rest)) => {
+                let n = rest.trim_end_matches(')');
+                let n: u32 = n.parse().map_err(|_| format!("bad number in `{part}`"))?;
+                (name, Some(n))
+            }
+            None => (part, None),
+        };
+        let small = |n: Option<u32>| -> Result<u8, String> {
+            n.and_then(|n| u8::try_from(n).ok())
+                .ok_or_else(|| format!("`{part}` wants a number 0..=255"))
+        };
+        let op = match name {
+            "Wait" => Op::Wait(arg.ok_or_else(|| format!("`{part}` wants a number"))?),
+            "Crash" => Op::Crash(small(arg)?),
+            "Hang" => Op::Hang(small(arg)?),
+            "LinkAbsent" => Op::LinkAbsent(small(arg)?),
+            "LinkAdminDown" => Op::LinkAdminDown(small(arg)?),
+            "LinkNoCarrier" => Op::LinkNoCarrier(small(arg)?),
+            "LinkNoAddress" => Op::LinkNoAddress(small(arg)?),
+            "LinkRestore" => Op::LinkRestore(small(arg)?),
+            "FileChange" => Op::FileChange(small(arg)?),
+            "Start" => Op::Start(small(arg)?),
+            "Stop" => Op::Stop(small(arg)?),
+            "Restart" => Op::Restart(small(arg)?),
+            "Reload" => Op::Reload(small(arg)?),
+            "Reconfigure" => Op::Reconfigure,
+            "BadConfig" => Op::BadConfig,
+            _ => return Err(format!("unknown op `{part}`")),
+        };
+        ops.push(op);
+    }
+    Ok(ops)
 }
 
 /// What a passing scenario did.
@@ -116,6 +208,8 @@ pub struct Failure {
     pub trace_path: Option<PathBuf>,
     /// The trace.
     pub trace: Trace,
+    /// The command that reruns it.
+    pub reproduce: String,
 }
 
 impl Failure {
@@ -125,9 +219,27 @@ impl Failure {
     }
 }
 
-/// The command that reruns one seed.
-pub fn reproduce_command(seed: u64) -> String {
-    format!("SIM_SEED={seed} cargo test -p medic-sim --test seeds -- --nocapture")
+/// The command that reruns one seed with these options (and this script, for a scripted
+/// run), in the test the options came from.
+pub fn reproduce_command(seed: u64, opts: &Options, script: Option<&[Op]>) -> String {
+    let mut env = format!("SIM_SEED={seed}");
+    let default = Options::default();
+    if opts.min_services != default.min_services {
+        env.push_str(&format!(" SIM_MIN_SERVICES={}", opts.min_services));
+    }
+    if opts.max_services != default.max_services {
+        env.push_str(&format!(" SIM_MAX_SERVICES={}", opts.max_services));
+    }
+    if opts.fault_time != default.fault_time {
+        env.push_str(&format!(" SIM_FAULT_MS={}", opts.fault_time.as_millis()));
+    }
+    if let Some(script) = script {
+        env.push_str(&format!(" SIM_SCRIPT='{}'", script_text(script)));
+    }
+    format!(
+        "{env} cargo test -p medic-sim --test {} -- {} --exact --nocapture",
+        opts.origin.target, opts.origin.name
+    )
 }
 
 impl fmt::Display for Failure {
@@ -150,14 +262,10 @@ impl fmt::Display for Failure {
             writeln!(f, "    {line}")?;
         }
         if let Some(p) = &self.trace_path {
-            writeln!(
-                f,
-                "  trace:     {} (medic replay {})",
-                p.display(),
-                p.display()
-            )?;
+            writeln!(f, "  trace:     {}", p.display())?;
+            writeln!(f, "  replay:    medic replay {}", p.display())?;
         }
-        write!(f, "  reproduce: {}", reproduce_command(self.seed))
+        write!(f, "  reproduce: {}", self.reproduce)
     }
 }
 
@@ -184,6 +292,9 @@ struct Sim<S: Supervisor> {
     stuck: u32,
     /// `SIM_VERBOSE=1`: print every step.
     verbose: bool,
+    /// The script to name in the reproduce line (a scripted run whose script is not the
+    /// test's own).
+    repro_script: Option<Vec<Op>>,
 }
 
 const MAX_STEPS: u64 = 5_000_000;
@@ -198,7 +309,6 @@ impl<S: Supervisor> Sim<S> {
     fn step(&mut self, input: Input) -> bool {
         self.effects.clear();
         self.sup.step(self.now, input.clone(), &mut self.effects);
-        self.trace.push(self.now, input.clone(), &self.effects);
         if self.verbose {
             let shown = match &input {
                 Input::ReplaceConfig { text } => format!("ReplaceConfig ({} bytes)", text.len()),
@@ -251,7 +361,9 @@ impl<S: Supervisor> Sim<S> {
                     .report(Property::Liveness, Some(id), &name, self.now, what);
             }
         }
-        if matches!(input, Input::ReplaceConfig { .. }) {
+        let replaced = matches!(input, Input::ReplaceConfig { .. });
+        self.trace.push(self.now, input, &self.effects);
+        if replaced {
             self.sync_links();
         }
         if self.steps > MAX_STEPS {
@@ -309,7 +421,8 @@ impl<S: Supervisor> Sim<S> {
             let kd = self.sup.next_deadline();
             let wd = self.world.next_event();
             let od = self.ops.front().map(|(t, _)| *t);
-            let Some(t) = [kd, wd, od].into_iter().flatten().min() else {
+            let cd = self.checker.next_deadline();
+            let Some(t) = [kd, wd, od, cd].into_iter().flatten().min() else {
                 self.now = self.now.max(end);
                 return Stop::Reached;
             };
@@ -335,8 +448,14 @@ impl<S: Supervisor> Sim<S> {
                 if let Some(input) = self.world.pop_event(self.now) {
                     self.step(input);
                 }
-            } else if let Some((_, op)) = self.ops.pop_front() {
-                self.apply_op(op);
+            } else if od.is_some_and(|d| d <= t) {
+                if let Some((_, op)) = self.ops.pop_front() {
+                    self.apply_op(op);
+                }
+            } else {
+                // Only the model's own deadline: a duty may have come due with no step.
+                self.checker
+                    .on_time(self.now, self.sup.kernel(), &self.world);
             }
         }
     }
@@ -417,6 +536,8 @@ impl<S: Supervisor> Sim<S> {
             Op::Reconfigure => {
                 let next = self.graph.mutate(&mut self.rng);
                 let text = next.render();
+                let services = next.services.iter().cloned().map(Arc::new).collect();
+                self.checker.expect_config(services);
                 self.graph = next;
                 self.step(Input::ReplaceConfig { text });
             }
@@ -475,6 +596,7 @@ impl<S: Supervisor> Sim<S> {
             notes,
             trace_path: trace_path.flatten(),
             trace: self.trace.clone(),
+            reproduce: reproduce_command(seed, opts, self.repro_script.as_deref()),
         }
     }
 
@@ -528,12 +650,7 @@ impl<S: Supervisor> Sim<S> {
     /// (the restart it brings is not a fault).
     fn all_candidates_healthy(&self) -> bool {
         let k = self.sup.kernel();
-        k.views().all(|s| !s.file_change_pending())
-            && self
-                .checker
-                .liveness_candidates(k)
-                .iter()
-                .all(|id| k.status(*id).is_some_and(|s| s.healthy()))
+        k.views().all(|s| !s.file_change_pending()) && self.checker.all_candidates_healthy(k)
     }
 
     fn report_unhealthy(&mut self, why: &str) {
@@ -621,9 +738,7 @@ impl<S: Supervisor> Sim<S> {
         let k = self.sup.kernel();
         let stray: Vec<(ServiceId, String)> = k
             .views()
-            .filter(|s| {
-                !self.checker.wanted(&s.config().name) && self.world.groups_of(&s.config().name) > 0
-            })
+            .filter(|s| !self.checker.wanted(s.id()) && self.world.groups_of(&s.config().name) > 0)
             .map(|s| (s.id(), s.config().name.clone()))
             .collect();
         for (id, name) in stray {
@@ -667,7 +782,11 @@ impl<S: Supervisor> Sim<S> {
                 .report(Property::OneInstance, None, "-", self.now, what);
             return false;
         }
-        true
+        // The kernel's invariants are checked on most steps (see `Checker::after_step`): the
+        // last state is checked whatever the last step was.
+        self.checker
+            .check_kernel_invariants(self.now, self.sup.kernel());
+        self.checker.violations.is_empty()
     }
 }
 
@@ -795,7 +914,8 @@ pub fn run_with<S: Supervisor>(
         graph = random_graph(&mut graph_rng, opts.max_services);
     }
     let faults = Faults::swarm(&mut rng);
-    run_inner(seed, rng, graph, faults, opts, script, wrap)
+    let repro = script.map(<[Op]>::to_vec);
+    run_inner(seed, rng, graph, faults, opts, script, repro, wrap)
 }
 
 /// Runs a fixed config under fixed faults (golden traces, hand-written scenarios). `text` must
@@ -812,9 +932,10 @@ pub fn run_config(
     let mut rng = Rng::new(seed);
     let _ = rng.fork();
     let _ = Faults::swarm(&mut rng);
-    run_inner(seed, rng, graph, faults, opts, Some(script), |k| k)
+    run_inner(seed, rng, graph, faults, opts, Some(script), None, |k| k)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_inner<S: Supervisor>(
     seed: u64,
     mut rng: Rng,
@@ -822,6 +943,7 @@ fn run_inner<S: Supervisor>(
     faults: Faults,
     opts: &Options,
     script: Option<&[Op]>,
+    repro_script: Option<Vec<Op>>,
     wrap: impl FnOnce(Kernel) -> S,
 ) -> Result<Report, Box<Failure>> {
     let world = World::new(rng.fork(), faults.clone());
@@ -867,6 +989,7 @@ fn run_inner<S: Supervisor>(
         quiet: None,
         stuck: 0,
         verbose: std::env::var_os("SIM_VERBOSE").is_some(),
+        repro_script,
     };
     // The initial link dump, before boot; some links start broken when link faults are on.
     let mut link_rng = rng.fork();
@@ -946,7 +1069,7 @@ pub fn check_determinism(seed: u64, opts: &Options, first: &Report) -> Result<()
             first.steps,
             again.digest,
             again.steps,
-            reproduce_command(seed)
+            reproduce_command(seed, opts, None)
         ));
     }
     let decoded = trace::decode(&first.trace.to_file_bytes()).map_err(|e| e.to_string())?;
@@ -954,7 +1077,7 @@ pub fn check_determinism(seed: u64, opts: &Options, first: &Report) -> Result<()
     if !report.identical() || report.steps() != first.steps {
         return Err(format!(
             "seed {seed}: property 7 determinism: replay: {report}\n  reproduce: {}",
-            reproduce_command(seed)
+            reproduce_command(seed, opts, None)
         ));
     }
     Ok(())

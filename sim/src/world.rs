@@ -139,6 +139,14 @@ pub struct Proc {
     pub stop_deadline: Option<Instant>,
 }
 
+impl Proc {
+    /// Its memory at `now`: a base, and a leak that grows each whole second.
+    fn rss_at(&self, now: Instant) -> u64 {
+        let secs = now.saturating_since(self.started).as_secs();
+        self.base_rss + self.leak_bytes_per_s * secs
+    }
+}
+
 /// Something the world will do at an instant.
 #[derive(Clone, Debug)]
 enum Event {
@@ -199,6 +207,8 @@ pub struct World {
     seq: u64,
     next_pid: u32,
     crash_token: u64,
+    /// Every live group's stop deadline, earliest first (so "is any group late?" costs O(1)).
+    stop_deadlines: BTreeSet<(Instant, JobId)>,
     /// The kernel said shutdown is complete.
     pub shutdown_complete: bool,
 }
@@ -260,6 +270,7 @@ impl World {
             seq: 0,
             next_pid: 100,
             crash_token: 0,
+            stop_deadlines: BTreeSet::new(),
             shutdown_complete: false,
         }
     }
@@ -345,6 +356,9 @@ impl World {
                     return None;
                 }
                 let p = self.procs.remove(&job)?;
+                if let Some(d) = p.stop_deadline {
+                    self.stop_deadlines.remove(&(d, job));
+                }
                 let oneshot = matches!(p.config.kind, Kind::Oneshot { .. });
                 // A oneshot asked to stop that still finishes its job counts as stopped, as the
                 // kernel sees it (its `stop` command is not run: see the simulator's report).
@@ -496,8 +510,7 @@ impl World {
             }
             Effect::SampleMemory { service, job } => {
                 if let Some(p) = self.procs.get(job) {
-                    let secs = now.saturating_since(p.started).as_secs();
-                    let rss = p.base_rss + p.leak_bytes_per_s * secs;
+                    let rss = p.rss_at(now);
                     let at = now + self.latency(2);
                     self.at(
                         at,
@@ -670,7 +683,11 @@ impl World {
         }
         let deadline = now + p.config.stop_timeout + KILL_LATENCY;
         if signal != Signal::Kill {
-            p.stop_deadline = Some(p.stop_deadline.map_or(deadline, |d| d.min(deadline)));
+            let earliest = p.stop_deadline.map_or(deadline, |d| d.min(deadline));
+            if let Some(old) = p.stop_deadline.replace(earliest) {
+                self.stop_deadlines.remove(&(old, job));
+            }
+            self.stop_deadlines.insert((earliest, job));
             if p.ignores_term || p.dying {
                 return;
             }
@@ -814,6 +831,41 @@ impl World {
             }
         }
         self.holders = holders;
+    }
+
+    /// The earliest stop deadline of a live group, if any is being stopped.
+    pub fn first_stop_deadline(&self) -> Option<Instant> {
+        self.stop_deadlines.first().map(|(d, _)| *d)
+    }
+
+    /// The state of a link (`None`: absent or unknown).
+    pub fn link(&self, ifname: &str) -> Option<&LinkState> {
+        self.links.get(ifname).and_then(Option::as_ref)
+    }
+
+    /// The machine's RAM.
+    pub fn total_ram(&self) -> u64 {
+        TOTAL_RAM
+    }
+
+    /// The memory of a live group at `now`, as a sample would read it.
+    pub fn rss_now(&self, job: JobId, now: Instant) -> Option<u64> {
+        let p = self.procs.get(&job)?;
+        Some(p.rss_at(now))
+    }
+
+    /// When the group's memory, as samples read it, first exceeds `limit` (at its present
+    /// rate of growth); `None`: never.
+    pub fn memory_over_at(&self, job: JobId, limit: u64) -> Option<Instant> {
+        let p = self.procs.get(&job)?;
+        if p.base_rss > limit {
+            return Some(p.started);
+        }
+        if p.leak_bytes_per_s == 0 {
+            return None;
+        }
+        let secs = (limit - p.base_rss) / p.leak_bytes_per_s + 1;
+        Some(p.started + Duration::from_secs(secs))
     }
 
     /// Tells the world which services are interfaces on which links (after a config change).

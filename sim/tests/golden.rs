@@ -9,7 +9,7 @@ use core::time::Duration;
 use std::path::PathBuf;
 
 use medic_kernel::trace::{decode, replay, FORMAT_VERSION};
-use medic_sim::{run_config, Faults, Op, Options};
+use medic_sim::{run_config, Faults, Op, Options, Origin};
 
 /// A router's small graph; dnsmasq crash-loops until faults stop.
 const CONFIG: &str = r#"[service.wan]
@@ -48,6 +48,10 @@ fn record() -> Vec<u8> {
     let opts = Options {
         fault_time: Duration::from_secs(60),
         write_trace: false,
+        origin: Origin {
+            target: "golden",
+            name: "the_golden_scenario_still_records_the_same_trace",
+        },
         ..Options::default()
     };
     let report = run_config(7, CONFIG, faults, &script, &opts).unwrap_or_else(|f| panic!("{f}"));

@@ -3,7 +3,7 @@
 
 use core::time::Duration;
 
-use medic_sim::{run_script, Op, Options};
+use medic_sim::{parse_script, run_script, Op, Options, Origin};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -27,12 +27,34 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The options of these scenarios; a failure's reproduce line reruns it with
+/// [`replay_script`] (`SIM_SEED` and `SIM_SCRIPT`).
 fn opts() -> Options {
     Options {
         max_services: 12,
         fault_time: Duration::from_secs(60),
         write_trace: true,
+        origin: Origin {
+            target: "prop",
+            name: "replay_script",
+        },
         ..Options::default()
+    }
+    .from_env()
+}
+
+/// Replays one scripted scenario from the environment (what a failure's reproduce line sets):
+/// `SIM_SEED=S SIM_SCRIPT='Wait(200),Crash(3)'`. Without `SIM_SCRIPT` it does nothing.
+#[test]
+fn replay_script() {
+    let Ok(text) = std::env::var("SIM_SCRIPT") else {
+        return;
+    };
+    let script = parse_script(&text).unwrap_or_else(|e| panic!("SIM_SCRIPT: {e}"));
+    for seed in medic_sim::seeds_from_env(1) {
+        if let Err(f) = run_script(seed, &script, &opts()) {
+            panic!("{f}");
+        }
     }
 }
 
@@ -45,7 +67,7 @@ proptest! {
         ops in vec(op(), 0..60)
     ) {
         if let Err(f) = run_script(seed, &ops, &opts()) {
-            prop_assert!(false, "{}\n  script: {:?}", f, ops);
+            prop_assert!(false, "{}", f);
         }
     }
 }

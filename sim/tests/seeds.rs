@@ -12,7 +12,7 @@ use medic_sim::{check_determinism, run_seed, seeds_from_env, Options};
 #[test]
 fn seeds() {
     let seeds = seeds_from_env(1000);
-    let opts = Options::default();
+    let opts = Options::default().from_env();
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(8);
