@@ -133,10 +133,5 @@ fn init_logging() {
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(|| logsink::Writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .log_internal_errors(false)
-        .try_init();
+    crate::log::init(level, std::io::IsTerminal::is_terminal(&std::io::stderr()));
 }

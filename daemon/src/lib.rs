@@ -6,6 +6,7 @@
 
 mod cli;
 mod daemon;
+mod log;
 
 /// Parses the command line and runs the command; the process's exit status.
 pub fn main() -> std::process::ExitCode {

@@ -13,8 +13,8 @@
 //!   characters made visible; what is held back is counted (`N lines suppressed`). The
 //!   service's own ring (`medic logs`) keeps every line within its own bound.
 //!
-//! Use [`Writer`] as the writer of the tracing subscriber, [`line`] for plain messages, and
-//! [`flush`] with a timeout before the process exits.
+//! The daemon's tracing subscriber [`push`]es each formatted line; use [`line`] for plain
+//! messages, and [`flush`] with a timeout before the process exits.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -147,22 +147,6 @@ pub fn flush(timeout: Duration) -> bool {
     true
 }
 
-/// A writer for the tracing subscriber: every `write` queues one record
-/// (`tracing_subscriber::fmt().with_writer(|| logsink::Writer)`). Never fails, never waits.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Writer;
-
-impl io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        push(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 fn writer_thread() {
     let sink = &SINK;
     let mut spare = Vec::new();
@@ -231,11 +215,15 @@ fn write_stderr(mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Now as `2026-01-31T12:34:56.789012Z`, the way the tracing subscriber writes times.
+/// Now as `2026-01-31T12:34:56.789012Z`, the way the daemon's log lines start.
 fn utc_now() -> String {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    utc(SystemTime::now())
+}
+
+/// `t` as `2026-01-31T12:34:56.789012Z`: RFC 3339 in UTC, to the microsecond (a time before
+/// 1970 as 1970-01-01T00:00:00.000000Z).
+pub fn utc(t: SystemTime) -> String {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
@@ -383,5 +371,13 @@ mod tests {
         let now = utc_now();
         assert_eq!(now.len(), "2026-01-31T12:34:56.789012Z".len(), "{now}");
         assert!(now.starts_with("20") && now.ends_with('Z'), "{now}");
+        let at = |secs, micros| {
+            utc(SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(at(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(at(1_709_251_199, 999_999), "2024-02-29T23:59:59.999999Z");
+        assert_eq!(at(1_796_030_528, 954_823), "2026-11-30T09:22:08.954823Z");
+        assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00.000000Z");
     }
 }

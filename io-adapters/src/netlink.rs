@@ -201,13 +201,34 @@ pub async fn link_up(ifname: &str) -> io::Result<()> {
 }
 
 /// An rtnetlink error as an `io::Error`, keeping the kernel's errno where there is one.
+///
+/// Worded here rather than by rtnetlink's `Display`, which prints an unexpected message with
+/// `{:?}`: that one format string links the `Debug` code of every netlink message type, about
+/// 70 KiB of the router binary. An unexpected reply is named by its message type instead; the
+/// other errors read as rtnetlink words them.
 fn netlink_error(error: rtnetlink::Error) -> io::Error {
-    match &error {
-        rtnetlink::Error::NetlinkError(message) => match message.code {
+    use rtnetlink::Error as E;
+    match error {
+        E::NetlinkError(message) => match message.code {
             Some(code) => io::Error::from_raw_os_error(-code.get()),
-            None => io::Error::other(error),
+            None => io::Error::other(format!("Received a netlink error message {message}")),
         },
-        _ => io::Error::other(error),
+        E::UnexpectedMessage(message) => io::Error::other(format!(
+            "Received an unexpected message (type {})",
+            message.header.message_type
+        )),
+        E::RequestFailed => io::Error::other("A netlink request failed"),
+        E::NamespaceError(e) => io::Error::other(format!("Namespace error {e}")),
+        // The other variants in rtnetlink's words.
+        E::InvalidHardwareAddress(addr) => io::Error::other(format!(
+            "Received a link message (RTM_GETLINK, RTM_NEWLINK, RTM_SETLINK or RTMGETLINK) \
+             with an invalid hardware address attribute: {addr:?}."
+        )),
+        E::InvalidIp(addr) => io::Error::other(format!("Failed to parse an IP address: {addr:?}")),
+        E::InvalidAddress(ip, mask) => io::Error::other(format!(
+            "Failed to parse a network address (IP and mask): {ip:?}/{mask:?}"
+        )),
+        E::InvalidNla(nla) => io::Error::other(format!("Attempting to set and Invalid NLA: {nla}")),
     }
 }
 
