@@ -40,7 +40,9 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   and context; `Effect::Sweep`; `Signal` says main process or group; a memory sample may
 ///   be unknown; a record carries when its outcome was decided; the snapshot keeps the medical
 ///   record as one sub-state and each instance's own definition; `Input::SpawnDeferred`.
-pub const FORMAT_VERSION: u32 = 3;
+/// * 4: `Input::Resume` and `Effect::Adopt` (a daemon that survived its own crash),
+///   `ExitStatus::Unknown`.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

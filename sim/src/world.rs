@@ -560,6 +560,7 @@ impl World {
             // The world's process group ends with its leader: nothing is left to sweep.
             Effect::Event { .. } | Effect::Notice { .. } | Effect::Sweep { .. } => {}
             Effect::ShutdownComplete => self.shutdown_complete = true,
+            Effect::Adopt { job, was, .. } => self.adopt(*was, *job),
         }
     }
 
@@ -686,6 +687,22 @@ impl World {
                 crash_token: None,
             },
         );
+    }
+
+    /// [`Effect::Adopt`]: the process that ran as `was` under the crashed daemon goes on as
+    /// `job` (its pending end too).
+    fn adopt(&mut self, was: JobId, job: JobId) {
+        let Some(p) = self.procs.remove(&was) else {
+            return;
+        };
+        self.procs.insert(job, p);
+        for event in self.events.values_mut() {
+            if let Event::Exit { job: j, .. } = event {
+                if *j == was {
+                    *j = job;
+                }
+            }
+        }
     }
 
     /// An external crash of the service's process (OOM killer, a segfault).
