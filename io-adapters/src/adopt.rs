@@ -104,43 +104,21 @@ pub fn tagged(prefix: &str, keep: &BTreeSet<String>) -> Vec<u32> {
         .collect()
 }
 
+/// How long what got SIGKILL may take to be gone before boot goes on anyway.
+const KILL_WAIT: Duration = Duration::from_secs(1);
+
 /// Stops `pids`: SIGTERM (to the group of a group leader), up to `grace` for them to end,
-/// then SIGKILL to what is left. Waits on pidfds, so a pid reused meanwhile is never hit.
+/// then SIGKILL to what is left, and up to [`KILL_WAIT`] for that to end too (a port the old
+/// process held is free when the new one starts). Waits on pidfds, so a pid reused meanwhile
+/// is never hit.
 pub fn stop(pids: &[u32], grace: Duration) {
     let targets: Vec<(u32, Option<OwnedFd>)> =
         pids.iter().map(|&p| (p, process::pidfd_open(p))).collect();
     for (pid, _) in &targets {
         signal(*pid, NixSignal::SIGTERM);
     }
-    let deadline = Instant::now() + grace;
-    loop {
-        let mut fds: Vec<libc::pollfd> = targets
-            .iter()
-            .filter_map(|(_, fd)| fd.as_ref())
-            .map(|fd| libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        let left = deadline.saturating_duration_since(Instant::now());
-        if fds.is_empty() || left.is_zero() {
-            break;
-        }
-        // SAFETY: poll on descriptors we own, for at most `left`.
-        let n = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                left.as_millis().min(i32::MAX as u128) as i32,
-            )
-        };
-        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            break;
-        }
-        if fds.iter().all(|f| f.revents != 0) {
-            return;
-        }
+    if wait_all(&targets, Instant::now() + grace) {
+        return;
     }
     for (pid, fd) in &targets {
         match fd {
@@ -157,6 +135,48 @@ pub fn stop(pids: &[u32], grace: Duration) {
                 };
             }
             None => signal(*pid, NixSignal::SIGKILL),
+        }
+    }
+    wait_all(&targets, Instant::now() + KILL_WAIT);
+}
+
+/// Waits until every target has ended, or `deadline`; whether all have. A target without a
+/// pidfd (Linux < 5.3) cannot be watched: then the whole time is waited.
+fn wait_all(targets: &[(u32, Option<OwnedFd>)], deadline: Instant) -> bool {
+    if targets.iter().any(|(_, fd)| fd.is_none()) {
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        return false;
+    }
+    loop {
+        let mut fds: Vec<libc::pollfd> = targets
+            .iter()
+            .filter_map(|(_, fd)| fd.as_ref())
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if fds.is_empty() {
+            return true;
+        }
+        if left.is_zero() {
+            return false;
+        }
+        // SAFETY: poll on descriptors we own, for at most `left`.
+        let n = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                left.as_millis().min(i32::MAX as u128) as i32,
+            )
+        };
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return false;
+        }
+        if fds.iter().all(|f| f.revents != 0) {
+            return true;
         }
     }
 }

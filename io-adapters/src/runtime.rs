@@ -436,6 +436,14 @@ impl Runtime {
         effects.clear();
         self.kernel.step(now, input.clone(), &mut effects);
         self.trace.record(now, &input, &effects);
+        // An intervention is a strike: written before it is carried out, so a crash in between
+        // cannot make the next daemon forget it (bounded healing holds across crashes).
+        if effects.iter().any(|e| {
+            matches!(e, Effect::Event { record, .. }
+                if record.heal.is_some() && record.outcome == Some(medic_kernel::Outcome::Pending))
+        }) {
+            self.save_state();
+        }
         for effect in &effects {
             self.carry_out(effect);
         }

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod check;
+pub mod crash;
 pub mod graph;
 pub mod rng;
 pub mod run;

@@ -705,6 +705,40 @@ impl World {
         }
     }
 
+    /// The daemon itself crashed (DESIGN §13): every answer it was waiting for dies with it
+    /// (spawn answers, checks, commands, readiness notifications); processes go on, and their
+    /// ends, while no daemon runs, reach no one.
+    pub fn daemon_crashed(&mut self) {
+        self.events.retain(|_, e| {
+            matches!(
+                e,
+                Event::Exit { .. } | Event::LinkUp { .. } | Event::LinkPresent { .. }
+            )
+        });
+        self.oneshots_up.clear();
+    }
+
+    /// Whether the process of `job` still lives.
+    pub fn alive(&self, job: JobId) -> bool {
+        self.procs.contains_key(&job)
+    }
+
+    /// Before a restarted daemon's first tick: every process it did not adopt (`keep`) is
+    /// stopped, and gone before anything starts (the adapter waits for it). Returns their
+    /// services' names.
+    pub fn stop_all_but(&mut self, keep: &BTreeSet<JobId>) -> Vec<String> {
+        let gone: Vec<JobId> = self
+            .procs
+            .keys()
+            .filter(|j| !keep.contains(j))
+            .copied()
+            .collect();
+        gone.iter()
+            .filter_map(|j| self.procs.remove(j))
+            .map(|p| p.name)
+            .collect()
+    }
+
     /// An external crash of the service's process (OOM killer, a segfault).
     pub fn crash(&mut self, now: Instant, service: ServiceId) {
         let job = self
