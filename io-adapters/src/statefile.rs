@@ -190,6 +190,89 @@ mod tests {
         assert!(decode(&[]).is_err());
     }
 
+    /// 100 services, each with a live process: the state file's size at boot and with every
+    /// history full (64 records), and both under the bound.
+    #[test]
+    fn a_hundred_services_fit_with_full_histories() {
+        use medic_kernel::{Effect, ExitStatus, Input, Instant};
+        let mut text = String::new();
+        for i in 0..100 {
+            text.push_str(&format!(
+                "[service.service-{i}]\nrun = [\"/usr/sbin/daemon-{i}\", \"-f\", \"/etc/d{i}.conf\"]\n\
+                 give-up-after = 1000\nmax-backoff = \"1s\"\n\n"
+            ));
+        }
+        let config = medic_kernel::config::parse(&text, "t").expect("valid");
+        let mut k = medic_kernel::Kernel::new(config);
+        let mut out = Vec::new();
+        let state_size = |k: &medic_kernel::Kernel| {
+            let procs = k
+                .views()
+                .filter_map(|v| {
+                    Some(ProcRecord {
+                        job: v.job()?,
+                        pid: v.pid()?,
+                        start_ticks: 123_456_789,
+                        tag: format!("0123456789abcdef.{}", v.job()?.0),
+                        pipes: [Some(1_234_567), Some(1_234_568)],
+                    })
+                })
+                .collect();
+            let state = StateFile {
+                boot_id: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into(),
+                origin_ns: 1,
+                kernel: k.saved(),
+                procs,
+            };
+            encode(&state).len()
+        };
+        let mut at = 0;
+        let mut first = 0;
+        for round in 0..60 {
+            // Every process crashes, then the restarts are answered.
+            let running: Vec<_> = k.views().filter_map(|v| Some((v.id(), v.job()?))).collect();
+            for (service, job) in running {
+                let status = ExitStatus::Code(1);
+                let exited = Input::Exited {
+                    service,
+                    job,
+                    status,
+                };
+                k.step(Instant::from_millis(at), exited, &mut out);
+            }
+            at += 2_000;
+            k.step(Instant::from_millis(at), Input::Tick, &mut out);
+            let spawns: Vec<_> = out
+                .drain(..)
+                .filter_map(|e| match e {
+                    Effect::Spawn { service, job, .. } => Some((service, job)),
+                    _ => None,
+                })
+                .collect();
+            for (service, job) in spawns {
+                let pid = 10_000 + job.0 as u32;
+                k.step(
+                    Instant::from_millis(at),
+                    Input::Spawned { service, job, pid },
+                    &mut out,
+                );
+            }
+            if round == 0 {
+                first = state_size(&k);
+            }
+        }
+        let min = k.views().map(|v| v.history().len()).min();
+        assert_eq!(
+            min,
+            Some(64),
+            "{:?}",
+            k.views().next().map(|v| v.history().lines())
+        );
+        let full = state_size(&k);
+        eprintln!("state file at 100 services: {first} bytes at boot, {full} with full histories");
+        assert!(full < MAX_STATE_BYTES / 4, "{full}");
+    }
+
     #[test]
     fn writes_replace_the_file_whole_and_reads_are_bounded() {
         let dir = std::env::temp_dir().join(format!("medic-statefile-{}", std::process::id()));
