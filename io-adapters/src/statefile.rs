@@ -4,7 +4,8 @@
 //! "MEDICSTA"                 8 bytes of magic
 //! LAYOUT                     u32 LE: this file's own layout
 //! trace::FORMAT_VERSION      u32 LE: the encoding of the kernel types inside
-//! payload                    postcard of [`StateFile`]
+//! payload                    postcard of [`StateFile`], COBS-framed (the trace's encoding:
+//!                            the binary carries one copy of the code that encodes kernel state)
 //! FNV-1a 64 of the payload   u64 LE: a torn or corrupt file is recognised
 //! ```
 //!
@@ -71,7 +72,7 @@ pub struct ProcRecord {
 
 /// The bytes of `state`.
 pub fn encode(state: &StateFile) -> Vec<u8> {
-    let payload = postcard::to_stdvec(state).expect("postcard into a Vec cannot fail");
+    let payload = postcard::to_stdvec_cobs(state).expect("postcard into a Vec cannot fail");
     let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len() + 8);
     bytes.extend_from_slice(&MAGIC);
     bytes.extend_from_slice(&LAYOUT.to_le_bytes());
@@ -99,7 +100,7 @@ pub fn decode(bytes: &[u8]) -> Result<StateFile, String> {
     if bytes_digest(payload) != sum {
         return Err("its checksum does not match (torn or corrupt)".into());
     }
-    match postcard::from_bytes::<StateFile>(payload) {
+    match postcard::from_bytes_cobs::<StateFile>(&mut payload.to_vec()) {
         Ok(state) => Ok(state),
         Err(e) => Err(format!("it does not decode: {e}")),
     }
