@@ -116,13 +116,20 @@ fn supervise(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Another daemon has the state dir: bad usage, like a bad config (2).
+            let status = match &e {
+                RuntimeError::Prepare(medic_io::statedir::StateDirError::Locked { .. }) => {
+                    crate::cli::EXIT_USAGE
+                }
+                _ => crate::cli::EXIT_FAILED,
+            };
             let message = match e {
                 // These name the state dir already.
                 RuntimeError::Prepare(e) => e.to_string(),
                 e => format!("medic daemon (state dir {}): {e}", state_dir.display()),
             };
             logsink::line(&format!("medic: {message}"));
-            ExitCode::from(crate::cli::EXIT_FAILED)
+            ExitCode::from(status)
         }
     }
 }

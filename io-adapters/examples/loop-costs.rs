@@ -64,7 +64,7 @@ fn main() {
     let _ = medic_io::process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
     let _ = leader.wait();
     let sweep = time(20, || {
-        medic_io::process::sweep(4_000_000, "no.such.instance")
+        medic_io::process::sweep(4_000_000, "no.such.instance", false)
     });
     println!("sweep of a gone group (reads every process's stat, the daemon's descendants' environ): {sweep:?} (median of 20)");
 

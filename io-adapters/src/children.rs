@@ -66,6 +66,9 @@ pub struct ProcEntry {
     pub tasks: Vec<AbortHandle>,
     /// Dropped with the entry, when the process is reaped: its output readers drain and close.
     pub alive: Alive,
+    /// Adopted from a previous daemon (crate::adopt): not a child, its end comes from its
+    /// pidfd, and what it forked does not descend from this daemon.
+    pub adopted: bool,
 }
 
 impl Drop for ProcEntry {
@@ -131,8 +134,9 @@ pub struct Children {
     /// Service processes reaped but whose groups the kernel has not decided about yet: kept
     /// until the input about their end has been fed.
     ended: BTreeMap<JobId, ProcEntry>,
-    /// Groups to scan `/proc` for, after this round of inputs: (name, pgid, instance).
-    sweeps: Vec<(String, u32, String)>,
+    /// Groups to scan `/proc` for, after this round of inputs: (name, pgid, instance, and
+    /// whether to look beyond this daemon's descendants).
+    sweeps: Vec<(String, u32, String, bool)>,
     next_token: u64,
 }
 
@@ -141,6 +145,24 @@ impl Children {
     pub fn add_service(&mut self, job: JobId, entry: ProcEntry) {
         self.roles.insert(entry.pid, Role::Service(job));
         self.procs.insert(job, entry);
+    }
+
+    /// Remembers a process adopted from a previous daemon: not a child, so never reaped here;
+    /// [`Children::adopted_ended`] reports its end.
+    pub fn add_adopted(&mut self, job: JobId, entry: ProcEntry) {
+        self.procs.insert(job, entry);
+    }
+
+    /// The pidfd of the adopted process of `job` says it has ended: its service, once (it is
+    /// kept until its end has been told, like a reaped process).
+    pub fn adopted_ended(&mut self, job: JobId) -> Option<ServiceId> {
+        if !self.procs.get(&job)?.adopted {
+            return None;
+        }
+        let entry = self.procs.remove(&job)?;
+        let service = entry.service;
+        self.ended.insert(job, entry);
+        Some(service)
     }
 
     /// Remembers a `run` check; its status goes to `tx`. Returns the token for [`Children::expire`].
@@ -262,14 +284,18 @@ impl Children {
             return;
         };
         let _ = process::signal_group(entry.pid, nix::sys::signal::Signal::SIGKILL);
-        self.sweeps
-            .push((entry.name.clone(), entry.pid, entry.instance.clone()));
+        self.sweeps.push((
+            entry.name.clone(),
+            entry.pid,
+            entry.instance.clone(),
+            entry.adopted,
+        ));
     }
 
     /// Runs the sweeps asked for: whatever left a swept group, found by its instance tag.
     pub fn run_sweeps(&mut self) {
-        for (name, pgid, instance) in std::mem::take(&mut self.sweeps) {
-            let killed = process::sweep(pgid, &instance);
+        for (name, pgid, instance, anywhere) in std::mem::take(&mut self.sweeps) {
+            let killed = process::sweep(pgid, &instance, anywhere);
             match killed {
                 0 => {}
                 1 => tracing::info!("{name}: killed 1 leftover process of its group"),
@@ -299,6 +325,7 @@ mod tests {
             notify_socket: None,
             tasks: Vec::new(),
             alive: Alive::new().0,
+            adopted: false,
         }
     }
 

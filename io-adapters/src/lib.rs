@@ -19,6 +19,7 @@
 //! * [`users`]: `user =` and `group =` looked up once per name.
 //! * [`notify`]: sd_notify sockets, and whose `READY=1` counts.
 
+pub mod adopt;
 pub mod checks;
 pub mod children;
 pub mod clock;
@@ -33,5 +34,6 @@ pub mod offloop;
 pub mod process;
 pub mod runtime;
 pub mod statedir;
+pub mod statefile;
 pub mod terminal;
 pub mod users;

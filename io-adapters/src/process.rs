@@ -867,13 +867,14 @@ fn children_of(pid: u32, path: &mut String, buf: &mut Vec<u8>) -> Option<Vec<u32
 /// Reading every process's environment is the expensive part, so it is read only for processes
 /// that can be a service's: when orphans are re-parented to the daemon (subreaper or PID 1),
 /// whatever a service forked descends from the daemon, so only the daemon's descendants, and any
-/// process whose ancestry the scan could not follow, are read. Otherwise every process is.
-pub fn sweep(pgid: u32, instance: &str) -> usize {
+/// process whose ancestry the scan could not follow, are read. Otherwise, and for a process
+/// adopted from a previous daemon (`anywhere`), every process is.
+pub fn sweep(pgid: u32, instance: &str, anywhere: bool) -> usize {
     let _ = signal_group(pgid, NixSignal::SIGKILL);
     let me = std::process::id();
     let want = format!("MEDIC_INSTANCE={instance}");
     let stats = proc_stats();
-    let adopts = ADOPTS_ORPHANS.load(Ordering::Relaxed);
+    let adopts = ADOPTS_ORPHANS.load(Ordering::Relaxed) && !anywhere;
     let parent: HashMap<u32, u32> = if adopts {
         stats.iter().map(|s| (s.pid, s.ppid)).collect()
     } else {

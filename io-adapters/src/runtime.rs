@@ -41,6 +41,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use crate::adopt;
 use crate::checks;
 use crate::children::{self, Alive, Children, ProcEntry, Reaped};
 use crate::clock;
@@ -53,6 +54,7 @@ use crate::notify::NotifySocket;
 use crate::offloop;
 use crate::process::{self, SpawnSpec};
 use crate::statedir::{self, FileId, StateDir, StateDirError};
+use crate::statefile::{self, ProcRecord, StateFile};
 
 thread_local! {
     /// The read buffer of every output reader.
@@ -137,6 +139,8 @@ enum Event {
     Reload,
     /// The config file's text, read off the loop after a SIGHUP.
     ConfigRead(io::Result<String>),
+    /// The pidfd of an adopted process (not a child: never reaped here) became readable.
+    AdoptedEnded(JobId),
 }
 
 /// A read of the config file under way, off the loop.
@@ -184,6 +188,34 @@ pub struct Runtime {
     trace_writers: offloop::TraceWriters,
     /// A config read under way (off the loop), if any.
     config_read: Option<ConfigRead>,
+    /// The state file and adoption (DESIGN §13).
+    survival: Survival,
+}
+
+/// What the daemon keeps for its successor, and what it took over from its predecessor
+/// (crate::statefile, crate::adopt).
+struct Survival {
+    /// `MEDIC_INSTANCE` of every process is this, then its job.
+    tag_prefix: String,
+    boot_id: String,
+    /// `CLOCK_MONOTONIC` at the kernel's origin, kept across daemons.
+    origin_ns: u64,
+    /// What the adapter knows of each live service process.
+    records: BTreeMap<JobId, ProcRecord>,
+    /// Something the state file keeps changed since it was last written.
+    dirty: bool,
+    /// The state was over its bound and written without histories; said once.
+    trimmed_noted: bool,
+    /// A write failed; said once until one succeeds.
+    failed_noted: bool,
+    /// Which services were wanted when shutdown began: shutdown makes every service unwanted,
+    /// which the next daemon must not take for the operator's word.
+    wanted_at_shutdown: Option<BTreeMap<String, bool>>,
+    /// The state file the daemon started beside, until it has been taken back.
+    resume: Option<StateFile>,
+    /// Processes of the previous daemon found alive and the same, by the job they ran as,
+    /// until the kernel adopts them.
+    survivors: BTreeMap<JobId, (ProcRecord, OwnedFd)>,
 }
 
 /// Runs the daemon until shutdown completes: builds a current-thread runtime and drives
@@ -225,10 +257,11 @@ impl Runtime {
         };
         let trace = TraceRing::new(&setup.config_text, setup.config.daemon.trace_size_bytes);
         let daemon = setup.config.daemon.clone();
+        let (survival, origin) = Survival::read(&setup.state_dir);
         let runtime = Runtime {
             kernel: Kernel::new(setup.config),
             trace,
-            origin: std::time::Instant::now(),
+            origin,
             effects: Vec::new(),
             queue: VecDeque::new(),
             tx,
@@ -250,6 +283,7 @@ impl Runtime {
             done: false,
             trace_writers: offloop::TraceWriters::default(),
             config_read: None,
+            survival,
         };
         Ok((runtime, rx))
     }
@@ -288,6 +322,9 @@ impl Runtime {
         while let Ok(input) = link_rx.try_recv() {
             self.feed(input);
         }
+        // Before the first tick boots anything: what a crashed predecessor left running is
+        // adopted or stopped.
+        self.take_over();
         // The wall clock too, for `at` times; then every step of it.
         let host = clock::host_number();
         self.feed(Input::WallClock(clock::read(host)));
@@ -304,6 +341,9 @@ impl Runtime {
                 self.feed(input);
             }
             self.children.run_sweeps();
+            if self.survival.dirty {
+                self.save_state();
+            }
             if self.done {
                 break;
             }
@@ -353,6 +393,7 @@ impl Runtime {
             }
         }
         self.cleanup();
+        self.save_state();
         // Followers hear the last word after the shutdown's events; the connections then get a
         // moment to write what is queued (a pending request is answered that the daemon is
         // gone), and the daemon exits whether or not they are done.
@@ -417,12 +458,30 @@ impl Runtime {
         effects.clear();
         self.kernel.step(now, input.clone(), &mut effects);
         self.trace.record(now, &input, &effects);
+        // An intervention is a strike: written before it is carried out, so a crash in between
+        // cannot make the next daemon forget it (bounded healing holds across crashes).
+        if effects.iter().any(|e| {
+            matches!(e, Effect::Event { record, .. }
+                if record.heal.is_some() && record.outcome == Some(medic_kernel::Outcome::Pending))
+        }) {
+            self.save_state();
+        }
         for effect in &effects {
             self.carry_out(effect);
         }
+        if matches!(input, Input::Spawned { .. } | Input::Exited { .. })
+            || effects
+                .iter()
+                .any(|e| matches!(e, Effect::Event { .. } | Effect::Adopt { .. }))
+        {
+            self.survival.dirty = true;
+        }
         self.effects = effects;
         match input {
-            Input::Exited { job, .. } => self.children.forget_ended(job),
+            Input::Exited { job, .. } => {
+                self.children.forget_ended(job);
+                self.survival.records.remove(&job);
+            }
             Input::Spawned { service, pid, .. } => {
                 let name = self.kernel.name(service).to_string();
                 self.log_line(name, Stream::Start(pid), String::new());
@@ -484,11 +543,23 @@ impl Runtime {
                 if !self.shutting_down {
                     tracing::info!("{name}: stopping every service, dependents first");
                     self.shutting_down = true;
+                    let wanted = self.kernel.views().map(|v| (v.name().into(), v.wanted()));
+                    self.survival.wanted_at_shutdown = Some(wanted.collect());
                     self.feed(Input::Operator(Operator::Shutdown));
                 }
             }
             Event::Reload => self.reload_config(None),
             Event::ConfigRead(text) => self.config_read(text),
+            Event::AdoptedEnded(job) => {
+                if let Some(service) = self.children.adopted_ended(job) {
+                    let status = ExitStatus::Unknown;
+                    self.feed(Input::Exited {
+                        service,
+                        job,
+                        status,
+                    });
+                }
+            }
         }
     }
 
@@ -762,6 +833,12 @@ impl Runtime {
             Effect::Notice { message } => tracing::warn!("{message}"),
             Effect::ShutdownComplete => self.done = true,
             Effect::Sweep { job, .. } => self.children.sweep(*job),
+            Effect::Adopt {
+                service,
+                job,
+                pid,
+                was,
+            } => self.adopt(*service, *job, *pid, *was),
         }
     }
 
@@ -772,7 +849,7 @@ impl Runtime {
             Kind::Interface { .. } => return,
         };
         let exec = Exec::of(config);
-        let instance = instance_tag(job);
+        let instance = self.instance_tag(job);
         let mut tasks: Vec<AbortHandle> = Vec::new();
         let mut notify_fd = None;
         let mut notify_read = None;
@@ -847,6 +924,17 @@ impl Runtime {
         };
         let pid = child.pid;
         tracing::info!(service = %config.name, pid, "started {}", argv.join(" "));
+        let record = ProcRecord {
+            job,
+            pid,
+            start_ticks: adopt::start_ticks(pid).unwrap_or(0),
+            tag: instance.clone(),
+            pipes: [
+                child.stdout.as_ref().and_then(adopt::inode),
+                child.stderr.as_ref().and_then(adopt::inode),
+            ],
+        };
+        self.survival.records.insert(job, record);
         if let Some(r) = notify_read {
             tasks.push(self.read_notify_fd(r, service, job));
         }
@@ -873,6 +961,7 @@ impl Runtime {
                 notify_socket: notify_file,
                 tasks,
                 alive,
+                adopted: false,
             },
         );
         self.queue.push_back(Input::Spawned { service, job, pid });
@@ -928,7 +1017,7 @@ impl Runtime {
                     });
                 };
                 let condition = reports == Reports::Condition;
-                let instance = instance_tag(job);
+                let instance = self.instance_tag(job);
                 let spec = SpawnSpec {
                     capture_stdout: condition,
                     capture_stderr: false,
@@ -984,7 +1073,7 @@ impl Runtime {
         exec: &Exec,
         timeout: Duration,
     ) {
-        let instance = instance_tag(job);
+        let instance = self.instance_tag(job);
         let spec = SpawnSpec::for_service(argv, exec, &self.base_dir, &instance);
         let name = &exec.service;
         let child = match process::spawn(spec) {
@@ -1270,6 +1359,239 @@ impl Runtime {
     }
 }
 
+// ----- surviving a crash (DESIGN §13) -----------------------------------------------------------
+
+impl Survival {
+    /// Reads the state file of `dir` (a missing, foreign or damaged one is said and ignored)
+    /// and returns the kernel's time origin: the predecessor's, when its state is taken back.
+    fn read(dir: &Path) -> (Survival, std::time::Instant) {
+        let boot_id = adopt::boot_id();
+        let now_ns = adopt::monotonic_ns();
+        let path = dir.join(statefile::STATE_NAME);
+        let state =
+            match statefile::read(dir).and_then(|b| b.map(|b| statefile::decode(&b)).transpose()) {
+                Ok(None) => None,
+                Ok(Some(state)) if state.boot_id != boot_id || state.origin_ns > now_ns => {
+                    tracing::info!("{}: from before a reboot; ignored", path.display());
+                    None
+                }
+                Ok(Some(state)) => Some(state),
+                Err(why) => {
+                    tracing::warn!(
+                        "{}: {why}; ignored: no history, nothing adopted",
+                        path.display()
+                    );
+                    None
+                }
+            };
+        let now = std::time::Instant::now();
+        let (origin_ns, origin) = match &state {
+            Some(s) => match now.checked_sub(Duration::from_nanos(now_ns - s.origin_ns)) {
+                Some(origin) => (s.origin_ns, origin),
+                None => (now_ns, now),
+            },
+            None => (now_ns, now),
+        };
+        let survival = Survival {
+            tag_prefix: format!("{}.", adopt::dir_tag(dir)),
+            boot_id,
+            origin_ns,
+            records: BTreeMap::new(),
+            dirty: true,
+            trimmed_noted: false,
+            failed_noted: false,
+            wanted_at_shutdown: None,
+            resume: state,
+            survivors: BTreeMap::new(),
+        };
+        (survival, origin)
+    }
+
+    /// Marks every recorded process of `state` that is gone or no longer the same as not
+    /// survived, and keeps a pidfd of each that is; returns the pids that must be stopped
+    /// although they are not (or no longer) tagged as ours.
+    fn check(&mut self, state: &mut StateFile) -> Vec<u32> {
+        let mut stop = Vec::new();
+        let records: BTreeMap<JobId, ProcRecord> =
+            state.procs.drain(..).map(|r| (r.job, r)).collect();
+        for service in &mut state.kernel.services {
+            let Some(p) = service.process.as_mut() else {
+                continue;
+            };
+            let record = records.get(&p.job).filter(|r| r.pid == p.pid);
+            let started = record.is_some_and(|r| adopt::start_ticks(p.pid) == Some(r.start_ticks));
+            let tagged = record.is_some_and(|r| adopt::instance_of(p.pid).as_ref() == Some(&r.tag));
+            let pidfd = (started && tagged)
+                .then(|| process::pidfd_open(p.pid))
+                .flatten();
+            match (record, pidfd) {
+                (Some(record), Some(fd)) => {
+                    self.survivors.insert(p.job, (record.clone(), fd));
+                }
+                _ if started => {
+                    // Alive, and ours by its start time, but not to be adopted: without a
+                    // pidfd its end could not be seen; without its tag it is not the same.
+                    let why = match tagged {
+                        true => "no pidfd to watch it with (Linux < 5.3)",
+                        false => "its MEDIC_INSTANCE is not the one recorded",
+                    };
+                    tracing::warn!(service = %service.name, pid = p.pid, "not adopted: {why}");
+                    stop.push(p.pid);
+                    service.process = None;
+                }
+                _ => p.survived = false,
+            }
+        }
+        stop
+    }
+}
+
+impl Runtime {
+    /// `MEDIC_INSTANCE` of the process of `job`: this state dir's tag and the job (never
+    /// reused, also across daemons), inherited by what the process forks, so a sweep finds
+    /// descendants that left the group and a successor finds what nobody accounts for.
+    fn instance_tag(&self, job: JobId) -> String {
+        format!("{}{}", self.survival.tag_prefix, job.0)
+    }
+
+    /// Takes back the predecessor's state (the kernel adopts what survived), then stops every
+    /// process tagged with this state dir that was not adopted. Before the first tick.
+    fn take_over(&mut self) {
+        let mut stop = Vec::new();
+        if let Some(mut state) = self.survival.resume.take() {
+            stop = self.survival.check(&mut state);
+            self.feed(Input::Resume(Box::new(state.kernel)));
+            // Alive and the same, but not adopted by the kernel (a changed definition…).
+            let left = std::mem::take(&mut self.survival.survivors);
+            stop.extend(left.values().map(|(r, _)| r.pid));
+        }
+        let adopted: std::collections::BTreeSet<String> = self
+            .survival
+            .records
+            .values()
+            .map(|r| r.tag.clone())
+            .collect();
+        stop.extend(adopt::tagged(&self.survival.tag_prefix, &adopted));
+        stop.sort_unstable();
+        stop.dedup();
+        if !stop.is_empty() {
+            tracing::warn!(
+                "stopping {} process(es) left by a previous daemon that nobody accounts for: \
+                 pids {stop:?}",
+                stop.len()
+            );
+            adopt::stop(&stop, adopt::STRAY_GRACE);
+        }
+    }
+
+    /// [`Effect::Adopt`]: watches the end of a process of the previous daemon through its
+    /// pidfd, and reads its output again when its pipes are still there.
+    fn adopt(&mut self, service: ServiceId, job: JobId, pid: u32, was: JobId) {
+        let name = self.kernel.name(service).to_string();
+        let Some((record, pidfd)) = self.survival.survivors.remove(&was) else {
+            // Cannot happen: the kernel adopts only what the check found. Never wait for ever.
+            tracing::error!(service = %name, pid, "adopt: no such survivor; taken as ended");
+            let status = ExitStatus::Unknown;
+            return self.queue.push_back(Input::Exited {
+                service,
+                job,
+                status,
+            });
+        };
+        let [stdout, stderr] = adopt::reattach(pid, record.pipes);
+        let output = match (&stdout, &stderr) {
+            (Some(_), Some(_)) => "its output is read again",
+            (None, None) => "its output is lost (its pipes are gone)",
+            _ => "part of its output is read again",
+        };
+        tracing::info!(service = %name, pid, "adopted, left running by the previous daemon; {output}");
+        let alive = self.read_output(&name, stdout, stderr);
+        let tx = self.tx.clone();
+        let watch = tokio::task::spawn_local(async move {
+            // SAFETY: the pidfd is owned by the `AsyncFd` and stays open as long as it.
+            let ended = match unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+            {
+                Ok(afd) => afd.readable().await.map(|_| ()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = ended {
+                tracing::warn!(pid, "cannot watch an adopted process ({e}): taken as ended");
+            }
+            let _ = tx.send(Event::AdoptedEnded(job)).await;
+        })
+        .abort_handle();
+        self.log_line(name.clone(), Stream::Start(pid), String::new());
+        self.children.add_adopted(
+            job,
+            ProcEntry {
+                service,
+                name,
+                pid,
+                instance: record.tag.clone(),
+                notify_socket: None,
+                tasks: vec![watch],
+                alive,
+                adopted: true,
+            },
+        );
+        self.survival
+            .records
+            .insert(job, ProcRecord { job, ..record });
+    }
+
+    /// Rewrites the state file (crate::statefile) with what the kernel keeps and what is known
+    /// of each live process.
+    fn save_state(&mut self) {
+        let survival = &mut self.survival;
+        survival.dirty = false;
+        let mut kernel = self.kernel.saved();
+        if let Some(wanted) = &survival.wanted_at_shutdown {
+            for s in &mut kernel.services {
+                s.wanted = wanted.get(&s.name).copied().unwrap_or(s.wanted);
+            }
+        }
+        let live: std::collections::BTreeSet<JobId> = kernel
+            .services
+            .iter()
+            .filter_map(|s| s.process.map(|p| p.job))
+            .collect();
+        survival.records.retain(|job, _| live.contains(job));
+        let mut state = StateFile {
+            boot_id: survival.boot_id.clone(),
+            origin_ns: survival.origin_ns,
+            kernel,
+            procs: survival.records.values().cloned().collect(),
+        };
+        let mut bytes = statefile::encode(&state);
+        if bytes.len() > statefile::MAX_STATE_BYTES {
+            for s in &mut state.kernel.services {
+                s.history = medic_kernel::History::new(1);
+            }
+            bytes = statefile::encode(&state);
+            if !survival.trimmed_noted {
+                survival.trimmed_noted = true;
+                tracing::warn!(
+                    "the state file would be over {} bytes: written without the histories \
+                     (a crash of the daemon loses them; strikes and processes are kept)",
+                    statefile::MAX_STATE_BYTES
+                );
+            }
+        }
+        match statefile::write(&self.state_dir, &bytes) {
+            Ok(()) => survival.failed_noted = false,
+            Err(e) if !survival.failed_noted => {
+                survival.failed_noted = true;
+                tracing::warn!(
+                    "cannot write {}: {e}; a crash of the daemon now would lose the latest \
+                     history and start services twice",
+                    self.state_dir.join(statefile::STATE_NAME).display()
+                );
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Who follows: `medic events --follow`, or `medic logs SERVICE --follow` (and whether it asked
 /// for [`Request::LogRecords`]).
 enum Follower {
@@ -1284,12 +1606,6 @@ enum Woke {
     Files(io::Result<Vec<String>>),
     Deadline,
     ClockStepped(io::Result<()>),
-}
-
-/// `MEDIC_INSTANCE` of the process of `job`: unique to this daemon and job, inherited by what
-/// the process forks, so a sweep finds descendants that left the group.
-fn instance_tag(job: JobId) -> String {
-    format!("{}.{}", std::process::id(), job.0)
 }
 
 /// The first line a check printed (at most 256 bytes), or `None` when it printed nothing.

@@ -199,6 +199,30 @@ impl History {
         self.capacity
     }
 
+    /// A history taken back from a saved state (crate::adopt), in a ring of `capacity`: the
+    /// newest records are kept. One whose numbering does not hold together is not trusted:
+    /// an empty history goes on from its last number instead.
+    pub(crate) fn restored(mut self, capacity: u32) -> History {
+        let capacity = capacity.max(1);
+        let numbered = self
+            .records
+            .iter()
+            .zip(self.records.iter().skip(1))
+            .all(|(a, b)| b.seq == a.seq.wrapping_add(1))
+            && self.records.back().is_none_or(|r| r.seq < self.next_seq)
+            && self.next_seq < u64::MAX / 2;
+        if !numbered {
+            let mut fresh = History::new(capacity);
+            fresh.next_seq = self.next_seq.min(u64::MAX / 2);
+            return fresh;
+        }
+        while self.records.len() > capacity as usize {
+            self.records.pop_front();
+        }
+        self.capacity = capacity;
+        self
+    }
+
     /// The number the next record will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq

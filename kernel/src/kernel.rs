@@ -221,6 +221,7 @@ impl Kernel {
                 error,
             } => self.on_spawn_deferred(service, job, error, out),
             Input::WallClock(wall) => self.on_wall_clock(wall, out),
+            Input::Resume(saved) => self.on_resume(*saved, out),
         }
         if self.booted {
             self.settle_dirty(out);
@@ -612,6 +613,11 @@ impl Kernel {
     /// The next job number (for the snapshot check).
     pub(crate) fn next_job(&self) -> u64 {
         self.next_job
+    }
+
+    /// Jobs from now on are numbered from `next` at least (a resumed kernel, crate::adopt).
+    pub(crate) fn advance_jobs(&mut self, next: u64) {
+        self.next_job = self.next_job.max(next);
     }
 
     #[cfg(test)]

@@ -49,6 +49,7 @@
 
 #![warn(missing_docs)]
 
+mod adopt;
 pub mod config;
 mod graph;
 pub mod health;
@@ -68,6 +69,7 @@ mod timers;
 pub mod trace;
 mod view;
 
+pub use adopt::{Saved, SavedProcess, SavedService};
 pub use config::{Config, ServiceConfig};
 pub use health::Condition;
 pub use history::{History, Outcome, Record};

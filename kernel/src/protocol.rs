@@ -40,6 +40,9 @@ pub enum ExitStatus {
     Code(i32),
     /// Killed by this signal number.
     Signal(i32),
+    /// Not known: the process was adopted after a crash of the daemon (DESIGN §13), so it is
+    /// not the daemon's child, and only a parent can read an exit status.
+    Unknown,
 }
 
 impl ExitStatus {
@@ -54,6 +57,7 @@ impl core::fmt::Display for ExitStatus {
         match self {
             ExitStatus::Code(c) => write!(f, "exit code {c}"),
             ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
+            ExitStatus::Unknown => f.write_str("exit status unknown (not the daemon's child)"),
         }
     }
 }
@@ -202,6 +206,10 @@ pub enum Input {
     /// The wall clock, at start and whenever it is stepped (settimeofday, NTP's first sync):
     /// what `at` times are measured against. The kernel never reads a clock itself.
     WallClock(WallClock),
+    /// What a previous daemon saved of its kernel, with each recorded process marked as
+    /// survived or not (DESIGN §13; see [`crate::Saved`]). Honoured once, before the first
+    /// tick: surviving processes are adopted ([`Effect::Adopt`]), history and strikes go on.
+    Resume(Box<crate::adopt::Saved>),
 }
 
 /// The wall-clock time as the adapter read it in the step's `now`.
@@ -232,7 +240,8 @@ impl Input {
             | Input::LinkChanged { .. }
             | Input::Operator(_)
             | Input::ReplaceConfig { .. }
-            | Input::WallClock(_) => None,
+            | Input::WallClock(_)
+            | Input::Resume(_) => None,
         }
     }
 }
@@ -408,5 +417,20 @@ pub enum Effect {
         service: ServiceId,
         /// The process job.
         job: JobId,
+    },
+    /// After [`Input::Resume`]: watch the process `pid`, left running by a previous daemon,
+    /// as the process of `job` (its end comes as [`Input::Exited`] with
+    /// [`ExitStatus::Unknown`]). `was` is the job it ran as, which its instance tag names.
+    /// Every process of the previous daemon that no `Adopt` names is to be stopped before
+    /// the first tick.
+    Adopt {
+        /// The service.
+        service: ServiceId,
+        /// Names the process from now on.
+        job: JobId,
+        /// Its pid (also its process group id).
+        pid: u32,
+        /// The job it ran as under the previous daemon.
+        was: JobId,
     },
 }

@@ -40,8 +40,10 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   and context; `Effect::Sweep`; `Signal` says main process or group; a memory sample may
 ///   be unknown; a record carries when its outcome was decided; the snapshot keeps the medical
 ///   record as one sub-state and each instance's own definition; `Input::SpawnDeferred`.
-/// * 4: a slot keeps its first job (a removed service's slot is reused); `every` and
-///   `restart-every` in a service's definition; `Timer::Periodic`.
+/// * 4: a slot keeps its first job (a removed service's slot is reused); `every`,
+///   `restart-every`, `at` and `jitter` in a service's definition, `clock-trusted-after`;
+///   `Timer::Periodic` and `Timer::At`; `Input::WallClock`; `Input::Resume` and `Effect::Adopt`
+///   (a daemon that survived its own crash), `ExitStatus::Unknown`.
 pub const FORMAT_VERSION: u32 = 4;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.

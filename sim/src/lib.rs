@@ -17,6 +17,7 @@
 //! ```
 
 pub mod check;
+pub mod crash;
 pub mod graph;
 pub mod rng;
 pub mod run;

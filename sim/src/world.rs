@@ -576,6 +576,7 @@ impl World {
             // The world's process group ends with its leader: nothing is left to sweep.
             Effect::Event { .. } | Effect::Notice { .. } | Effect::Sweep { .. } => {}
             Effect::ShutdownComplete => self.shutdown_complete = true,
+            Effect::Adopt { job, was, .. } => self.adopt(*was, *job),
         }
     }
 
@@ -706,6 +707,56 @@ impl World {
                 crash_token: None,
             },
         );
+    }
+
+    /// [`Effect::Adopt`]: the process that ran as `was` under the crashed daemon goes on as
+    /// `job` (its pending end too).
+    fn adopt(&mut self, was: JobId, job: JobId) {
+        let Some(p) = self.procs.remove(&was) else {
+            return;
+        };
+        self.procs.insert(job, p);
+        for event in self.events.values_mut() {
+            if let Event::Exit { job: j, .. } = event {
+                if *j == was {
+                    *j = job;
+                }
+            }
+        }
+    }
+
+    /// The daemon itself crashed (DESIGN §13): every answer it was waiting for dies with it
+    /// (spawn answers, checks, commands, readiness notifications); processes go on, and their
+    /// ends, while no daemon runs, reach no one.
+    pub fn daemon_crashed(&mut self) {
+        self.events.retain(|_, e| {
+            matches!(
+                e,
+                Event::Exit { .. } | Event::LinkUp { .. } | Event::LinkPresent { .. }
+            )
+        });
+        self.oneshots_up.clear();
+    }
+
+    /// Whether the process of `job` still lives.
+    pub fn alive(&self, job: JobId) -> bool {
+        self.procs.contains_key(&job)
+    }
+
+    /// Before a restarted daemon's first tick: every process it did not adopt (`keep`) is
+    /// stopped, and gone before anything starts (the adapter waits for it). Returns their
+    /// services' names.
+    pub fn stop_all_but(&mut self, keep: &BTreeSet<JobId>) -> Vec<String> {
+        let gone: Vec<JobId> = self
+            .procs
+            .keys()
+            .filter(|j| !keep.contains(j))
+            .copied()
+            .collect();
+        gone.iter()
+            .filter_map(|j| self.procs.remove(j))
+            .map(|p| p.name)
+            .collect()
     }
 
     /// An external crash of the service's process (OOM killer, a segfault).

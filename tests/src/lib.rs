@@ -128,7 +128,19 @@ impl Daemon {
         };
         d.write_config(config);
         let mut d = d;
-        let log = std::fs::File::create(&d.log).expect("the daemon's log file");
+        std::fs::File::create(&d.log).expect("the daemon's log file");
+        d.spawn();
+        d
+    }
+
+    /// Starts `medic daemon` on this config and state dir, its output appended to the log;
+    /// returns once it answers `status`.
+    fn spawn(&mut self) {
+        let d = self;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&d.log)
+            .expect("the daemon's log file");
         let child = Command::new(medic_bin())
             .arg("daemon")
             .arg("-c")
@@ -156,7 +168,26 @@ impl Daemon {
             },
             || read_log(&log),
         );
-        d
+    }
+
+    /// SIGKILL to the daemon (a crash: nothing of it runs its exit path); waits until it is
+    /// gone. Its services go on running.
+    pub fn crash(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let log = self.log.clone();
+        wait_for(
+            "the daemon to die of SIGKILL",
+            || self.try_exited(),
+            || read_log(&log),
+        );
+        self.child = None;
+    }
+
+    /// Starts the daemon again after [`Daemon::crash`] or [`Daemon::stop`], on the same
+    /// config and state dir; returns once it answers `status`.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the daemon still runs");
+        self.spawn();
     }
 
     /// Replaces `@DIR@` and `@NOTIFY@` in `text` and writes it as the config file.

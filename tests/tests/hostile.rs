@@ -398,7 +398,7 @@ run = ["sh", "-c", "echo $$ >> @DIR@/pids; exec sleep 1000"]
         );
         let winner = 1 - loser;
         let said = std::fs::read_to_string(&logs[loser]).unwrap_or_default();
-        assert_eq!(status.code(), Some(1), "round {round}: {said}");
+        assert_eq!(status.code(), Some(2), "round {round}: {said}");
         let expected = format!(
             "another medic daemon (pid {}) runs with state dir {}",
             children[winner].0.id(),
