@@ -49,7 +49,8 @@ impl Kernel {
                     }
                     new_order.push(id);
                     self.by_name.insert(service.name.clone(), id);
-                    self.mark(id);
+                    // Marked with everyone below, after the changed services are restarted:
+                    // a new service must not start against a need that is about to stop.
                 }
             }
         }

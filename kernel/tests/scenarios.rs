@@ -1681,3 +1681,28 @@ fn clock_trusted_after_names_the_service_whose_readiness_means_synced() {
         .any(|l| l.contains("at 04:00: planned restart")));
     assert_eq!(w.strikes("leaky"), 0);
 }
+
+#[test]
+fn a_new_service_does_not_start_in_the_step_its_changed_need_is_restarted() {
+    let mut w = World::new("[service.a]\nrun = [\"/bin/a\"]\n").boot();
+    w.run_until(1_000);
+    w.input(Input::ReplaceConfig {
+        text: "[service.a]\nrun = [\"/bin/a\", \"-v\"]\n[service.b]\nrun = [\"/bin/b\"]\nneeds = [\"a\"]\n"
+            .into(),
+    });
+    // `a` is restarted for its new definition: `b` waits for the new `a`, and is never
+    // started against the old one (that is being stopped).
+    let a_again = w.spawns("a")[1];
+    let b = w.spawns("b");
+    assert_eq!(b.len(), 1, "{b:?}");
+    let order: Vec<String> = w
+        .log
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Effect::Spawn { config, .. } => Some(config.name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["a", "a", "b"], "b after the new a (at {a_again} ms)");
+    assert_eq!(w.history("b").iter().filter(|l| l.contains("stop")).count(), 0);
+}
