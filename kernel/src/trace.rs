@@ -791,12 +791,14 @@ mod corrupt_snapshots {
     fn a_snapshot_naming_a_service_it_does_not_have_is_named_in_the_error() {
         let good = trace();
         let mut bytes = postcard::to_stdvec(&good.snapshot).expect("encodes");
-        // The last fields are next_job, now (varints) and three bools; before them the timer
-        // queue, whose last entry is (Instant, ServiceId, Timer): make that id 99.
+        // The last fields are next_job, now (varints), three bools, the wall clock (`None`: one
+        // byte) and a bool; before them the timer queue, whose last entry is
+        // (Instant, ServiceId, Timer): make that id 99.
         let mut k: Kernel = postcard::from_bytes(&bytes).expect("decodes");
         let mut file = Trace::new(TEXT, k.clone()).to_file_bytes();
         assert!(decode(&file).is_ok());
-        let tail = 3 + varint_len(k.now().as_nanos()) + varint_len(next_job(&bytes, &k));
+        assert!(k.wall.is_none());
+        let tail = 5 + varint_len(k.now().as_nanos()) + varint_len(next_job(&bytes, &k));
         let at = bytes.len() - tail - 2; // the id, just before the timer kind
         assert_eq!(
             bytes[at] as usize, 1,
@@ -821,7 +823,7 @@ mod corrupt_snapshots {
 
     /// The snapshot's `next_job`, read back from its encoding's tail.
     fn next_job(bytes: &[u8], k: &Kernel) -> u64 {
-        let end = bytes.len() - 3 - varint_len(k.now().as_nanos());
+        let end = bytes.len() - 5 - varint_len(k.now().as_nanos());
         let mut start = end - 1;
         while start > 0 && bytes[start - 1] & 0x80 != 0 {
             start -= 1;
