@@ -1703,6 +1703,13 @@ fn a_new_service_does_not_start_in_the_step_its_changed_need_is_restarted() {
             _ => None,
         })
         .collect();
-    assert_eq!(order, ["a", "a", "b"], "b after the new a (at {a_again} ms)");
-    assert_eq!(w.history("b").iter().filter(|l| l.contains("stop")).count(), 0);
+    assert_eq!(
+        order,
+        ["a", "a", "b"],
+        "b after the new a (at {a_again} ms)"
+    );
+    assert_eq!(
+        w.history("b").iter().filter(|l| l.contains("stop")).count(),
+        0
+    );
 }
