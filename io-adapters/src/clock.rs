@@ -42,10 +42,7 @@ pub fn host_number() -> u64 {
         .filter(|s| !s.trim().is_empty())
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .unwrap_or_default();
-    // FNV-1a: small, and the same everywhere.
-    id.trim().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    medic_kernel::trace::fnv1a(0, id.trim().as_bytes())
 }
 
 /// Tells when the wall clock is stepped.

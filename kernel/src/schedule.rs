@@ -224,12 +224,7 @@ fn jitter_ms(host: u64, name: &str, jitter_ms: u128) -> i64 {
     if jitter_ms == 0 {
         return 0;
     }
-    // FNV-1a over the name, seeded with the host.
-    let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ host;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = crate::trace::fnv1a(host, name.as_bytes());
     let span = u64::try_from(jitter_ms).unwrap_or(u64::MAX);
     i64::try_from(h % span).unwrap_or(0)
 }
@@ -294,7 +289,11 @@ mod tests {
     #[test]
     fn jitter_is_fixed_per_host_and_service_and_within_its_span() {
         let a = jitter_ms(1, "dyndns", 600_000);
-        assert_eq!(a, jitter_ms(1, "dyndns", 600_000));
+        assert_eq!(
+            a, 263_962,
+            "FNV-1a of the name, seeded with the host, modulo the span"
+        );
+        assert_eq!(jitter_ms(2, "dyndns", 600_000), 348_301);
         assert!((0..600_000).contains(&a));
         assert_ne!(a, jitter_ms(2, "dyndns", 600_000));
         assert_eq!(jitter_ms(1, "dyndns", 0), 0);
