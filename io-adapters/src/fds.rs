@@ -28,6 +28,65 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
     Ok((old as u64, lim.rlim_cur as u64))
 }
 
+/// Descriptors a service may cost the daemon while it starts and runs: its output pipe, its
+/// readiness pipe or socket, its pidfd, and one to spare.
+const PER_SERVICE: u64 = 4;
+
+/// How many descriptors the daemon keeps free for itself, out of a soft limit of `limit`:
+/// a quarter, at least 8 and at most 64. With them, `status`, `stop` and the daemon's own
+/// files still work when more services are configured than the limit allows to run.
+pub fn reserve(limit: u64) -> u64 {
+    (limit / 4).clamp(8, 64)
+}
+
+/// Whether starting one more service would leave the daemon fewer than [`reserve`] free
+/// descriptors; if so, why, in words for the log and the service's history. `None` when
+/// there is room, or when it cannot be told (no `/proc`): then a spawn finds out itself.
+///
+/// A `restart` (of a service whose process ran) may dip into half the reserve: the process
+/// that ended freed what it needs, and it must not lose them to services that never ran
+/// (their output pipes may not be closed yet when the restart is asked for).
+///
+/// Costs one `getrlimit` and a listing of `/proc/self/fd` (as many entries as the daemon has
+/// descriptors open).
+pub fn short_of_descriptors(restart: bool) -> Option<String> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    // `rlim_t` is 32 bits on some 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    let limit = lim.rlim_cur as u64;
+    let open = match std::fs::read_dir("/proc/self/fd") {
+        // Less the descriptor of the listing itself.
+        Ok(dir) => (dir.count() as u64).saturating_sub(1),
+        Err(e) if crate::process::is_resource_shortage(e.raw_os_error()) => {
+            return Some(format!("the daemon is out of file descriptors ({e})"));
+        }
+        Err(_) => return None,
+    };
+    shortage(limit, open, restart)
+}
+
+/// Whether `open` descriptors out of a soft limit of `limit` leave room for one more service
+/// and the [`reserve`] (half of it for a `restart`); if not, why.
+fn shortage(limit: u64, open: u64, restart: bool) -> Option<String> {
+    let keep = match restart {
+        true => reserve(limit) / 2,
+        false => reserve(limit),
+    };
+    (limit.saturating_sub(open) < keep + PER_SERVICE).then(|| {
+        format!(
+            "the daemon is short of file descriptors: {open} of {limit} open, {keep} kept \
+             for the control socket"
+        )
+    })
+}
+
 /// Marks every open descriptor above 2 close-on-exec. Call it first thing, before the daemon
 /// opens anything of its own (everything medic opens is close-on-exec already).
 ///
@@ -91,6 +150,33 @@ mod tests {
         // SAFETY: fcntl on descriptor 0.
         let stdin = unsafe { libc::fcntl(0, libc::F_GETFD) };
         assert_eq!(stdin & libc::FD_CLOEXEC, 0, "0, 1 and 2 are left alone");
+    }
+
+    #[test]
+    fn the_reserve_is_a_quarter_between_8_and_64() {
+        assert_eq!(reserve(16), 8);
+        assert_eq!(reserve(100), 25);
+        assert_eq!(reserve(256), 64);
+        assert_eq!(reserve(1 << 20), 64);
+    }
+
+    #[test]
+    fn a_limit_near_the_open_descriptors_is_a_shortage() {
+        // 256: 64 kept, 4 for the next service.
+        assert_eq!(shortage(256, 188, false), None);
+        let why = shortage(256, 189, false).expect("short");
+        assert!(why.contains("189 of 256 open, 64 kept"), "{why}");
+        assert!(shortage(256, 300, false).is_some());
+        assert!(
+            shortage(8, 0, false).is_some(),
+            "a limit below the reserve runs nothing"
+        );
+        // A restart may use half the reserve.
+        assert_eq!(shortage(256, 220, true), None);
+        let why = shortage(256, 221, true).expect("short");
+        assert!(why.contains("221 of 256 open, 32 kept"), "{why}");
+        // This test process is far from its limit.
+        assert_eq!(short_of_descriptors(false), None);
     }
 
     #[test]

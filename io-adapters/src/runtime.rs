@@ -23,7 +23,7 @@
 //! * Nothing here wakes up periodically: no tick, no poll. Timers exist only while the kernel
 //!   has a deadline, a command or a check is running.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -171,6 +171,9 @@ pub struct Runtime {
     log_followers: Vec<(String, bool, mpsc::Sender<Response>)>,
     /// The last memory sample of each service's process group (for `status`), by job.
     memory: BTreeMap<ServiceId, (JobId, u64)>,
+    /// Services whose process has run under this daemon. Short of descriptors, a restart of
+    /// one comes before a first start: its last process freed what it needs (crate::fds).
+    ran: BTreeSet<ServiceId>,
     watcher: Option<Watcher>,
     links: Option<netlink::LinkWatcher>,
     config_path: PathBuf,
@@ -271,6 +274,7 @@ impl Runtime {
             event_followers: Vec::new(),
             log_followers: Vec::new(),
             memory: BTreeMap::new(),
+            ran: BTreeSet::new(),
             watcher,
             links: None,
             config_path: setup.config_path,
@@ -868,6 +872,11 @@ impl Runtime {
                 error,
             },
         };
+        // Not the last descriptors: the control socket must still answer.
+        if let Some(why) = crate::fds::short_of_descriptors(self.ran.contains(&service)) {
+            tracing::warn!(service = %config.name, "not started: {why}");
+            return self.queue.push_back(failed(why, true));
+        }
         if is_process {
             match &config.ready {
                 Readiness::NotifyFd(n) => match process::pipe() {
@@ -923,6 +932,7 @@ impl Runtime {
             }
         };
         let pid = child.pid;
+        self.ran.insert(service);
         tracing::info!(service = %config.name, pid, "started {}", argv.join(" "));
         let record = ProcRecord {
             job,
