@@ -473,10 +473,13 @@ impl Runtime {
         for effect in &effects {
             self.carry_out(effect);
         }
-        if matches!(input, Input::Spawned { .. } | Input::Exited { .. })
-            || effects
-                .iter()
-                .any(|e| matches!(e, Effect::Event { .. } | Effect::Adopt { .. }))
+        // A clock read may start `catch-up`'s count of missed times (the last run it keeps).
+        if matches!(
+            input,
+            Input::Spawned { .. } | Input::Exited { .. } | Input::WallClock(_)
+        ) || effects
+            .iter()
+            .any(|e| matches!(e, Effect::Event { .. } | Effect::Adopt { .. }))
         {
             self.survival.dirty = true;
         }

@@ -70,6 +70,8 @@ pub struct SavedService {
     pub retry_after_at: Option<Instant>,
     /// The medical history.
     pub history: History,
+    /// Its last run with a trusted clock, in Unix ms (`catch-up`).
+    pub at_last: Option<i64>,
     /// Its process, once its pid was known.
     pub process: Option<SavedProcess>,
 }
@@ -114,6 +116,7 @@ impl Kernel {
                     medical: s.medical.clone(),
                     retry_after_at: s.timers.get(Timer::RetryAfter),
                     history: s.history.clone(),
+                    at_last: s.at_last,
                     process: s.proc.and_then(|p| {
                         Some(SavedProcess {
                             job: p.job,
@@ -166,6 +169,7 @@ impl Kernel {
         slot.medical = medical;
         slot.wanted = s.wanted;
         slot.ever_started = s.ever_started;
+        slot.at_last = s.at_last;
         let same = *s.instance == *slot.config;
         if same && s.problem.as_ref().is_some_and(can_be_problem) {
             slot.problem = s.problem;
@@ -535,5 +539,122 @@ mod tests {
             &mut out,
         );
         assert!(matches!(&out[..], [Effect::Notice { .. }]), "{out:?}");
+    }
+
+    // ----- catch-up (DESIGN §11): the last run is kept in the saved state --------------------
+
+    const NIGHTLY: &str = "[service.nightly]\noneshot = [\"/bin/refresh\"]\nat = [\"03:00\"]\n";
+    /// 2026-11-30, a Monday, 00:00 UTC, in Unix ms.
+    const MONDAY: i64 = 1_795_996_800_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn read_clock(k: &mut Kernel, at: u64, unix_ms: i64) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let wall = crate::protocol::WallClock {
+            unix_ms,
+            utc_offset_s: 0,
+            host: 7,
+        };
+        k.step(Instant::from_millis(at), Input::WallClock(wall), &mut out);
+        out
+    }
+
+    /// Boots a kernel on `text` at Monday `hour`:00, and lets its oneshot succeed.
+    fn first_daemon(text: &str, hour: i64) -> Kernel {
+        first_daemon_at(text, MONDAY + hour * HOUR)
+    }
+
+    /// Boots a kernel on `text` with the clock at `unix_ms`, and lets its oneshot succeed.
+    fn first_daemon_at(text: &str, unix_ms: i64) -> Kernel {
+        let mut k = kernel(text);
+        read_clock(&mut k, 0, unix_ms);
+        let out = boot(&mut k, 0);
+        let (service, job) = out
+            .iter()
+            .find_map(|e| match e {
+                Effect::Spawn { service, job, .. } => Some((*service, *job)),
+                _ => None,
+            })
+            .expect("the oneshot runs at boot");
+        let status = ExitStatus::Code(0);
+        let exited = Input::Exited {
+            service,
+            job,
+            status,
+        };
+        k.step(Instant::from_millis(1_000), exited, &mut Vec::new());
+        k
+    }
+
+    /// A second daemon on the first one's saved state, `down` hours later; its boot's effects.
+    fn second_daemon(text: &str, first: &Kernel, hour: i64, down: i64) -> (Kernel, Vec<Effect>) {
+        let at = (down * HOUR) as u64;
+        let (mut k, _) = resume(text, first.saved(), at);
+        read_clock(&mut k, at, MONDAY + (hour + down) * HOUR);
+        let mut out = Vec::new();
+        k.step(Instant::from_millis(at), Input::Tick, &mut out);
+        (k, out)
+    }
+
+    fn history_has(k: &Kernel, name: &str, words: &str) -> bool {
+        let id = k.lookup(name).unwrap();
+        k.history(id)
+            .unwrap()
+            .lines()
+            .iter()
+            .any(|l| l.contains(words))
+    }
+
+    #[test]
+    fn catch_up_runs_an_at_time_missed_while_no_daemon_ran_once() {
+        let text = format!("{NIGHTLY}catch-up = true\n");
+        // Done at 02:00; no daemon from then to 05:00: 03:00 was missed.
+        let first = first_daemon(&text, 2);
+        let (k, out) = second_daemon(&text, &first, 2, 3);
+        assert!(spawned(&out, &k, "nightly"), "caught up at once: {out:?}");
+        assert!(history_has(
+            &k,
+            "nightly",
+            "catch-up of at 03:00: run again"
+        ));
+        // Down from 02:00 to 02:30 only: nothing was missed, and the oneshot stays done.
+        let (k, out) = second_daemon(&text, &first, 2, 0);
+        assert!(!spawned(&out, &k, "nightly"), "{out:?}");
+        // Without `catch-up`, a missed time is let go.
+        let first = first_daemon(NIGHTLY, 2);
+        let (k, out) = second_daemon(NIGHTLY, &first, 2, 3);
+        assert!(!spawned(&out, &k, "nightly"), "{out:?}");
+    }
+
+    #[test]
+    fn catch_up_needs_a_known_last_run_and_forgets_one_from_a_wrong_clock() {
+        let text = format!("{NIGHTLY}catch-up = true\n");
+        // A router that boots in 1970 runs its oneshot on an untrusted clock: no last run is
+        // known, so the 03:00 its clock then passes is not a miss.
+        let first = first_daemon_at(&text, 10_000);
+        let id = first.lookup("nightly").unwrap();
+        assert_eq!(first.slots[id.index()].at_last, None);
+        let (k, out) = second_daemon(&text, &first, 2, 3);
+        assert!(!spawned(&out, &k, "nightly"), "{out:?}");
+        // A last run stamped by a clock that ran a year ahead is forgotten, not waited for.
+        let mut first = first_daemon(&text, 2);
+        first.slots[id.index()].at_last = Some(MONDAY + 365 * 24 * HOUR);
+        let (k, out) = second_daemon(&text, &first, 2, 3);
+        assert!(!spawned(&out, &k, "nightly"), "{out:?}");
+        assert_eq!(k.slots[id.index()].at_last, Some(MONDAY + 5 * HOUR));
+    }
+
+    #[test]
+    fn catch_up_without_at_is_refused() {
+        let err = config::parse(
+            "[service.s]\noneshot = [\"/bin/s\"]\nevery = \"1h\"\ncatch-up = true\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`catch-up` in [service.s] needs `at`"),
+            "{err}"
+        );
     }
 }

@@ -273,7 +273,12 @@ impl Kernel {
     fn start(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
         let now = self.now;
         let job = self.new_job();
+        let wall = self.trusted_wall_now();
         let slot = &mut self.slots[id.index()];
+        if slot.config.catch_up && wall.is_some() {
+            // A run: what `catch-up` counts missed times from.
+            slot.at_last = wall;
+        }
         slot.proc = Some(Proc {
             job,
             pid: None,

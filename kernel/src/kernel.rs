@@ -172,6 +172,8 @@ impl Kernel {
                 return; // about a service that has left its slot: nothing changes
             }
         }
+        let was_booted = self.booted;
+        let clock_read = matches!(input, Input::WallClock(_));
         match input {
             Input::Tick => {
                 if !self.booted {
@@ -225,7 +227,11 @@ impl Kernel {
         }
         if self.booted {
             self.settle_dirty(out);
-            self.follow_clock_trust(out);
+            let trust_came = self.follow_clock_trust(out);
+            if !was_booted || clock_read || trust_came {
+                self.catch_up_all(out);
+                self.settle_dirty(out);
+            }
             if self.shutting_down
                 && !self.shutdown_complete
                 && self.slots.iter().all(|s| !s.is_live())

@@ -64,8 +64,8 @@ impl Kernel {
     }
 
     /// After each step: when trust in the clock comes or goes, every `at` time is planned
-    /// again (or dropped).
-    pub(crate) fn follow_clock_trust(&mut self, out: &mut Vec<Effect>) {
+    /// again (or dropped). Whether it came.
+    pub(crate) fn follow_clock_trust(&mut self, out: &mut Vec<Effect>) -> bool {
         let trusted = self.clock_is_trusted();
         if trusted != self.clock_trusted {
             self.clock_trusted = trusted;
@@ -84,6 +84,56 @@ impl Kernel {
                 });
             }
             self.schedule_all_at();
+            return trusted;
+        }
+        false
+    }
+
+    /// The wall time now, if the clock is trusted.
+    pub(crate) fn trusted_wall_now(&self) -> Option<i64> {
+        self.wall_now().filter(|_| self.clock_is_trusted())
+    }
+
+    /// `catch-up`: each service with it whose last run was before an `at` time that has passed
+    /// (the clock was untrusted, or no daemon ran, when it came) runs once now. Called when the
+    /// clock is read or comes to be trusted, and at boot (after a resumed state): at the end
+    /// of the step, once the services it started have counted as runs.
+    ///
+    /// The last run (`at_last`, kept in the state file) is when the service last started, or
+    /// last fired, with a trusted clock; with none known, watching starts now and nothing is
+    /// caught up. One more than a day ahead of the clock was taken on a wrong clock and is
+    /// forgotten.
+    pub(crate) fn catch_up_all(&mut self, out: &mut Vec<Effect>) {
+        let (Some(now_wall), Some((wall, _))) = (self.trusted_wall_now(), self.wall) else {
+            return;
+        };
+        for i in 0..self.slots.len() {
+            let id = ServiceId(i as u32);
+            let slot = &mut self.slots[i];
+            if !slot.config.catch_up || slot.config.at.is_empty() || slot.removed {
+                continue;
+            }
+            let last = match slot.at_last {
+                Some(last) if last <= now_wall.saturating_add(MS_PER_DAY) => last,
+                _ => {
+                    slot.at_last = Some(now_wall);
+                    continue;
+                }
+            };
+            let jitter = jitter_ms(wall.host, &slot.config.name, slot.config.jitter.as_millis());
+            let missed = slot
+                .config
+                .at
+                .iter()
+                .filter_map(|at| next_occurrence(*at, last, wall.utc_offset_s, jitter))
+                .filter(|t| *t <= now_wall)
+                .min();
+            let Some(missed) = missed else { continue };
+            let label = format!("catch-up of {}", at_label(missed, wall.utc_offset_s));
+            if self.planned(id, label, out) != Planned::NotNow {
+                self.slots[i].at_last = Some(now_wall);
+                self.schedule_at(id);
+            }
         }
     }
 
@@ -141,10 +191,7 @@ impl Kernel {
         };
         slot.at_last = Some(fired);
         let offset = self.wall.map_or(0, |(w, _)| w.utc_offset_s);
-        let local = fired + i64::from(offset) * 1000;
-        let minute = local.rem_euclid(MS_PER_DAY) / 60_000;
-        let label = format!("at {:02}:{:02}", minute / 60, minute % 60);
-        self.planned(id, label, out);
+        self.planned(id, at_label(fired, offset), out);
         self.schedule_at(id);
     }
 
@@ -217,6 +264,13 @@ enum Planned {
     Made,
     Skipped,
     NotNow,
+}
+
+/// `at HH:MM` of a wall time, in local time.
+fn at_label(unix_ms: i64, utc_offset_s: i32) -> String {
+    let local = unix_ms + i64::from(utc_offset_s) * 1000;
+    let minute = local.rem_euclid(MS_PER_DAY) / 60_000;
+    format!("at {:02}:{:02}", minute / 60, minute % 60)
 }
 
 /// The part of `jitter_ms` this service takes on this host: fixed, never random.

@@ -1649,6 +1649,51 @@ fn an_at_time_waits_for_a_trusted_clock_then_for_its_next_time_not_at_once() {
 }
 
 #[test]
+fn catch_up_runs_a_time_missed_while_the_clock_was_untrusted_once_it_is_trusted_again() {
+    let text = |catch_up: bool| {
+        format!(
+            "[service.nightly]\noneshot = [\"/usr/bin/refresh-blocklist\"]\nat = [\"03:00\"]\n\
+             catch-up = {catch_up}\n"
+        )
+    };
+    for catch_up in [true, false] {
+        let mut w = World::new(&text(catch_up));
+        // Monday 02:00 on a trusted clock: the boot run is the last run.
+        w.input(wall(MONDAY + 2 * HOUR as i64));
+        let mut w = w.boot();
+        assert_eq!(w.spawns("nightly"), vec![0]);
+        // The RTC battery fails and the clock reads 1970 for three hours: 03:00 passes
+        // unseen. Then NTP sets it to 05:00.
+        w.run_until(HOUR / 2);
+        w.input(wall(HOUR as i64));
+        w.run_until(3 * HOUR);
+        assert_eq!(w.spawns("nightly"), vec![0]);
+        w.input(wall(MONDAY + 5 * HOUR as i64));
+        w.run_until(3 * HOUR + 1_000);
+        let caught_up = w
+            .history("nightly")
+            .iter()
+            .any(|l| l.contains("catch-up of at 03:00: run again"));
+        match catch_up {
+            true => {
+                assert_eq!(w.spawns("nightly"), vec![0, 3 * HOUR], "once, at once");
+                assert!(caught_up, "{:?}", w.history("nightly"));
+            }
+            false => assert_eq!(w.spawns("nightly"), vec![0], "let go"),
+        }
+        // Either way the next 03:00 is tomorrow's, 22 hours on, and runs once.
+        w.run_until(3 * HOUR + 22 * HOUR + 1_000);
+        assert_eq!(
+            w.spawns("nightly").last(),
+            Some(&(3 * HOUR + 22 * HOUR)),
+            "{:?}",
+            w.spawns("nightly")
+        );
+        assert_eq!(w.spawns("nightly").len(), 2 + usize::from(catch_up));
+    }
+}
+
+#[test]
 fn clock_trusted_after_names_the_service_whose_readiness_means_synced() {
     let mut w = World::new(
         r#"

@@ -121,6 +121,9 @@ pub struct ServiceConfig {
     /// `jitter`: each `at` time is moved later by a fixed part of this, chosen per service and
     /// host (so a fleet of routers does not call the ISP at the same second).
     pub jitter: Duration,
+    /// `catch-up` (with `at`): an `at` time missed while the clock was untrusted or the
+    /// daemon was down runs once, as soon as it can.
+    pub catch_up: bool,
 }
 
 /// One `at` time: `"03:00"` every day, `"Sun 04:30"` once a week.
@@ -548,6 +551,7 @@ impl ServiceConfig {
             restart_every: None,
             at: Vec::new(),
             jitter: Duration::ZERO,
+            catch_up: false,
         }
     }
 }

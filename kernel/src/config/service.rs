@@ -24,7 +24,7 @@ pub(super) struct Parsed {
 }
 
 /// Every key of a service table.
-const KEYS: [&str; 32] = [
+const KEYS: [&str; 33] = [
     "run",
     "oneshot",
     "interface",
@@ -56,6 +56,7 @@ const KEYS: [&str; 32] = [
     "restart-every",
     "at",
     "jitter",
+    "catch-up",
     "on",
 ];
 
@@ -72,7 +73,7 @@ const INTERFACE: u8 = 4;
 fn kinds_of(key: &str) -> u8 {
     match key {
         "stop" | "every" => ONESHOT,
-        "at" | "jitter" => PROCESS | ONESHOT,
+        "at" | "jitter" | "catch-up" => PROCESS | ONESHOT,
         "restart-every" => PROCESS,
         "ready-when" => INTERFACE,
         "ready" | "probe" | "memory-max" | "memory-every" => PROCESS,
@@ -134,6 +135,7 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
     let mut kind = kind_entry.map(|(k, v)| read_kind(cx, Field::new(k.get_ref(), place, v)));
     let mut s = ServiceConfig::new(name, Kind::Process { argv: Vec::new() });
     let (mut needs, mut after, mut on) = (Vec::new(), Vec::new(), None);
+    let mut catch_up_at = None;
     for (k, v) in entries(table) {
         let f = Field::new(k.get_ref(), place, v);
         if !KEYS.contains(&f.key) {
@@ -195,11 +197,21 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
                 cx.array(f, "times like \"03:00\" or \"Sun 04:30\"", at_time),
             ),
             "jitter" => set(&mut s.jitter, cx.duration(f)),
+            "catch-up" => {
+                catch_up_at = Some(f.at());
+                set(&mut s.catch_up, cx.boolean(f));
+            }
             _ => on = Some(f), // "on", read once the rest of the service is known
         }
     }
     if let Some(kind) = kind {
         s.kind = kind;
+    }
+    if let Some(at) = catch_up_at.filter(|_| s.catch_up && s.at.is_empty()) {
+        cx.error(
+            at,
+            format!("`catch-up` in {place} needs `at`: only wall-clock times can be missed"),
+        );
     }
     s.needs = needs.iter().map(|(n, _)| n.clone()).collect();
     s.after = after.iter().map(|(n, _)| n.clone()).collect();
