@@ -10,16 +10,38 @@ use medic_kernel::WallClock;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+/// For tests: names a file holding milliseconds added to every reading of the wall clock, read
+/// again at each reading (at start, and at each step of the real clock). The end-to-end tests
+/// fake a clock that boots in 1970 and is then set by NTP with it, without moving the host's
+/// clock for everything else on the machine.
+pub const TEST_OFFSET_ENV: &str = "MEDIC_TEST_WALL_OFFSET_FILE";
+
 /// Reads the wall clock: Unix ms, the local offset from UTC (`TZ`), and this host's number.
 pub fn read(host: u64) -> WallClock {
     let unix_ms = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
     };
+    let unix_ms = unix_ms.saturating_add(test_offset_ms());
     WallClock {
         unix_ms,
         utc_offset_s: utc_offset(unix_ms.div_euclid(1000)),
         host,
+    }
+}
+
+/// The offset [`TEST_OFFSET_ENV`] names, 0 without one (or one that does not parse).
+fn test_offset_ms() -> i64 {
+    let Some(path) = std::env::var_os(TEST_OFFSET_ENV) else {
+        return 0;
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    match text.trim().parse() {
+        Ok(ms) => ms,
+        Err(e) => {
+            tracing::warn!("{TEST_OFFSET_ENV}: {}: {e}", path.to_string_lossy());
+            0
+        }
     }
 }
 

@@ -109,12 +109,20 @@ pub struct Daemon {
     /// The state directory.
     pub state: PathBuf,
     log: PathBuf,
+    /// More environment for the daemon.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Writes `config` (where `@DIR@` stands for the scratch directory and `@NOTIFY@` for the
     /// notify helper) and starts `medic daemon` on it; returns once it answers `status`.
     pub fn start(config: &str) -> Daemon {
+        Daemon::start_with_env(config, &[])
+    }
+
+    /// As [`Daemon::start`], with more environment for the daemon (`@DIR@` in a value stands
+    /// for the scratch directory).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("medic-e2e")
             .tempdir()
@@ -124,6 +132,13 @@ impl Daemon {
             state: dir.path().join("state"),
             log: dir.path().join("daemon.log"),
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| {
+                    let v = v.replace("@DIR@", &dir.path().display().to_string());
+                    (k.to_string(), v)
+                })
+                .collect(),
             dir,
         };
         d.write_config(config);
@@ -148,6 +163,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&d.state)
             .env("MEDIC_LOG", "debug")
+            .envs(d.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)

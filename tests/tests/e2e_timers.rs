@@ -162,3 +162,99 @@ at = ["{at}"]
         "in the minute {at}: {ran}"
     );
 }
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The next 03:00 local time after now, in Unix seconds.
+fn next_three_oclock() -> i64 {
+    let now = unix_ms() / 1000;
+    let t = now as libc::time_t;
+    // SAFETY: plain data filled by localtime_r, then read by mktime.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    assert!(!unsafe { libc::localtime_r(&t, &mut tm) }.is_null());
+    tm.tm_hour = 3;
+    tm.tm_min = 0;
+    tm.tm_sec = 0;
+    tm.tm_isdst = -1;
+    let today = unsafe { libc::mktime(&mut tm) } as i64;
+    if today > now + 5 {
+        today
+    } else {
+        today + 86_400
+    }
+}
+
+/// Steps the real clock to where it already is: the kernel tells every timerfd armed with
+/// cancel-on-set, as it would for NTP's first sync, and time moves by microseconds only.
+fn report_a_clock_step() {
+    // SAFETY: plain data, filled by clock_gettime and read by clock_settime.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) },
+        0
+    );
+    let rc = unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) };
+    assert_eq!(rc, 0, "clock_settime: {}", std::io::Error::last_os_error());
+}
+
+/// The daemon's wall clock is faked with `MEDIC_TEST_WALL_OFFSET_FILE` (the adapter adds the
+/// file's milliseconds to each reading, and reads it again at each step of the real clock);
+/// the step itself is real: `clock_settime`, which needs root (CAP_SYS_TIME).
+#[test]
+fn an_at_time_waits_for_a_clock_set_from_1970_then_runs_at_its_time() {
+    if !medic_tests::root_or_skip(
+        "an_at_time_waits_for_a_clock_set_from_1970_then_runs_at_its_time",
+        "clock_settime (CAP_SYS_TIME), to report a clock step to the daemon",
+    ) {
+        return;
+    }
+    let fake = tempfile::tempdir().unwrap();
+    let offset = fake.path().join("offset");
+    // The router boots with its clock at 1970-01-01 00:00:10.
+    std::fs::write(&offset, (10_000 - unix_ms()).to_string()).unwrap();
+    let offset_env = offset.display().to_string();
+    let d = Daemon::start_with_env(
+        r#"
+[service.nightly]
+oneshot = ["/bin/sh", "-c", "date +%s >> @DIR@/runs"]
+at = ["03:00"]
+"#,
+        &[("MEDIC_TEST_WALL_OFFSET_FILE", offset_env.as_str())],
+    );
+    wait_for(
+        "the boot run",
+        || (d.read("runs").lines().count() == 1).then_some(()),
+        || d.describe("nightly"),
+    );
+    let untrusted = d.medic_ok(&["status", "nightly"]);
+    assert!(
+        !untrusted.contains("run again"),
+        "no `at` time is planned on a clock in 1970:\n{untrusted}"
+    );
+    // NTP sets the clock: to two seconds before the next 03:00.
+    let target_ms = next_three_oclock() * 1000 - 2_000;
+    std::fs::write(&offset, (target_ms - unix_ms()).to_string()).unwrap();
+    report_a_clock_step();
+    wait_for(
+        "the daemon to read the stepped clock",
+        || d.log().contains("wall clock now").then_some(()),
+        || d.log(),
+    );
+    wait_for(
+        "the run at 03:00",
+        || {
+            notes(&d, "nightly")
+                .iter()
+                .any(|n| n == "at 03:00: run again")
+                .then_some(())
+                .filter(|_| d.read("runs").lines().count() == 2)
+        },
+        || d.describe("nightly"),
+    );
+    assert_eq!(d.service("nightly")["strikes"], 0);
+}
