@@ -232,3 +232,54 @@ fn a_flood_of_problems_lists_100_and_counts_the_rest() {
     );
     assert!(stderr.contains("5000 problems"), "{stderr}");
 }
+
+#[test]
+fn dot_prints_the_service_graph_for_graphviz() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "router.toml",
+        r#"
+[service.dnsmasq]
+run = ["/usr/sbin/dnsmasq", "-k"]
+needs = ["firewall"]
+after = ["ntpd"]
+
+[service.ntpd]
+run = ["/usr/sbin/ntpd", "-n"]
+needs = ["wan"]
+
+[service.firewall]
+oneshot = ["/etc/firewall.sh", "up"]
+after = ["wan"]
+
+[service.wan]
+interface = "eth0"
+"#,
+    );
+    let out = medic(&["check", "--dot", "-c", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dot = text(&out.stdout);
+    assert!(dot.starts_with("digraph medic {\n"), "{dot}");
+    assert!(dot.ends_with("}\n"), "{dot}");
+    for line in [
+        r#"  "wan" [label="wan\ninterface eth0"];"#,
+        r#"  "firewall" [label="firewall\noneshot"];"#,
+        r#"  "dnsmasq" -> "firewall";"#,
+        r#"  "ntpd" -> "wan";"#,
+        r#"  "dnsmasq" -> "ntpd" [style=dashed, label="after"];"#,
+        r#"  "firewall" -> "wan" [style=dashed, label="after"];"#,
+    ] {
+        assert!(dot.lines().any(|l| l == line), "no `{line}` in:\n{dot}");
+    }
+    assert_eq!(dot.matches(" -> ").count(), 4, "{dot}");
+    // A bad config is no graph: the problems, exit 2.
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[service.a]\nrun = [\"/bin/a\"]\nneeds = [\"nobody\"]\n",
+    );
+    let out = medic(&["check", "--dot", "-c", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}

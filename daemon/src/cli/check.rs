@@ -54,10 +54,14 @@ pub fn load_with(path: &Path, report: impl FnOnce(&str)) -> Result<(String, Conf
     }
 }
 
-/// `medic check [-c FILE]`.
-pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
+/// `medic check [-c FILE] [--dot]`.
+pub fn run(config: Option<PathBuf>, dot: bool) -> Result<(), Failure> {
     let path = daemon::config_path(config);
     let (_, config) = load(&path)?;
+    if dot {
+        print!("{}", graphviz(&config));
+        return Ok(());
+    }
     for warning in warnings(&config, &base_dir(&path)) {
         eprintln!("{}: warning: {warning}", path.display());
     }
@@ -69,6 +73,37 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
     );
     print!("{}", graph(&config));
     Ok(())
+}
+
+/// The service graph in Graphviz's language: a node per service (name and kind), a solid edge
+/// to each need, a dashed one to each service it starts after. Deterministic: config order.
+pub fn graphviz(config: &Config) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut out = String::from("digraph medic {\n  rankdir=LR;\n  node [shape=box];\n");
+    for s in &config.services {
+        let kind = match &s.kind {
+            Kind::Process { .. } => "process".to_string(),
+            Kind::Oneshot { .. } => "oneshot".to_string(),
+            Kind::Interface { ifname, .. } => format!("interface {ifname}"),
+        };
+        // `\n` is a line break in a Graphviz label.
+        let label = format!("{}\\n{kind}", s.name);
+        let label = quote(&label).replace("\\\\n", "\\n");
+        out.push_str(&format!("  {} [label={label}];\n", quote(&s.name)));
+    }
+    for s in &config.services {
+        for need in &s.needs {
+            out.push_str(&format!("  {} -> {};\n", quote(&s.name), quote(need)));
+        }
+        for after in s.after.iter().filter(|a| !s.needs.contains(a)) {
+            let (from, to) = (quote(&s.name), quote(after));
+            out.push_str(&format!(
+                "  {from} -> {to} [style=dashed, label=\"after\"];\n"
+            ));
+        }
+    }
+    out.push_str("}\n");
+    out
 }
 
 /// The directory relative paths in the config are taken from: the config file's.

@@ -146,11 +146,17 @@ pub enum Command {
         Valid: prints one line per service (name, kind, needs, after, what it runs or watches), \
         needs and after before the services that name them, and exits 0. Invalid: prints every \
         problem as file:line:col: message on stderr and exits 2. Starts nothing and needs no \
-        daemon."
+        daemon.\n\n\
+        With --dot, a valid config is printed as a Graphviz graph instead: one node per service \
+        (its name and kind), a solid edge from each service to each of its needs, a dashed one \
+        to each service it starts after (`medic check --dot | dot -Tsvg > graph.svg`)."
     )]
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print the service graph for Graphviz (`dot`) instead of the start order.
+        #[arg(long)]
+        dot: bool,
     },
     /// Print one line per service (condition, health, why, what next), or all about one.
     #[command(
@@ -400,7 +406,7 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Daemon { config, state_dir } => return daemon::run(config.config, state_dir),
-        Command::Check { config } => check::run(config.config),
+        Command::Check { config, dot } => check::run(config.config, dot),
         Command::Replay { file, verbose } => replay::run(&file, verbose),
         remote => client::run(remote),
     };
