@@ -222,8 +222,12 @@ impl<'a> Vars<'a> {
 
     /// Records that `name` (with `value`) does not parse, and why.
     fn bad(&mut self, name: &str, value: &str, why: impl fmt::Display) -> Bad {
-        self.errors
-            .push(format!("{name}: {why} (in {:?})", shorten(value, 64)));
+        if value.is_empty() {
+            self.errors.push(format!("{name}: {why}"));
+        } else {
+            self.errors
+                .push(format!("{name}: {why} (in {:?})", shorten(value, 64)));
+        }
         Bad
     }
 
