@@ -14,6 +14,7 @@
 //! * [`statedir`]: the state directory's checks and lock; whom a client trusts.
 //! * [`logsink`]: the daemon's own log, which can neither block nor kill the loop.
 //! * [`fds`]: descriptor limit and inherited descriptors at start.
+//! * [`hooks`]: the DHCP clients' script interface, normalised to one output map.
 //! * [`offloop`]: file I/O the loop must never wait for (trace saves, config reads).
 //! * [`terminal`]: service text made safe to print on a terminal.
 //! * [`users`]: `user =` and `group =` looked up once per name.
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod control;
 pub mod fds;
 pub mod files;
+pub mod hooks;
 pub mod logs;
 pub mod logsink;
 pub mod netlink;

@@ -1,5 +1,6 @@
 //! The commands that talk to a running daemon over its control socket: `status`, `start`,
-//! `stop`, `restart`, `reload`, `history`, `logs`, `events`, `trace save`.
+//! `stop`, `restart`, `reload`, `history`, `logs`, `events`, `trace save`, and the publishing
+//! of `hook`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -182,9 +183,53 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 other => Err(unexpected(other)),
             }
         }
-        Command::Daemon { .. } | Command::Check { .. } | Command::Replay { .. } => {
+        Command::Daemon { .. }
+        | Command::Check { .. }
+        | Command::Replay { .. }
+        | Command::Hook(_) => {
             unreachable!("handled without a daemon")
         }
+    }
+}
+
+/// How long `medic hook` waits for the daemon: DESIGN.md §9 has a hook return within a second
+/// whatever happens, and a DHCP client waits for its script.
+pub const HOOK_TIMEOUT: Duration = Duration::from_millis(900);
+
+/// Publishes `outputs` as the whole output map of `service` (`medic hook`), asking the daemon
+/// for at most [`HOOK_TIMEOUT`]: no daemon answering in time is exit 3.
+///
+/// This build has no request to set outputs yet: a daemon that answers is told nothing and the
+/// hook fails (exit 1), saying so.
+pub fn publish_outputs(
+    target: &Target,
+    service: &str,
+    outputs: serde_json::Value,
+) -> Result<(), Failure> {
+    let socket = socket_path(target)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the client's runtime: {e}")))?;
+    let asked = runtime.block_on(async {
+        tokio::time::timeout(HOOK_TIMEOUT, control::request(&socket, Request::Info)).await
+    });
+    let _ = outputs;
+    match asked {
+        Ok(Ok(_)) => Err(Failure::failed(format!(
+            "cannot publish the outputs of {service}: medic output set is not available in \
+             this build"
+        ))),
+        Ok(Err(e)) => Err(client_failure(e)),
+        Err(_) => Err(Failure {
+            status: EXIT_NO_DAEMON,
+            message: format!(
+                "no medic daemon answered on {} within {} ms; the outputs of {service} are not \
+                 published",
+                socket.display(),
+                HOOK_TIMEOUT.as_millis()
+            ),
+        }),
     }
 }
 

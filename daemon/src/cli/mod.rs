@@ -8,6 +8,7 @@ pub(crate) mod check;
 mod client;
 mod clock;
 mod format;
+mod hook;
 mod replay;
 
 use std::path::PathBuf;
@@ -326,6 +327,28 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// A DHCP client's script: publish what it got as the service's outputs, normalised.
+    #[command(
+        long_about = "A DHCP client's script: publish what it got as the service's outputs, \
+        normalised, whichever client it was.\n\n\
+        Run by the client with its own arguments and environment (dhcpcd -c, udhcpc -s, \
+        odhcp6c -s each run a script file: a two-line wrapper `exec medic hook udhcpc \
+        --service wan \"$@\"`). The map: state (bound, unbound, or notice for events that \
+        change nothing, which are not published), reason (the client's word), client, \
+        interface, ipv4 {address, prefix-len, router, dns, domain, lease-s}, ipv6 \
+        {addresses, prefixes, dns, domains, delegated} with each address and prefix as \
+        {address, length, preferred-s, valid-s} (a prefix with valid lifetime 0 is a \
+        withdrawal and left out), raw (every variable the client set) and, when some \
+        variable did not parse, errors. Every value is a string.\n\n\
+        A section is all or nothing: a variable that does not parse leaves its whole section \
+        (ipv4 or ipv6) out, stays in raw, is named in errors and on stderr, and the exit \
+        status is 1 after the rest is published.\n\n\
+        The service is --service, else $MEDIC_SERVICE (which medic sets for every process it \
+        starts; dhcpcd clears it); with neither, exit 2. --print prints the map as JSON and \
+        asks no daemon. Otherwise the hook returns within a second whatever happens; with no \
+        daemon answering it exits 3."
+    )]
+    Hook(HookArgs),
     /// Save the daemon's in-memory trace of recent inputs.
     #[command(subcommand)]
     Trace(TraceCommand),
@@ -346,6 +369,41 @@ pub enum Command {
         #[arg(short = 'v', long)]
         verbose: bool,
     },
+}
+
+/// The DHCP clients `medic hook` speaks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookClient {
+    /// dhcpcd (`dhcpcd -c SCRIPT`): `$reason` and `new_*` variables.
+    Dhcpcd,
+    /// busybox udhcpc (`udhcpc -s SCRIPT`): `$1` the event, `ip`, `subnet`, `router`, `dns`….
+    Udhcpc,
+    /// OpenWrt's odhcp6c (`odhcp6c -s SCRIPT`): `$1` interface, `$2` state, `PREFIXES`….
+    Odhcp6c,
+}
+
+/// `medic hook CLIENT …`.
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// The DHCP client running this as its script.
+    #[arg(value_enum, value_name = "CLIENT")]
+    pub client: HookClient,
+    /// The service whose outputs these are [default: $MEDIC_SERVICE].
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Print the normalised map as JSON instead of publishing it; needs no daemon.
+    #[arg(long)]
+    pub print: bool,
+    #[command(flatten)]
+    pub target: Target,
+    /// The arguments the client gave its script (udhcpc: the event; odhcp6c: the interface
+    /// and the state).
+    #[arg(
+        value_name = "ARG",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
 }
 
 /// `medic trace …`.
@@ -408,6 +466,7 @@ pub fn main() -> ExitCode {
         Command::Daemon { config, state_dir } => return daemon::run(config.config, state_dir),
         Command::Check { config, dot } => check::run(config.config, dot),
         Command::Replay { file, verbose } => replay::run(&file, verbose),
+        Command::Hook(args) => hook::run(args),
         remote => client::run(remote),
     };
     match result {
