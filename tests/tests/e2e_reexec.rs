@@ -270,3 +270,58 @@ fn reexec_as_pid_1_of_a_pid_namespace() {
     assert!(status.success(), "{status}");
     assert!(process_gone(outside));
 }
+
+/// Not a test: measures how long `medic reexec` takes until `medic status` answers again, and
+/// the state handed over, at 3 and at 100 services. Prints a table; asserts nothing about
+/// speed. `cargo test -p medic-tests --test e2e_reexec measure -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_reexec_to_status() {
+    const RUNS: usize = 25;
+    println!(
+        "| services | runs | median ms | min ms | max ms | state file bytes: before | after |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for services in [3, 100] {
+        let config: String = (0..services)
+            .map(|i| {
+                format!(
+                    "[service.s{i}]\nrun = [\"/bin/sh\", \"-c\", \"echo started; exec sleep 1000\"]\n\n"
+                )
+            })
+            .collect();
+        let d = Daemon::start(&config);
+        for i in 0..services {
+            d.wait_condition(&format!("s{i}"), "ready");
+        }
+        let pids_before = d.status();
+        let size = || std::fs::metadata(d.state.join("state")).map_or(0, |m| m.len());
+        let state_before = size();
+        let mut times = Vec::new();
+        for _ in 0..RUNS {
+            let start = std::time::Instant::now();
+            d.medic_ok(&["reexec"]);
+            wait_for(
+                "status to answer after the reexec",
+                || {
+                    let out = d.medic(&["status", "--json"]);
+                    out.status.success().then_some(())
+                },
+                || d.log(),
+            );
+            times.push(start.elapsed());
+        }
+        let pids_after = d.status();
+        let pid = |v: &Vec<Value>| v.iter().map(|s| s["pid"].clone()).collect::<Vec<_>>();
+        assert_eq!(pid(&pids_before), pid(&pids_after), "nothing restarted");
+        times.sort();
+        let ms = |t: std::time::Duration| format!("{:.1}", t.as_secs_f64() * 1000.0);
+        println!(
+            "| {services} | {RUNS} | {} | {} | {} | {state_before} | {} |",
+            ms(times[RUNS / 2]),
+            ms(times[0]),
+            ms(times[RUNS - 1]),
+            size()
+        );
+    }
+}
