@@ -239,6 +239,54 @@ fn a_binary_that_does_not_accept_the_state_changes_nothing() {
 }
 
 #[test]
+fn what_could_not_be_taken_over_refuses_the_reexec_until_it_can() {
+    let d = Daemon::start(
+        r#"
+[service.slow]
+run = ["/bin/sh", "-c", "while [ ! -e @DIR@/go ]; do sleep 0.05; done; echo >&3; exec sleep 1000"]
+ready = { notify-fd = 3 }
+start-timeout = "1m"
+"#,
+    );
+    d.wait_condition("slow", "starting");
+    let pid = d.service_pid("slow");
+    let out = d.medic(&["reexec"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("slow has not notified its readiness yet"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing changed"), "{stderr}");
+    std::fs::write(d.path("go"), "").unwrap();
+    d.wait_condition("slow", "ready");
+    d.medic_ok(&["reexec"]);
+    assert_eq!(
+        d.wait_condition("slow", "ready")["pid"].as_u64(),
+        pid.map(u64::from)
+    );
+}
+
+#[test]
+fn check_state_says_why_it_does_not_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("handover");
+    std::fs::write(&bad, b"MEDICSTA not a handover").unwrap();
+    for (source, why) in [
+        (bad.to_str().unwrap(), "not a medic handover"),
+        ("/nonexistent/handover", "No such file"),
+        ("9", "descriptor 9 is not open"),
+    ] {
+        let out = medic_tests::medic(&["daemon", "--check-state", source]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{source}: {stderr}");
+        assert!(stderr.contains("cannot take over this state"), "{stderr}");
+        assert!(stderr.contains(why), "{source}: {stderr}");
+        assert!(out.stdout.is_empty(), "{source}");
+    }
+}
+
+#[test]
 fn reexec_as_pid_1_of_a_pid_namespace() {
     let test = "reexec_as_pid_1_of_a_pid_namespace";
     if !root_or_skip(test, "to make a pid namespace (unshare --pid)") {
