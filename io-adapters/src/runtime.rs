@@ -1560,9 +1560,9 @@ impl Runtime {
             // Alive and the same, but not adopted by the kernel (a changed definition…).
             let left = std::mem::take(&mut self.survival.survivors);
             stop.extend(left.values().map(|(r, _)| r.pid));
-            // The handed-over pipes of what was not adopted are closed.
-            self.survival.outputs.clear();
         }
+        // The handed-over pipes of what was not adopted are closed.
+        self.survival.outputs.clear();
         let adopted: std::collections::BTreeSet<String> = self
             .survival
             .records
