@@ -244,6 +244,8 @@ struct Survival {
     /// The read ends of their stdout and stderr, by the job they ran as, when the previous
     /// daemon handed them over (a reexec); closed after the takeover if not adopted.
     outputs: BTreeMap<JobId, [Option<OwnedFd>; 2]>,
+    /// The state was handed over by a reexec (this process started the recorded ones).
+    handed_over: bool,
 }
 
 /// Runs the daemon until shutdown completes: builds a current-thread runtime and drives
@@ -1452,6 +1454,7 @@ impl Survival {
         let boot_id = adopt::boot_id();
         let now_ns = adopt::monotonic_ns();
         let mut path = dir.join(statefile::STATE_NAME);
+        let handed_over = handed.is_some();
         let (read, outputs) = match handed {
             Some(handed) => {
                 path = PathBuf::from("the handed-over state");
@@ -1499,6 +1502,7 @@ impl Survival {
             resume: state,
             survivors: BTreeMap::new(),
             outputs,
+            handed_over,
         };
         (survival, origin)
     }
@@ -1515,8 +1519,16 @@ impl Survival {
                 continue;
             };
             let record = records.get(&p.job).filter(|r| r.pid == p.pid);
-            let started = record.is_some_and(|r| adopt::start_ticks(p.pid) == Some(r.start_ticks));
-            let tagged = record.is_some_and(|r| adopt::instance_of(p.pid).as_ref() == Some(&r.tag));
+            // After a reexec, a recorded pid that is still this daemon's child is the same
+            // process (a child's pid is not freed until it is reaped), even one that ended
+            // during the reexec: a zombie, whose end is then reaped with its exit status.
+            let child = self.handed_over
+                && record.is_some()
+                && process::read_stat(p.pid).is_some_and(|s| s.ppid == std::process::id());
+            let started =
+                child || record.is_some_and(|r| adopt::start_ticks(p.pid) == Some(r.start_ticks));
+            let tagged =
+                child || record.is_some_and(|r| adopt::instance_of(p.pid).as_ref() == Some(&r.tag));
             let pidfd = (started && tagged)
                 .then(|| process::pidfd_open(p.pid))
                 .flatten();

@@ -29,6 +29,12 @@ pub fn notify_bin() -> PathBuf {
     sibling_bin("medic-test-notify")
 }
 
+/// The `medic-test-upgrade` helper (an upgraded medic whose first act is to make a service
+/// end during the reexec).
+pub fn upgrade_bin() -> PathBuf {
+    sibling_bin("medic-test-upgrade")
+}
+
 /// The `medic-test-hold` helper (holds connections that send nothing).
 pub fn hold_bin() -> PathBuf {
     sibling_bin("medic-test-hold")

@@ -15,7 +15,7 @@ run = ["/bin/sh", "-c", "echo $$ >> @DIR@/ticker.runs; i=0; while :; do i=$((i+1
 run = ["/bin/sh", "-c", "echo $$ >> @DIR@/sleeper.runs; exec sleep 1000"]
 
 [service.quitter]
-run = ["/bin/sh", "-c", "echo $$ >> @DIR@/quitter.runs; while [ ! -e @DIR@/quit ]; do sleep 0.05; done; rm @DIR@/quit; exit 3"]
+run = ["/bin/sh", "-c", "echo $$ >> @DIR@/quitter.runs; echo $$ > @DIR@/quitter.pid; while [ ! -e @DIR@/quit ]; do sleep 0.05; done; rm @DIR@/quit; exit 3"]
 "#;
 
 const SERVICES: [&str; 3] = ["ticker", "sleeper", "quitter"];
@@ -209,6 +209,27 @@ fn reexec_takes_over_every_process_and_its_output() {
         "{history:?}"
     );
     assert_eq!(d.service("sleeper")["strikes"], 2, "the strikes go on");
+}
+
+#[test]
+fn a_process_that_ends_during_the_reexec_is_reaped_with_its_exit_status() {
+    let d = Daemon::start(CONFIG);
+    ready(&d);
+    let (daemon_pid, before) = pids(&d);
+    let quitter = d.service_pid("quitter");
+    let upgrade = medic_tests::upgrade_bin();
+    d.medic_ok(&["reexec", "--binary", upgrade.to_str().unwrap()]);
+    d.wait_new_pid("quitter", quitter);
+    d.wait_condition("quitter", "ready");
+    let history = d.history("quitter");
+    assert!(
+        history.iter().any(|r| r["note"] == "exit code 3"),
+        "its own exit status, read by the new binary: {history:?}"
+    );
+    let (pid_after, after) = pids(&d);
+    assert_eq!(pid_after, daemon_pid);
+    assert_eq!(after[..2], before[..2], "the others taken over");
+    assert_eq!(runs(&d, "quitter"), 2);
 }
 
 #[test]
