@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use medic_io::reexec::{self, Handover};
 use medic_io::runtime::{self, RuntimeError, Setup};
 use medic_io::{fds, logsink};
 
@@ -56,13 +57,52 @@ fn nix_uid() -> u32 {
 /// not keep it from exiting).
 const LOG_FLUSH: Duration = Duration::from_secs(2);
 
+/// How `medic daemon` was asked to start.
+#[derive(Debug, Default)]
+pub struct Start {
+    /// `-c FILE`.
+    pub config: Option<PathBuf>,
+    /// `--state-dir DIR`.
+    pub state_dir: Option<PathBuf>,
+    /// `--check-state FD|PATH`: only check a handover, start nothing.
+    pub check_state: Option<String>,
+    /// `--take-over FD`: take over from the daemon this one re-executed over.
+    pub take_over: Option<String>,
+}
+
+/// `medic daemon --check-state FD|PATH`: whether this binary accepts the handover there (its
+/// layout, the state file in it, the config text in it); 0 and [`reexec::ACCEPTED`] on
+/// stdout if so, else 1 and why on stderr. Starts nothing, touches no state dir.
+pub fn check_state(config: Option<PathBuf>, source: &str) -> ExitCode {
+    let version = env!("CARGO_PKG_VERSION");
+    let name = config_path(config).display().to_string();
+    match reexec::read(source).and_then(|bytes| Handover::accept(&bytes, &name)) {
+        Ok(accepted) => {
+            println!(
+                "medic {version}: {}: {} services, {} live processes",
+                reexec::ACCEPTED,
+                accepted.state.kernel.services.len(),
+                accepted.state.procs.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("medic {version}: cannot take over this state: {why}");
+            ExitCode::from(crate::cli::EXIT_FAILED)
+        }
+    }
+}
+
 /// Runs `medic daemon` and returns its exit status: 2 after printing every problem when the
 /// config does not validate (nothing is started then), 1 when it could not run (its message
 /// is logged).
 ///
 /// Everything the daemon writes to stderr goes through [`logsink`]: a log reader that stalls,
 /// is slow or has gone can neither block nor kill it.
-pub fn run(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
+pub fn run(start: Start) -> ExitCode {
+    if let Some(source) = &start.check_state {
+        return check_state(start.config, source);
+    }
     // Before anything is opened or started: nothing the daemon inherited reaches a service.
     let inherited = fds::cloexec_inherited();
     let limit = fds::raise_nofile_limit();
@@ -75,17 +115,44 @@ pub fn run(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
     }
-    let status = supervise(config, state_dir);
+    let status = supervise(start);
     logsink::flush(LOG_FLUSH);
     status
 }
 
-fn supervise(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
+fn supervise(start: Start) -> ExitCode {
+    let Start {
+        config,
+        state_dir,
+        take_over,
+        ..
+    } = start;
     let config_path = config_path(config);
     let name = config_path.display().to_string();
-    let loaded = crate::cli::check::load_with(&config_path, |errors| {
-        logsink::line(errors);
+    // After a reexec: the state and the config text the old binary handed over. Should that
+    // fail, the state file it wrote just before is taken back, as after a crash.
+    let handover = take_over.and_then(|fd| {
+        let name = std::path::absolute(&config_path).unwrap_or_else(|_| config_path.clone());
+        match reexec::read(&fd).and_then(|b| Handover::accept(&b, &name.display().to_string())) {
+            Ok(accepted) => Some(accepted),
+            Err(why) => {
+                tracing::error!("--take-over {fd}: {why}; taking back the state file instead");
+                None
+            }
+        }
     });
+    let loaded = match &handover {
+        Some(handed) => {
+            let name = std::path::absolute(&config_path).unwrap_or_else(|_| config_path.clone());
+            match medic_kernel::config::parse(&handed.config_text, &name.display().to_string()) {
+                Ok(config) => Ok((handed.config_text.clone(), config)),
+                Err(errors) => Err(crate::cli::Failure::usage(errors.to_string())),
+            }
+        }
+        None => crate::cli::check::load_with(&config_path, |errors| {
+            logsink::line(errors);
+        }),
+    };
     let (config_text, config) = match loaded {
         Ok(loaded) => loaded,
         Err(failure) => {
@@ -101,8 +168,12 @@ fn supervise(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
         config.daemon.state_dir.as_ref().map(PathBuf::from)
     });
     let n = config.services.len();
+    let taken = match handover {
+        Some(_) => " (taking over after medic reexec)",
+        None => "",
+    };
     tracing::info!(
-        "medic {} supervising {n} {} from {name}, state in {}",
+        "medic {}{taken} supervising {n} {} from {name}, state in {}",
         env!("CARGO_PKG_VERSION"),
         if n == 1 { "service" } else { "services" },
         state_dir.display()
@@ -112,6 +183,7 @@ fn supervise(config: Option<PathBuf>, state_dir: Option<PathBuf>) -> ExitCode {
         config_text,
         config,
         state_dir: state_dir.clone(),
+        handover,
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -69,6 +69,9 @@ pub struct ProcEntry {
     /// Adopted from a previous daemon (crate::adopt): not a child, its end comes from its
     /// pidfd, and what it forked does not descend from this daemon.
     pub adopted: bool,
+    /// The read ends of its stdout and stderr pipes, as numbers: open while its output
+    /// readers run (a reexec checks each against the pipe's inode before handing it on).
+    pub output_fds: [Option<std::os::fd::RawFd>; 2],
 }
 
 impl Drop for ProcEntry {
@@ -326,6 +329,7 @@ mod tests {
             tasks: Vec::new(),
             alive: Alive::new().0,
             adopted: false,
+            output_fds: [None, None],
         }
     }
 

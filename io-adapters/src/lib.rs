@@ -19,6 +19,8 @@
 //! * [`terminal`]: service text made safe to print on a terminal.
 //! * [`users`]: `user =` and `group =` looked up once per name.
 //! * [`notify`]: sd_notify sockets, and whose `READY=1` counts.
+//! * [`statefile`], [`adopt`], [`reexec`]: surviving the daemon's own crash, and upgrading in
+//!   place.
 
 pub mod adopt;
 pub mod checks;
@@ -34,6 +36,7 @@ pub mod netlink;
 pub mod notify;
 pub mod offloop;
 pub mod process;
+pub mod reexec;
 pub mod runtime;
 pub mod statedir;
 pub mod statefile;

@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,6 +53,7 @@ use crate::netlink;
 use crate::notify::NotifySocket;
 use crate::offloop;
 use crate::process::{self, SpawnSpec};
+use crate::reexec;
 use crate::statedir::{self, FileId, StateDir, StateDirError};
 use crate::statefile::{self, ProcRecord, StateFile};
 
@@ -78,6 +79,10 @@ const MAX_FOLLOWERS: usize = 32;
 const FLUSH_AT_EXIT: Duration = Duration::from_millis(500);
 /// The last word to followers when the daemon exits.
 const SHUT_DOWN: &str = "the medic daemon shut down";
+/// The last word to followers when the daemon re-executes itself.
+const REEXECUTES: &str = "the medic daemon re-executes itself (medic reexec); follow again";
+/// At most this much of what `BINARY daemon --check-state` prints is kept for the client.
+const CHECK_OUTPUT_BYTES: usize = 4096;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +121,9 @@ pub struct Setup {
     /// The state directory (created 0700 if missing, else checked and never chmod-ed; locked
     /// while the daemon runs): sd_notify sockets, control socket.
     pub state_dir: PathBuf,
+    /// What the daemon this one re-executed over handed to it (`medic daemon --take-over`):
+    /// taken back instead of the state file.
+    pub handover: Option<reexec::Accepted>,
 }
 
 /// What tasks tell the loop.
@@ -141,6 +149,8 @@ enum Event {
     ConfigRead(io::Result<String>),
     /// The pidfd of an adopted process (not a child: never reaped here) became readable.
     AdoptedEnded(JobId),
+    /// `PATH daemon --check-state` has answered: whether it accepts the state, else why not.
+    ReexecChecked(Result<(), String>),
 }
 
 /// A read of the config file under way, off the loop.
@@ -193,6 +203,18 @@ pub struct Runtime {
     config_read: Option<ConfigRead>,
     /// The state file and adoption (DESIGN §13).
     survival: Survival,
+    /// The config text the kernel holds: handed over at a reexec.
+    config_text: String,
+    /// A `medic reexec` whose check is under way.
+    reexec: Option<Reexec>,
+    /// A `medic reexec` checked and answered: the binary to `execve` once this round is done.
+    reexec_go: Option<PathBuf>,
+}
+
+/// A `medic reexec` waiting for `BINARY daemon --check-state` to answer.
+struct Reexec {
+    binary: PathBuf,
+    reply: mpsc::Sender<Response>,
 }
 
 /// What the daemon keeps for its successor, and what it took over from its predecessor
@@ -219,6 +241,11 @@ struct Survival {
     /// Processes of the previous daemon found alive and the same, by the job they ran as,
     /// until the kernel adopts them.
     survivors: BTreeMap<JobId, (ProcRecord, OwnedFd)>,
+    /// The read ends of their stdout and stderr, by the job they ran as, when the previous
+    /// daemon handed them over (a reexec); closed after the takeover if not adopted.
+    outputs: BTreeMap<JobId, [Option<OwnedFd>; 2]>,
+    /// The state was handed over by a reexec (this process started the recorded ones).
+    handed_over: bool,
 }
 
 /// Runs the daemon until shutdown completes: builds a current-thread runtime and drives
@@ -260,7 +287,7 @@ impl Runtime {
         };
         let trace = TraceRing::new(&setup.config_text, setup.config.daemon.trace_size_bytes);
         let daemon = setup.config.daemon.clone();
-        let (survival, origin) = Survival::read(&setup.state_dir);
+        let (survival, origin) = Survival::read(&setup.state_dir, setup.handover);
         let runtime = Runtime {
             kernel: Kernel::new(setup.config),
             trace,
@@ -288,6 +315,9 @@ impl Runtime {
             trace_writers: offloop::TraceWriters::default(),
             config_read: None,
             survival,
+            config_text: setup.config_text,
+            reexec: None,
+            reexec_go: None,
         };
         Ok((runtime, rx))
     }
@@ -303,13 +333,8 @@ impl Runtime {
 
     async fn serve(mut self, mut rx: mpsc::Receiver<Event>) -> Result<(), RuntimeError> {
         // The control socket first (the state dir's lock keeps any other daemon away from it).
-        let (call_tx, mut calls) = mpsc::channel(CALL_QUEUE);
-        let socket = self.state_dir.join(control::SOCKET_NAME);
-        let server = control::bind(&socket).map_err(RuntimeError::Control)?;
-        self.socket_id = Some(server.id());
-        let connections = server.connections();
-        tokio::spawn(server.run(call_tx));
-        tracing::info!("control socket {}", socket.display());
+        let (mut calls, mut connections, mut server_task) =
+            self.bind_control().map_err(RuntimeError::Control)?;
         let notify_dir = self.state_dir.join("notify");
         let _ = std::fs::remove_dir_all(&notify_dir);
         std::fs::create_dir_all(&notify_dir).map_err(|source| RuntimeError::StateDir {
@@ -347,6 +372,29 @@ impl Runtime {
             self.children.run_sweeps();
             if self.survival.dirty {
                 self.save_state();
+            }
+            if let Some(binary) = self.reexec_go.take().filter(|_| !self.done) {
+                // No answer comes from this process any more: the server stops accepting (and
+                // removes the socket), followers hear why, and what is queued for the
+                // connections (the client's "re-executing") is written.
+                drop(std::mem::replace(&mut calls, mpsc::channel(1).1));
+                self.end_followers(REEXECUTES);
+                let _ = tokio::time::timeout(FLUSH_AT_EXIT, async {
+                    connections.finished().await;
+                    if let Some(task) = server_task.take() {
+                        let _ = task.await;
+                    }
+                })
+                .await;
+                self.exec(&binary);
+                // Only when the execve failed: the daemon goes on, and answers again.
+                match self.bind_control() {
+                    Ok((c, n, t)) => (calls, connections, server_task) = (c, n, t),
+                    Err(e) => tracing::error!(
+                        "cannot bind the control socket again after the failed reexec ({e}): \
+                         medic commands cannot reach this daemon; it goes on supervising"
+                    ),
+                }
             }
             if self.done {
                 break;
@@ -406,6 +454,26 @@ impl Runtime {
         let _ = tokio::time::timeout(FLUSH_AT_EXIT, connections.finished()).await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+
+    /// Binds the control socket and serves it on a task of its own: the calls it hands over,
+    /// its connections (to wait for at exit) and the task.
+    #[allow(clippy::type_complexity)]
+    fn bind_control(
+        &mut self,
+    ) -> io::Result<(
+        mpsc::Receiver<Call>,
+        control::Connections,
+        Option<tokio::task::JoinHandle<()>>,
+    )> {
+        let (call_tx, calls) = mpsc::channel(CALL_QUEUE);
+        let socket = self.state_dir.join(control::SOCKET_NAME);
+        let server = control::bind(&socket)?;
+        self.socket_id = Some(server.id());
+        let connections = server.connections();
+        let task = tokio::spawn(server.run(call_tx));
+        tracing::info!("control socket {}", socket.display());
+        Ok((calls, connections, Some(task)))
     }
 
     /// Ends every followed stream with `why` as its last answer.
@@ -557,6 +625,7 @@ impl Runtime {
             }
             Event::Reload => self.reload_config(None),
             Event::ConfigRead(text) => self.config_read(text),
+            Event::ReexecChecked(result) => self.reexec_checked(result),
             Event::AdoptedEnded(job) => {
                 if let Some(service) = self.children.adopted_ended(job) {
                     let status = ExitStatus::Unknown;
@@ -630,7 +699,8 @@ impl Runtime {
 
     /// The text of the config file, read after a SIGHUP or `medic reload-config`. The kernel
     /// validates it: a config that does not validate is refused with a notice and changes
-    /// nothing. (It is parsed once more here only when a client waits to hear why.)
+    /// nothing. (It is parsed once more here: a client may wait to hear why, and the text the
+    /// kernel took is kept for a reexec.)
     fn config_read(&mut self, text: io::Result<String>) {
         let read = self.config_read.take().unwrap_or_default();
         let path = self.config_path.display().to_string();
@@ -638,14 +708,15 @@ impl Runtime {
         crate::users::forget();
         let answer = match text {
             Ok(text) => {
-                let answer = match read.clients.is_empty() {
-                    true => Response::Done,
-                    false => match medic_kernel::config::parse(&text, &path) {
-                        Ok(_) => Response::Done,
-                        Err(errors) => Response::Error(format!(
-                            "{errors}\n{path} does not validate; nothing changed"
-                        )),
-                    },
+                let answer = match medic_kernel::config::parse(&text, &path) {
+                    Ok(_) => {
+                        // What the kernel takes, and a reexec hands over.
+                        self.config_text.clone_from(&text);
+                        Response::Done
+                    }
+                    Err(errors) => Response::Error(format!(
+                        "{errors}\n{path} does not validate; nothing changed"
+                    )),
                 };
                 self.feed(Input::ReplaceConfig { text });
                 self.warn_daemon_keys();
@@ -960,6 +1031,8 @@ impl Runtime {
             };
             tasks.push(self.read_sd_notify(sock, service, job, pid, uid, &config.name));
         }
+        let output_fds =
+            [child.stdout.as_ref(), child.stderr.as_ref()].map(|f| f.map(|f| f.as_raw_fd()));
         let alive = self.read_output(&config.name, child.stdout, child.stderr);
         if let Some(fd) = process::pidfd_open(pid) {
             tasks.push(self.watch_pidfd(fd));
@@ -975,6 +1048,7 @@ impl Runtime {
                 tasks,
                 alive,
                 adopted: false,
+                output_fds,
             },
         );
         self.queue.push_back(Input::Spawned { service, job, pid });
@@ -1343,6 +1417,7 @@ impl Runtime {
             Request::Info => Response::Info(self.info()),
             // Read off the loop, like a SIGHUP's; answered once the text has been fed.
             Request::ReloadConfig => return self.reload_config(Some(reply)),
+            Request::Reexec { binary } => return self.start_reexec(binary.clone(), reply),
         };
         let _ = reply.try_send(response);
     }
@@ -1375,28 +1450,41 @@ impl Runtime {
 // ----- surviving a crash (DESIGN §13) -----------------------------------------------------------
 
 impl Survival {
-    /// Reads the state file of `dir` (a missing, foreign or damaged one is said and ignored)
-    /// and returns the kernel's time origin: the predecessor's, when its state is taken back.
-    fn read(dir: &Path) -> (Survival, std::time::Instant) {
+    /// Reads the state file of `dir` (a missing, foreign or damaged one is said and ignored),
+    /// or takes the state `handed` over by a reexec, and returns the kernel's time origin:
+    /// the predecessor's, when its state is taken back.
+    fn read(dir: &Path, handed: Option<reexec::Accepted>) -> (Survival, std::time::Instant) {
         let boot_id = adopt::boot_id();
         let now_ns = adopt::monotonic_ns();
-        let path = dir.join(statefile::STATE_NAME);
-        let state =
-            match statefile::read(dir).and_then(|b| b.map(|b| statefile::decode(&b)).transpose()) {
-                Ok(None) => None,
-                Ok(Some(state)) if state.boot_id != boot_id || state.origin_ns > now_ns => {
-                    tracing::info!("{}: from before a reboot; ignored", path.display());
-                    None
-                }
-                Ok(Some(state)) => Some(state),
-                Err(why) => {
-                    tracing::warn!(
-                        "{}: {why}; ignored: no history, nothing adopted",
-                        path.display()
-                    );
-                    None
-                }
-            };
+        let mut path = dir.join(statefile::STATE_NAME);
+        let handed_over = handed.is_some();
+        let (read, outputs) = match handed {
+            Some(handed) => {
+                path = PathBuf::from("the handed-over state");
+                let outputs = reexec::take_outputs(&handed.outputs, &handed.state.procs);
+                (Ok(Some(handed.state)), outputs)
+            }
+            None => {
+                let read =
+                    statefile::read(dir).and_then(|b| b.map(|b| statefile::decode(&b)).transpose());
+                (read, BTreeMap::new())
+            }
+        };
+        let state = match read {
+            Ok(None) => None,
+            Ok(Some(state)) if state.boot_id != boot_id || state.origin_ns > now_ns => {
+                tracing::info!("{}: from before a reboot; ignored", path.display());
+                None
+            }
+            Ok(Some(state)) => Some(state),
+            Err(why) => {
+                tracing::warn!(
+                    "{}: {why}; ignored: no history, nothing adopted",
+                    path.display()
+                );
+                None
+            }
+        };
         let now = std::time::Instant::now();
         let (origin_ns, origin) = match &state {
             Some(s) => match now.checked_sub(Duration::from_nanos(now_ns - s.origin_ns)) {
@@ -1416,6 +1504,8 @@ impl Survival {
             wanted_at_shutdown: None,
             resume: state,
             survivors: BTreeMap::new(),
+            outputs,
+            handed_over,
         };
         (survival, origin)
     }
@@ -1432,8 +1522,16 @@ impl Survival {
                 continue;
             };
             let record = records.get(&p.job).filter(|r| r.pid == p.pid);
-            let started = record.is_some_and(|r| adopt::start_ticks(p.pid) == Some(r.start_ticks));
-            let tagged = record.is_some_and(|r| adopt::instance_of(p.pid).as_ref() == Some(&r.tag));
+            // After a reexec, a recorded pid that is still this daemon's child is the same
+            // process (a child's pid is not freed until it is reaped), even one that ended
+            // during the reexec: a zombie, whose end is then reaped with its exit status.
+            let child = self.handed_over
+                && record.is_some()
+                && process::read_stat(p.pid).is_some_and(|s| s.ppid == std::process::id());
+            let started =
+                child || record.is_some_and(|r| adopt::start_ticks(p.pid) == Some(r.start_ticks));
+            let tagged =
+                child || record.is_some_and(|r| adopt::instance_of(p.pid).as_ref() == Some(&r.tag));
             let pidfd = (started && tagged)
                 .then(|| process::pidfd_open(p.pid))
                 .flatten();
@@ -1478,6 +1576,8 @@ impl Runtime {
             let left = std::mem::take(&mut self.survival.survivors);
             stop.extend(left.values().map(|(r, _)| r.pid));
         }
+        // The handed-over pipes of what was not adopted are closed.
+        self.survival.outputs.clear();
         let adopted: std::collections::BTreeSet<String> = self
             .survival
             .records
@@ -1511,14 +1611,45 @@ impl Runtime {
                 status,
             });
         };
-        let [stdout, stderr] = adopt::reattach(pid, record.pipes);
-        let output = match (&stdout, &stderr) {
-            (Some(_), Some(_)) => "its output is read again",
-            (None, None) => "its output is lost (its pipes are gone)",
-            _ => "part of its output is read again",
+        // Handed over by a reexec, else opened again through /proc after a crash.
+        let [stdout, stderr] = match self.survival.outputs.remove(&was) {
+            Some(handed) if handed.iter().any(Option::is_some) => handed,
+            _ => adopt::reattach(pid, record.pipes),
         };
-        tracing::info!(service = %name, pid, "adopted, left running by the previous daemon; {output}");
+        let output = match (&stdout, &stderr) {
+            (Some(_), Some(_)) => "its output is read on",
+            (None, None) => "its output is lost (its pipes are gone)",
+            _ => "part of its output is read on",
+        };
+        let output_fds = [stdout.as_ref(), stderr.as_ref()].map(|f| f.map(|f| f.as_raw_fd()));
         let alive = self.read_output(&name, stdout, stderr);
+        self.log_line(name.clone(), Stream::Start(pid), String::new());
+        self.survival.records.insert(
+            job,
+            ProcRecord {
+                job,
+                ..record.clone()
+            },
+        );
+        // After a reexec the process is still this daemon's child (the pid is the same): its
+        // end is reaped with its exit status, like any child's.
+        if process::read_stat(pid).is_some_and(|s| s.ppid == std::process::id()) {
+            tracing::info!(service = %name, pid, "taken over, still a child of this daemon; {output}");
+            let watch = self.watch_pidfd(pidfd);
+            let entry = ProcEntry {
+                service,
+                name,
+                pid,
+                instance: record.tag,
+                notify_socket: None,
+                tasks: vec![watch],
+                alive,
+                adopted: false,
+                output_fds,
+            };
+            return self.children.add_service(job, entry);
+        }
+        tracing::info!(service = %name, pid, "adopted, left running by the previous daemon; {output}");
         let tx = self.tx.clone();
         let watch = tokio::task::spawn_local(async move {
             // SAFETY: the pidfd is owned by the `AsyncFd` and stays open as long as it.
@@ -1533,30 +1664,46 @@ impl Runtime {
             let _ = tx.send(Event::AdoptedEnded(job)).await;
         })
         .abort_handle();
-        self.log_line(name.clone(), Stream::Start(pid), String::new());
         self.children.add_adopted(
             job,
             ProcEntry {
                 service,
                 name,
                 pid,
-                instance: record.tag.clone(),
+                instance: record.tag,
                 notify_socket: None,
                 tasks: vec![watch],
                 alive,
                 adopted: true,
+                output_fds,
             },
         );
-        self.survival
-            .records
-            .insert(job, ProcRecord { job, ..record });
     }
 
     /// Rewrites the state file (crate::statefile) with what the kernel keeps and what is known
     /// of each live process.
     fn save_state(&mut self) {
+        self.survival.dirty = false;
+        let bytes = self.state_bytes();
         let survival = &mut self.survival;
-        survival.dirty = false;
+        match statefile::write(&self.state_dir, &bytes) {
+            Ok(()) => survival.failed_noted = false,
+            Err(e) if !survival.failed_noted => {
+                survival.failed_noted = true;
+                tracing::warn!(
+                    "cannot write {}: {e}; a crash of the daemon now would lose the latest \
+                     history and start services twice",
+                    self.state_dir.join(statefile::STATE_NAME).display()
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The state file's bytes now: what the kernel keeps and what is known of each live
+    /// process; without the histories if it would be over its bound.
+    fn state_bytes(&mut self) -> Vec<u8> {
+        let survival = &mut self.survival;
         let mut kernel = self.kernel.saved();
         if let Some(wanted) = &survival.wanted_at_shutdown {
             for s in &mut kernel.services {
@@ -1590,18 +1737,253 @@ impl Runtime {
                 );
             }
         }
-        match statefile::write(&self.state_dir, &bytes) {
-            Ok(()) => survival.failed_noted = false,
-            Err(e) if !survival.failed_noted => {
-                survival.failed_noted = true;
-                tracing::warn!(
-                    "cannot write {}: {e}; a crash of the daemon now would lose the latest \
-                     history and start services twice",
-                    self.state_dir.join(statefile::STATE_NAME).display()
-                );
-            }
-            Err(_) => {}
+        bytes
+    }
+}
+
+// ----- upgrading in place (DESIGN §13, crate::reexec) ------------------------------------------
+
+impl Runtime {
+    /// `medic reexec`: refuses what adoption could not carry, then runs
+    /// `BINARY daemon --check-state FD` as a child on a handover of the state now; its answer
+    /// comes as [`Event::ReexecChecked`]. Nothing changes until it has accepted.
+    fn start_reexec(&mut self, binary: Option<String>, reply: mpsc::Sender<Response>) {
+        let refuse = |why: String| {
+            let _ = reply.try_send(Response::Error(format!(
+                "reexec refused: {why}; nothing changed, the daemon goes on"
+            )));
+        };
+        if self.reexec.is_some() || self.reexec_go.is_some() {
+            return refuse("another reexec is under way".into());
         }
+        if let Some(why) = self.reexec_refusal() {
+            return refuse(why);
+        }
+        let binary = match binary {
+            Some(b) if Path::new(&b).is_absolute() => PathBuf::from(b),
+            Some(b) => return refuse(format!("{b} is not an absolute path")),
+            None => reexec::own_binary(),
+        };
+        let (bytes, _) = self.handover();
+        let check = reexec::memfd(&bytes).and_then(|memfd| self.spawn_check(&binary, &memfd));
+        match check {
+            Ok(()) => {
+                tracing::info!(
+                    "medic reexec: asking {} to check the state",
+                    binary.display()
+                );
+                self.reexec = Some(Reexec { binary, reply });
+            }
+            Err(e) => refuse(format!(
+                "cannot run {} daemon --check-state: {e}",
+                binary.display()
+            )),
+        }
+    }
+
+    /// Why the processes running now could not all be taken over as they are, if they could
+    /// not (the kernel would stop and start them afresh: `not_adoptable` in the kernel).
+    fn reexec_refusal(&self) -> Option<String> {
+        if self.shutting_down {
+            return Some("the daemon is shutting down".into());
+        }
+        if self.config_read.is_some() {
+            return Some("a config reload is under way; try again when it is done".into());
+        }
+        for s in self.kernel.saved().services {
+            let Some(p) = s.process else { continue };
+            let name = &s.name;
+            if !matches!(s.instance.kind, Kind::Process { .. }) {
+                return Some(format!(
+                    "{name}: its oneshot command is running (its exit status must be waited \
+                     for); try again when it is done"
+                ));
+            }
+            if p.stopping || !s.wanted {
+                return Some(format!(
+                    "{name} is being stopped; try again when it has stopped"
+                ));
+            }
+            let notified = matches!(
+                s.instance.ready,
+                Readiness::NotifyFd(_) | Readiness::SdNotify
+            );
+            if !p.ready && notified {
+                return Some(format!(
+                    "{name} has not notified its readiness yet (its readiness channel would \
+                     not survive); try again when it is ready"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Runs `binary daemon -c CONFIG --check-state FD` with the memfd as FD, in a group of its
+    /// own, its stdout and stderr on one pipe; waits for it off the loop, for at most
+    /// [`reexec::CHECK_TIMEOUT`] (then SIGKILL to its group).
+    fn spawn_check(&mut self, binary: &Path, memfd: &OwnedFd) -> io::Result<()> {
+        use std::os::unix::process::CommandExt;
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let fd = memfd.as_raw_fd();
+        let mut cmd = std::process::Command::new(binary);
+        cmd.arg("daemon")
+            .arg("-c")
+            .arg(&self.config_path)
+            .arg("--check-state")
+            .arg(fd.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(write.try_clone()?)
+            .stderr(write)
+            .process_group(0);
+        // SAFETY: only fcntl, which is async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || match libc::fcntl(fd, libc::F_SETFD, 0) {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            })
+        };
+        let pid = cmd.spawn()?.id();
+        // The parent's copies of the write end go with `cmd`: the pipe ends with the child.
+        drop(cmd);
+        let (status_tx, status_rx) = oneshot::channel();
+        let token = self.children.add_check(pid, status_tx);
+        let tx = self.tx.clone();
+        let shown = binary.display().to_string();
+        tokio::task::spawn_local(async move {
+            let run = async move {
+                let mut output = Vec::new();
+                if let Ok(mut pipe) = pipe::Receiver::from_owned_fd(read) {
+                    let mut buf = [0u8; 512];
+                    while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+                        let room = CHECK_OUTPUT_BYTES.saturating_sub(output.len());
+                        output.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                }
+                let status = status_rx.await.unwrap_or(ExitStatus::Signal(9));
+                (status, String::from_utf8_lossy(&output).trim().to_string())
+            };
+            let result = match tokio::time::timeout(reexec::CHECK_TIMEOUT, run).await {
+                // A binary that exits 0 whatever it is asked (`/bin/true`) is not taken for
+                // one that read the state.
+                Ok((status, said)) if status.success() && said.contains(reexec::ACCEPTED) => Ok(()),
+                Ok((status, said)) => {
+                    let said = match said.is_empty() {
+                        true => "and said nothing".to_string(),
+                        false => format!("saying:\n{said}"),
+                    };
+                    Err(format!(
+                        "{shown} daemon --check-state does not accept this daemon's state: \
+                         it ended with {status} {said}"
+                    ))
+                }
+                Err(_) => {
+                    let _ = tx.send(Event::Expire { pid, token }).await;
+                    Err(format!(
+                        "{shown} daemon --check-state did not answer within {}s",
+                        reexec::CHECK_TIMEOUT.as_secs()
+                    ))
+                }
+            };
+            let _ = tx.send(Event::ReexecChecked(result)).await;
+        });
+        Ok(())
+    }
+
+    /// The check has answered: refuse, or answer the client and `execve` once this round of
+    /// inputs is done (in [`Runtime::serve`]).
+    fn reexec_checked(&mut self, result: Result<(), String>) {
+        let Some(Reexec { binary, reply }) = self.reexec.take() else {
+            return;
+        };
+        // The loop went on during the check: what runs now must still be taken over whole.
+        match result.and_then(|()| self.reexec_refusal().map_or(Ok(()), Err)) {
+            Ok(()) => {
+                let _ = reply.try_send(Response::Done);
+                self.reexec_go = Some(binary);
+            }
+            Err(why) => {
+                tracing::warn!("medic reexec refused: {why}");
+                let _ = reply.try_send(Response::Error(format!(
+                    "reexec refused: {why}\nnothing changed, the daemon goes on"
+                )));
+            }
+        }
+    }
+
+    /// The handover now, and the output pipes it names (each checked against the inode the
+    /// state records for it: a reader that has ended may have let its number be reused).
+    fn handover(&mut self) -> (Vec<u8>, Vec<std::os::fd::RawFd>) {
+        let state = self.state_bytes();
+        let mut outputs = Vec::new();
+        let mut fds = Vec::new();
+        for (job, record) in &self.survival.records {
+            let Some(entry) = self.children.service(*job) else {
+                continue;
+            };
+            let mut pipes = [None, None];
+            for (i, pipe) in pipes.iter_mut().enumerate() {
+                if let (Some(fd), Some(inode)) = (entry.output_fds[i], record.pipes[i]) {
+                    if reexec::is_pipe(fd, inode) {
+                        *pipe = Some(fd);
+                        fds.push(fd);
+                    }
+                }
+            }
+            outputs.push(reexec::Outputs {
+                job: *job,
+                fds: pipes,
+            });
+        }
+        let handover = reexec::Handover {
+            state,
+            config_text: self.config_text.clone(),
+            outputs,
+        };
+        (handover.encode(), fds)
+    }
+
+    /// Writes the state file, hands the state over in a memfd, makes it and the output pipes
+    /// inheritable, and `execve`s `binary` with this process's arguments and `--take-over`.
+    /// Returns only if that failed: then close-on-exec is set back and the daemon goes on.
+    fn exec(&mut self, binary: &Path) {
+        // Should the new binary fail after all, what it left is adopted as after a crash.
+        self.save_state();
+        let (bytes, pipes) = self.handover();
+        let memfd = match reexec::memfd(&bytes) {
+            Ok(fd) => fd,
+            Err(e) => {
+                return tracing::error!(
+                    "reexec: cannot create the handover ({e}); the daemon goes on"
+                )
+            }
+        };
+        let mut inheritable = vec![memfd.as_raw_fd()];
+        inheritable.extend(pipes);
+        let cleared = inheritable
+            .iter()
+            .try_for_each(|&fd| reexec::set_cloexec(fd, false));
+        let error = match cleared {
+            Ok(()) => {
+                let args = reexec::exec_args(memfd.as_raw_fd());
+                tracing::info!(
+                    "re-executing {} with pid {}: {} process(es) and {} output pipe(s) handed over",
+                    binary.display(),
+                    std::process::id(),
+                    self.survival.records.len(),
+                    inheritable.len() - 1
+                );
+                crate::logsink::flush(Duration::from_millis(200));
+                reexec::exec(binary, &args)
+            }
+            Err(e) => e,
+        };
+        for fd in inheritable {
+            let _ = reexec::set_cloexec(fd, true);
+        }
+        tracing::error!(
+            "reexec: execve {}: {error}; the daemon goes on as it was",
+            binary.display()
+        );
     }
 }
 

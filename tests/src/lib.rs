@@ -29,6 +29,12 @@ pub fn notify_bin() -> PathBuf {
     sibling_bin("medic-test-notify")
 }
 
+/// The `medic-test-upgrade` helper (an upgraded medic whose first act is to make a service
+/// end during the reexec).
+pub fn upgrade_bin() -> PathBuf {
+    sibling_bin("medic-test-upgrade")
+}
+
 /// The `medic-test-hold` helper (holds connections that send nothing).
 pub fn hold_bin() -> PathBuf {
     sibling_bin("medic-test-hold")
@@ -111,18 +117,31 @@ pub struct Daemon {
     log: PathBuf,
     /// More environment for the daemon.
     env: Vec<(String, String)>,
+    /// A command the daemon runs under (`unshare --pid --fork …`), or none.
+    wrap: Vec<String>,
 }
 
 impl Daemon {
     /// Writes `config` (where `@DIR@` stands for the scratch directory and `@NOTIFY@` for the
     /// notify helper) and starts `medic daemon` on it; returns once it answers `status`.
     pub fn start(config: &str) -> Daemon {
-        Daemon::start_with_env(config, &[])
+        Daemon::start_full(config, &[], &[])
     }
 
     /// As [`Daemon::start`], with more environment for the daemon (`@DIR@` in a value stands
     /// for the scratch directory).
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(config, env, &[])
+    }
+
+    /// [`Daemon::start`] under `wrap` (a command that runs the rest of its arguments in a
+    /// child, `unshare --pid --fork --kill-child=SIGTERM`): [`Daemon::daemon_pid`] is then
+    /// the wrapper's child, which signals go to.
+    pub fn start_wrapped(config: &str, wrap: &[&str]) -> Daemon {
+        Daemon::start_full(config, &[], wrap)
+    }
+
+    fn start_full(config: &str, env: &[(&str, &str)], wrap: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("medic-e2e")
             .tempdir()
@@ -140,6 +159,7 @@ impl Daemon {
                 })
                 .collect(),
             dir,
+            wrap: wrap.iter().map(|s| s.to_string()).collect(),
         };
         d.write_config(config);
         let mut d = d;
@@ -156,7 +176,15 @@ impl Daemon {
             .append(true)
             .open(&d.log)
             .expect("the daemon's log file");
-        let child = Command::new(medic_bin())
+        let mut cmd = match d.wrap.split_first() {
+            Some((wrapper, args)) => {
+                let mut cmd = Command::new(wrapper);
+                cmd.args(args).arg(medic_bin());
+                cmd
+            }
+            None => Command::new(medic_bin()),
+        };
+        let child = cmd
             .arg("daemon")
             .arg("-c")
             .arg(&d.config)
@@ -345,9 +373,27 @@ impl Daemon {
         )
     }
 
+    /// The daemon's pid as this test sees it: [`Daemon::pid`], or the wrapper's child.
+    pub fn daemon_pid(&self) -> u32 {
+        if self.wrap.is_empty() {
+            return self.pid();
+        }
+        wait_for(
+            "the wrapper to start the daemon",
+            || self.wrapped_child(),
+            || self.log(),
+        )
+    }
+
+    fn wrapped_child(&self) -> Option<u32> {
+        let pid = self.child.as_ref()?.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+        children.ok()?.split_whitespace().next()?.parse().ok()
+    }
+
     /// Sends `signal` to the daemon.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.daemon_pid() as i32), signal)
             .expect("signalling the daemon");
     }
 
@@ -371,6 +417,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // The wrapper does not pass SIGTERM on.
+        if let Some(pid) = self.wrapped_child().filter(|_| !self.wrap.is_empty()) {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
         if let Some(child) = self.child.as_mut() {
             end(child);
         }

@@ -172,6 +172,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             Response::Done => Ok(()),
             other => Err(unexpected(other)),
         },
+        Command::Reexec { binary, target } => reexec(&target, binary).await,
         Command::Trace(TraceCommand::Save { file, target }) => {
             let file = absolute(&file)?;
             let path = file.display().to_string();
@@ -230,6 +231,47 @@ pub fn publish_outputs(
                 HOOK_TIMEOUT.as_millis()
             ),
         }),
+    }
+}
+
+/// How long `medic reexec` waits for the new binary to answer.
+const REEXEC_WAIT: Duration = Duration::from_secs(30);
+
+/// `medic reexec`: asks the daemon to check and execve `binary`; once it has said yes, no
+/// answer comes from the old binary any more, so the next one that answers is the new one.
+async fn reexec(target: &Target, binary: Option<PathBuf>) -> Result<(), Failure> {
+    let binary = binary.as_deref().map(absolute).transpose()?;
+    let shown = binary
+        .as_ref()
+        .map_or("the running binary".to_string(), |b| {
+            b.display().to_string()
+        });
+    let request = Request::Reexec {
+        binary: binary.map(|b| b.display().to_string()),
+    };
+    match ask(target, request).await? {
+        Response::Done => emit(&format!("re-executing {shown}")),
+        other => return Err(unexpected(other)),
+    }
+    let socket = socket_path(target)?;
+    let deadline = std::time::Instant::now() + REEXEC_WAIT;
+    loop {
+        if let Ok(Response::Info(info)) = control::request(&socket, Request::Info).await {
+            emit(&format!(
+                "medic {} answers again, pid {}",
+                info.version, info.pid
+            ));
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Failure::failed(format!(
+                "no daemon has answered on {} for {}s since it began re-executing {shown}; \
+                 see its log",
+                socket.display(),
+                REEXEC_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -140,6 +140,14 @@ pub enum Command {
         /// The state directory for control.sock [default: see above].
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Only check that this binary accepts the state handed over in FD (a descriptor
+        /// number) or PATH, as `medic reexec` does before it re-executes: exit 0 and say
+        /// `state accepted`, or exit 1 and say why. Starts nothing.
+        #[arg(long, value_name = "FD|PATH")]
+        check_state: Option<String>,
+        /// Take over from the daemon this one re-executed over (set by `medic reexec`).
+        #[arg(long, value_name = "FD", hide = true)]
+        take_over: Option<String>,
     },
     /// Validate a config and print its services in the order they start.
     #[command(
@@ -349,6 +357,30 @@ pub enum Command {
         daemon answering it exits 3."
     )]
     Hook(HookArgs),
+    /// Upgrade in place: re-execute the daemon (or PATH) with the same pid; nothing restarts.
+    #[command(
+        long_about = "Upgrade in place: re-execute the daemon, or the binary PATH, \
+        with the same pid, so that it takes over every running service without restarting \
+        any.\n\n\
+        The daemon first runs `PATH daemon --check-state FD` on its state (history, strikes, \
+        each live process): if PATH does not accept it (not medic, another state layout, a \
+        config it does not read), or when a service is in a state that could not be taken \
+        over (a oneshot running, a service being stopped, one not yet ready whose readiness \
+        channel would not survive), the command exits 1 saying why, and nothing changes. \
+        Otherwise the daemon execs PATH (default: the binary it runs, /proc/self/exe) with \
+        its own arguments; the new binary adopts every process (same pids, still its \
+        children), reads on their output (`medic logs` goes on; the lines captured before \
+        are not carried over), and its history and strikes go on. The command returns once \
+        the new binary answers (exit 1 if that takes over 30s). Works as PID 1."
+    )]
+    Reexec {
+        /// The binary to run (made absolute against the current directory) [default: the
+        /// running one].
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Save the daemon's in-memory trace of recent inputs.
     #[command(subcommand)]
     Trace(TraceCommand),
@@ -463,7 +495,19 @@ pub fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Daemon { config, state_dir } => return daemon::run(config.config, state_dir),
+        Command::Daemon {
+            config,
+            state_dir,
+            check_state,
+            take_over,
+        } => {
+            return daemon::run(daemon::Start {
+                config: config.config,
+                state_dir,
+                check_state,
+                take_over,
+            })
+        }
         Command::Check { config, dot } => check::run(config.config, dot),
         Command::Replay { file, verbose } => replay::run(&file, verbose),
         Command::Hook(args) => hook::run(args),

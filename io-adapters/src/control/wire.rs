@@ -101,6 +101,14 @@ pub enum Request {
     /// Re-read the config file and apply only the difference, as SIGHUP does; answered by
     /// `Done`, or by an error naming every problem (then nothing changes).
     ReloadConfig,
+    /// Upgrade in place (DESIGN §13): check that `binary` (an absolute path; the running
+    /// binary when `None`) accepts this daemon's state, then `execve` it with the same pid,
+    /// taking over every process. Answered by `Done` just before the `execve`, or by an error
+    /// saying why nothing changed.
+    Reexec {
+        /// The binary to run.
+        binary: Option<String>,
+    },
 }
 
 /// What the daemon answers. Variants are only ever added at the end.
@@ -470,6 +478,8 @@ mod tests {
         assert_eq!(stop, [2, 1, 1, b'a']);
         assert_eq!(postcard::to_allocvec(&Request::Info).unwrap(), [10]);
         assert_eq!(postcard::to_allocvec(&Request::ReloadConfig).unwrap(), [13]);
+        let reexec = Request::Reexec { binary: None };
+        assert_eq!(postcard::to_allocvec(&reexec).unwrap(), [14, 0]);
         let report = Request::StatusReport { services: vec![] };
         assert_eq!(postcard::to_allocvec(&report).unwrap(), [11, 0]);
         let logs = Request::LogRecords {

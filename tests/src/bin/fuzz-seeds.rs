@@ -173,6 +173,12 @@ fn main() {
             },
         ),
         ("ping", Request::Ping),
+        (
+            "reexec",
+            Request::Reexec {
+                binary: Some("/usr/sbin/medic".into()),
+            },
+        ),
     ];
     for (name, request) in requests {
         let frame = control::encode_frame(&request, control::MAX_REQUEST_BYTES).expect("encode");
