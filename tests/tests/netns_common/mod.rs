@@ -82,6 +82,33 @@ impl Netns {
         self.ip(&["link", "set", "wan", "up"]);
     }
 
+    /// A veth pair `ifname` (here) ⇄ `peer_ifname` (in `peer`), both up.
+    pub fn veth_to(&self, ifname: &str, peer: &Netns, peer_ifname: &str) {
+        self.ip(&[
+            "link",
+            "add",
+            ifname,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer_ifname,
+            "netns",
+            &peer.name,
+        ]);
+        peer.ip(&["link", "set", peer_ifname, "up"]);
+        self.ip(&["link", "set", ifname, "up"]);
+    }
+
+    /// Write `value` to `/proc/sys/net/KEY` of this namespace (`ipv6/conf/all/forwarding`).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        // Writes to /proc/sys/net apply to the namespace of the writing thread.
+        self.run(|| {
+            let path = format!("/proc/sys/net/{key}");
+            std::fs::write(&path, value).unwrap_or_else(|e| panic!("{path}: {e}"));
+        });
+    }
+
     /// Move the calling thread into this namespace (for good: call it on a dedicated thread).
     pub fn enter(&self) {
         enter(&self.name);
