@@ -24,7 +24,9 @@
 //!   `ipv4` for a DHCPv4 event, `ipv6` for a DHCPv6 one. `unbound`: it holds none (deconfig,
 //!   expire, nak, release, stop, unbound, …): no `ipv4`, no `ipv6`. `notice`: an event that
 //!   changes nothing (dhcpcd's PREINIT, CARRIER, ROUTERADVERT, …): the hook prints it with
-//!   `--print` but does not publish it, so it never wipes a lease.
+//!   `--print` but does not publish it, so it never wipes a lease. Nor is dhcpcd's
+//!   `DELEGATED6` (about a downstream interface numbered from the delegation, `ia_pd 1
+//!   lan/0/64`: it would replace the uplink's map, whose `prefixes` hold the delegation).
 //! * `router`, `domain` and `lease-s` are absent when the client gave none, so a template that
 //!   needs one fails (and keeps its old file) instead of rendering an empty value.
 //! * A prefix or address with valid lifetime 0 is a withdrawal: it is left out.
@@ -186,7 +188,11 @@ pub fn normalise(
     Ok(Normalised {
         map,
         errors,
-        publish: event.state != State::Notice,
+        // dhcpcd's DELEGATED6 is about a downstream interface it numbered from a delegation
+        // (`ia_pd 1 lan/0/64`): published, it would replace the uplink's map, which carries
+        // the delegated prefix already.
+        publish: event.state != State::Notice
+            && !(client == Client::Dhcpcd && event.reason == "DELEGATED6"),
     })
 }
 

@@ -545,3 +545,19 @@ fn the_same_input_gives_the_same_bytes() {
         "{a}"
     );
 }
+
+#[test]
+fn dhcpcd_delegated6_for_a_downstream_interface_is_printed_not_published() {
+    let env: BTreeMap<String, String> = [
+        ("reason", "DELEGATED6"),
+        ("interface", "lan"),
+        ("new_delegated_dhcp6_prefix", "2001:db8:100::1/64"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let n = normalise(Client::Dhcpcd, &[], &env).unwrap();
+    assert!(!n.publish, "it would replace the uplink's map");
+    assert_eq!(n.map["state"], "bound");
+    assert_eq!(n.map["interface"], "lan");
+}
