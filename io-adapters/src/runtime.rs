@@ -850,7 +850,7 @@ impl Runtime {
         let (argv, is_process) = match &config.kind {
             Kind::Process { argv } => (argv, true),
             Kind::Oneshot { argv, .. } => (argv, false),
-            Kind::Interface { .. } => return,
+            Kind::Interface { .. } | Kind::Device { .. } => return,
         };
         let exec = Exec::of(config);
         let instance = self.instance_tag(job);

@@ -51,6 +51,7 @@
 
 mod adopt;
 pub mod config;
+mod devices;
 mod graph;
 pub mod health;
 pub mod history;
@@ -71,6 +72,7 @@ mod view;
 
 pub use adopt::{Saved, SavedProcess, SavedService};
 pub use config::{Config, ServiceConfig};
+pub use devices::{glob, Device, DeviceMatch};
 pub use health::Condition;
 pub use history::{History, Outcome, Record};
 pub use kernel::Kernel;

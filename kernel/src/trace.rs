@@ -44,7 +44,9 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   `restart-every`, `at` and `jitter` in a service's definition, `clock-trusted-after`;
 ///   `Timer::Periodic` and `Timer::At`; `Input::WallClock`; `Input::Resume` and `Effect::Adopt`
 ///   (a daemon that survived its own crash), `ExitStatus::Unknown`.
-pub const FORMAT_VERSION: u32 = 4;
+/// * 5: `Kind::Device` (a `device = {…}` service) and `Input::Devices`; the snapshot keeps the
+///   present devices and what each device service matches.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

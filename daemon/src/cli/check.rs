@@ -96,7 +96,7 @@ pub fn warnings(config: &Config, base: &Path) -> Vec<String> {
                 commands.push(("oneshot", argv));
                 commands.extend(stop.iter().map(|a| ("stop", a)));
             }
-            Kind::Interface { .. } => {}
+            Kind::Interface { .. } | Kind::Device { .. } => {}
         }
         if let Readiness::Poll(Check::Run(argv)) = &s.ready {
             commands.push(("ready", argv));
@@ -226,13 +226,15 @@ pub fn graph(config: &Config) -> String {
     table(&["NAME", "KIND", "NEEDS", "AFTER", "WHAT"], &rows, false)
 }
 
-/// What a service runs or watches: its command line, or its link and when that is ready.
+/// What a service runs or watches: its command line, its link and when that is ready, or the
+/// device it matches.
 fn what(kind: &Kind) -> String {
     match kind {
         Kind::Process { argv } | Kind::Oneshot { argv, .. } => argv.join(" "),
         Kind::Interface { ifname, ready_when } => {
             format!("link {ifname}, ready when {}", ready_when.name())
         }
+        Kind::Device { matcher } => format!("device {}", matcher.describe()),
     }
 }
 
