@@ -194,6 +194,12 @@ fn read_small(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The last part of where the symlink at `path` points (`…/bus/usb-serial` → `usb-serial`).
+fn link_name(path: &Path) -> Option<String> {
+    let target = std::fs::read_link(path).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
 /// Where sysfs is mounted (`/sys`; a fake tree in tests) and what the services match.
 #[derive(Clone, Debug)]
 pub struct Sysfs {
@@ -281,10 +287,8 @@ impl Sysfs {
 
     /// The driver bound to the device or its nearest ancestor (the `driver` symlink's name).
     fn ancestor_driver(&self, devpath: &str) -> Option<String> {
-        self.lineage(devpath).find_map(|dir| {
-            let target = std::fs::read_link(dir.join("driver")).ok()?;
-            Some(target.file_name()?.to_string_lossy().into_owned())
-        })
+        self.lineage(devpath)
+            .find_map(|dir| link_name(&dir.join("driver")))
     }
 
     /// Coldplug: every device in sysfs that a matcher names. Blocking file I/O: run it off
@@ -328,9 +332,17 @@ impl Sysfs {
                     let Ok(text) = read_small(&real.join("uevent")) else {
                         continue;
                     };
-                    let Ok(ev) = parse_sysfs(&devpath, &text) else {
+                    let Ok(mut ev) = parse_sysfs(&devpath, &text) else {
                         continue;
                     };
+                    // A uevent file has no SUBSYSTEM (the kernel adds it to the event
+                    // only): it is the name the `subsystem` link points to.
+                    if !ev.props.contains_key("SUBSYSTEM") {
+                        let Some(subsystem) = link_name(&real.join("subsystem")) else {
+                            continue;
+                        };
+                        ev.props.insert("SUBSYSTEM".into(), subsystem);
+                    }
                     if let Some(d) = self.device(&ev) {
                         if found.len() < MAX_DEVICES {
                             found.insert(devpath, d);
@@ -720,21 +732,19 @@ mod tests {
             port.join("driver"),
         )
         .unwrap();
-        std::fs::write(
-            tty.join("uevent"),
-            "MAJOR=188\nMINOR=0\nDEVNAME=ttyUSB0\nSUBSYSTEM=tty\n",
-        )
-        .unwrap();
+        std::fs::write(tty.join("uevent"), "MAJOR=188\nMINOR=0\nDEVNAME=ttyUSB0\n").unwrap();
         std::fs::create_dir_all(root.join("class/tty")).unwrap();
+        std::os::unix::fs::symlink(root.join("class/tty"), tty.join("subsystem")).unwrap();
         std::os::unix::fs::symlink(&tty, root.join("class/tty/ttyUSB0")).unwrap();
         let lp = root.join("devices/virtual/block/loop0");
         std::fs::create_dir_all(&lp).unwrap();
         std::fs::write(
             lp.join("uevent"),
-            "MAJOR=7\nMINOR=0\nDEVNAME=loop0\nDEVTYPE=disk\nSUBSYSTEM=block\n",
+            "MAJOR=7\nMINOR=0\nDEVNAME=loop0\nDEVTYPE=disk\n",
         )
         .unwrap();
         std::fs::create_dir_all(root.join("class/block")).unwrap();
+        std::os::unix::fs::symlink(root.join("class/block"), lp.join("subsystem")).unwrap();
         std::os::unix::fs::symlink(&lp, root.join("class/block/loop0")).unwrap();
         // A broken link (a device gone mid-walk) is skipped.
         std::os::unix::fs::symlink(root.join("devices/gone"), root.join("class/block/gone"))
