@@ -118,6 +118,50 @@ device = { subsystem = "net", name = "no-such-link-*" }
     assert!(none["device"].is_null(), "{none}");
 }
 
+/// The daemon's `NETLINK_KOBJECT_UEVENT` sockets (protocol 15 in `/proc/PID/net/netlink`).
+fn uevent_sockets(d: &Daemon) -> usize {
+    let pid = d.pid();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/netlink")).unwrap_or_default();
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let inode = cols.last()?;
+            (cols.get(1) == Some(&"15")).then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter(|t| inodes.iter().any(|i| t.to_string_lossy() == *i))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_uevent_socket_is_open_only_while_a_device_service_is_configured() {
+    let d = Daemon::start("[service.idle]\nrun = [\"/bin/sleep\", \"1000\"]\n");
+    d.wait_condition("idle", "ready");
+    assert_eq!(uevent_sockets(&d), 0, "no device service, no socket");
+    d.write_config(
+        "[service.idle]\nrun = [\"/bin/sleep\", \"1000\"]\n\
+         [service.lo]\ndevice = { subsystem = \"net\", name = \"lo\" }\n",
+    );
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_condition("lo", "ready");
+    assert_eq!(uevent_sockets(&d), 1);
+    d.write_config("[service.idle]\nrun = [\"/bin/sleep\", \"1000\"]\n");
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(
+        "the uevent socket to be closed",
+        || (uevent_sockets(&d) == 0).then_some(()),
+        || d.log(),
+    );
+}
+
 #[test]
 #[ignore = "a measurement: run with --ignored --nocapture"]
 fn a_sysfs_walk_takes() {
