@@ -405,8 +405,9 @@ impl Table {
     }
 }
 
-/// The uevent socket: the kernel's multicast group 1, non-blocking, close-on-exec.
-fn open_socket() -> io::Result<OwnedFd> {
+/// The uevent socket: the kernel's multicast group 1, non-blocking, close-on-exec, with a
+/// receive buffer of `rcvbuf` bytes (default [`RCVBUF`]; tests make it tiny to overflow it).
+fn open_socket(rcvbuf: Option<usize>) -> io::Result<OwnedFd> {
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Datagram,
@@ -414,8 +415,13 @@ fn open_socket() -> io::Result<OwnedFd> {
         SockProtocol::NetlinkKObjectUEvent,
     )?;
     // A bigger buffer for bursts; beyond the limit root may force it. Neither is fatal.
-    if setsockopt(&fd, sockopt::RcvBufForce, &RCVBUF).is_err() {
-        let _ = setsockopt(&fd, sockopt::RcvBuf, &RCVBUF);
+    match rcvbuf {
+        Some(bytes) => setsockopt(&fd, sockopt::RcvBuf, &bytes)?,
+        None => {
+            if setsockopt(&fd, sockopt::RcvBufForce, &RCVBUF).is_err() {
+                let _ = setsockopt(&fd, sockopt::RcvBuf, &RCVBUF);
+            }
+        }
     }
     bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 1))?;
     Ok(fd)
@@ -448,9 +454,19 @@ pub fn watch(
     matchers: Vec<DeviceMatch>,
     tx: mpsc::Sender<Input>,
 ) -> io::Result<(DeviceWatcher, Input)> {
+    watch_with(root, matchers, tx, None)
+}
+
+/// [`watch`] with the socket's receive buffer set to `rcvbuf` bytes (tests overflow it).
+pub fn watch_with(
+    root: PathBuf,
+    matchers: Vec<DeviceMatch>,
+    tx: mpsc::Sender<Input>,
+    rcvbuf: Option<usize>,
+) -> io::Result<(DeviceWatcher, Input)> {
     // The socket first: what happens during the walk waits in it.
     // SAFETY: the socket is owned by the `AsyncFd` and stays open as long as it.
-    let fd = unsafe { AsyncFd::register_with_interest(open_socket()?, Interest::READABLE) }?;
+    let fd = unsafe { AsyncFd::register_with_interest(open_socket(rcvbuf)?, Interest::READABLE) }?;
     let mut sysfs = Sysfs {
         root,
         matchers: Arc::new(matchers),

@@ -118,6 +118,101 @@ device = { subsystem = "net", name = "no-such-link-*" }
     assert!(none["device"].is_null(), "{none}");
 }
 
+/// Deletes the links it names when dropped (they live in the host namespace).
+struct Links(Vec<String>);
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        for l in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", l])
+                .output();
+        }
+    }
+}
+
+/// The names of the devices in a device set.
+fn names(input: &medic_kernel::Input) -> Vec<String> {
+    match input {
+        medic_kernel::Input::Devices(set) => set.iter().map(|d| d.name.clone()).collect(),
+        other => panic!("not a device set: {other:?}"),
+    }
+}
+
+#[test]
+fn an_overflowed_uevent_socket_is_repaired_by_a_rewalk() {
+    // In the host namespace: sysfs there shows the links (a namespace's do not appear in the
+    // host's /sys). The names are this test's own.
+    if !medic_tests::root_or_skip(
+        "an_overflowed_uevent_socket_is_repaired_by_a_rewalk",
+        "to add links",
+    ) {
+        return;
+    }
+    const N: usize = 24;
+    let tag = std::process::id() % 1000;
+    let names_of: Vec<String> = (0..N).map(|i| format!("mdo{tag}x{i}")).collect();
+    let mut links = Links(Vec::new());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let local = tokio::task::LocalSet::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let matcher = medic_kernel::DeviceMatch {
+        subsystem: Some("net".into()),
+        name: Some(format!("mdo{tag}x*")),
+        ..Default::default()
+    };
+    // A receive buffer as small as the kernel allows: a few uevents fill it.
+    let (watcher, first) = local.block_on(&rt, async {
+        medic_io::devices::watch_with("/sys".into(), vec![matcher], tx, Some(1)).expect("watch")
+    });
+    assert!(names(&first).is_empty(), "{first:?}");
+    // The watcher's task is not polled while nothing drives the runtime: every uevent of these
+    // waits in the tiny buffer, and most are lost.
+    for name in &names_of {
+        let peer = name.replace("mdo", "mdp");
+        let out = std::process::Command::new("ip")
+            .args(["link", "add", name, "type", "veth", "peer", "name", &peer])
+            .output()
+            .expect("ip");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        links.0.push(name.clone());
+    }
+    let mut want = names_of.clone();
+    want.sort();
+    let got = local.block_on(&rt, async {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let input = rx.recv().await.expect("the watcher runs");
+                if names(&input) == want {
+                    return input;
+                }
+            }
+        })
+        .await
+    });
+    assert!(got.is_ok(), "the set of {N} links was never reported whole");
+    drop(links);
+    let gone = local.block_on(&rt, async {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if names(&rx.recv().await.expect("the watcher runs")).is_empty() {
+                    return;
+                }
+            }
+        })
+        .await
+    });
+    assert!(gone.is_ok(), "the links' removal was never reported");
+    drop(watcher);
+}
+
 /// The daemon's `NETLINK_KOBJECT_UEVENT` sockets (protocol 15 in `/proc/PID/net/netlink`).
 fn uevent_sockets(d: &Daemon) -> usize {
     let pid = d.pid();
