@@ -10,6 +10,7 @@
 //! * [`files`]: inotify on parent directories.
 //! * [`logs`]: the bounded ring of each service's output.
 //! * [`netlink`]: links and the link-up heal.
+//! * [`devices`]: uevents and sysfs: which devices are present.
 //! * [`control`]: the control socket.
 //! * [`statedir`]: the state directory's checks and lock; whom a client trusts.
 //! * [`logsink`]: the daemon's own log, which can neither block nor kill the loop.
@@ -27,6 +28,7 @@ pub mod checks;
 pub mod children;
 pub mod clock;
 pub mod control;
+pub mod devices;
 pub mod fds;
 pub mod files;
 pub mod hooks;

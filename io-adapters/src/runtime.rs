@@ -46,6 +46,7 @@ use crate::checks;
 use crate::children::{self, Alive, Children, ProcEntry, Reaped};
 use crate::clock;
 use crate::control::{self, Call, EventRow, LinkInfo, Request, Response};
+use crate::devices;
 use crate::files::Watcher;
 use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
 use crate::logsink::LineLimiter;
@@ -186,6 +187,10 @@ pub struct Runtime {
     ran: BTreeSet<ServiceId>,
     watcher: Option<Watcher>,
     links: Option<netlink::LinkWatcher>,
+    /// The uevent socket and its task, while the config has a device service.
+    devices: Option<devices::DeviceWatcher>,
+    /// Where the link and device watchers send their inputs.
+    hardware_tx: Option<mpsc::Sender<Input>>,
     config_path: PathBuf,
     base_dir: PathBuf,
     state_dir: PathBuf,
@@ -304,6 +309,8 @@ impl Runtime {
             ran: BTreeSet::new(),
             watcher,
             links: None,
+            devices: None,
+            hardware_tx: None,
             config_path: setup.config_path,
             base_dir,
             state_dir: setup.state_dir,
@@ -344,6 +351,9 @@ impl Runtime {
         self.install_signals().map_err(RuntimeError::Signals)?;
         // Links first, so the boot (the first Tick) already sees them.
         let (link_tx, mut link_rx) = mpsc::channel(LINK_QUEUE);
+        self.hardware_tx = Some(link_tx.clone());
+        // Devices too (coldplug), when a service asks for one.
+        self.follow_devices();
         match netlink::watch(link_tx).await {
             Ok(w) => self.links = Some(w),
             Err(e) => tracing::warn!("netlink unavailable ({e}): interface services stay absent"),
@@ -474,6 +484,31 @@ impl Runtime {
         let task = tokio::spawn(server.run(call_tx));
         tracing::info!("control socket {}", socket.display());
         Ok((calls, connections, Some(task)))
+    }
+
+    /// Opens the uevent socket when the config has its first device service, gives the watcher
+    /// the new matchers when it changed, closes it when no device service is left.
+    fn follow_devices(&mut self) {
+        let matchers = devices::matchers(self.kernel.config());
+        if matchers.is_empty() {
+            self.devices = None;
+            return;
+        }
+        if let Some(w) = &self.devices {
+            w.set_matchers(matchers);
+            return;
+        }
+        let Some(tx) = self.hardware_tx.clone() else {
+            return;
+        };
+        // Coldplug reads sysfs on the loop: a few hundred small in-memory files, once.
+        match devices::watch(PathBuf::from("/sys"), matchers, tx) {
+            Ok((w, first)) => {
+                self.devices = Some(w);
+                self.feed(first);
+            }
+            Err(e) => tracing::warn!("uevents unavailable ({e}): device services stay absent"),
+        }
     }
 
     /// Ends every followed stream with `why` as its last answer.
@@ -719,6 +754,7 @@ impl Runtime {
                     )),
                 };
                 self.feed(Input::ReplaceConfig { text });
+                self.follow_devices();
                 self.warn_daemon_keys();
                 // The captured output of services no longer in the config goes with them.
                 let kernel = &self.kernel;
@@ -924,7 +960,7 @@ impl Runtime {
         let (argv, is_process) = match &config.kind {
             Kind::Process { argv } => (argv, true),
             Kind::Oneshot { argv, .. } => (argv, false),
-            Kind::Interface { .. } => return,
+            Kind::Interface { .. } | Kind::Device { .. } => return,
         };
         let exec = Exec::of(config);
         let instance = self.instance_tag(job);

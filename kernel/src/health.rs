@@ -32,7 +32,7 @@ pub enum Condition {
     MemoryHigh,
     /// Asked to stop; `stop-timeout`, then SIGKILL.
     Stopping,
-    /// No such link.
+    /// No such link, or no device that matches.
     Absent,
     /// The link exists but is administratively down.
     AdminDown,
@@ -103,17 +103,19 @@ impl Condition {
     /// apply to processes (they come from probes).
     pub fn applies_to(&self, kind: &Kind) -> bool {
         use Condition::*;
-        let (process, oneshot, interface) = match kind {
-            Kind::Process { .. } => (true, false, false),
-            Kind::Oneshot { .. } => (false, true, false),
-            Kind::Interface { .. } => (false, false, true),
+        let (process, oneshot, interface, device) = match kind {
+            Kind::Process { .. } => (true, false, false, false),
+            Kind::Oneshot { .. } => (false, true, false, false),
+            Kind::Interface { .. } => (false, false, true, false),
+            Kind::Device { .. } => (false, false, false, true),
         };
         match self {
             Stopped | Waiting | Ready | Blocked | GivenUp => true,
             Starting | StartTimeout => process || oneshot,
             Exited | Unresponsive | MemoryHigh | Stopping | Custom(_) => process,
             Failed => oneshot,
-            Absent | AdminDown | NoCarrier | NoAddress => interface,
+            Absent => interface || device,
+            AdminDown | NoCarrier | NoAddress => interface,
         }
     }
 

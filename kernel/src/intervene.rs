@@ -42,7 +42,7 @@ impl Kernel {
         if slot.medical.given_up {
             return;
         }
-        if !slot.is_interface()
+        if !slot.is_hardware()
             && slot.proc.is_none()
             && slot.problem.is_none()
             && !slot.oneshot_done
@@ -92,7 +92,7 @@ impl Kernel {
     fn after_satisfied(&self, id: ServiceId) -> bool {
         self.slots[id.index()].after.iter().all(|a| {
             let s = &self.slots[a.index()];
-            s.is_interface()
+            s.is_hardware()
                 || !s.wanted
                 || s.medical.given_up
                 || (s.ever_started && !s.proc.is_some_and(|p| !p.ready && p.stop.is_none()))

@@ -16,7 +16,7 @@ use crate::health::{self, Condition};
 use crate::history::{History, Outcome};
 use crate::protocol::{Effect, Input, JobId, LinkState, ServiceId, WallClock};
 use crate::rules::{self, Plan};
-use crate::service::{FileAction, Slot};
+use crate::service::{FileAction, Hardware, Slot};
 use crate::time::Instant;
 use crate::timers::{Timer, Timers};
 use crate::view::ServiceView;
@@ -33,6 +33,12 @@ pub struct Kernel {
     pub(crate) links: BTreeMap<String, LinkState>,
     /// Interface services by link name.
     pub(crate) link_services: BTreeMap<String, Vec<ServiceId>>,
+    /// Present devices, as the adapter last told (sorted by devpath).
+    pub(crate) devices: Vec<crate::devices::Device>,
+    /// Device services, in config order (rebuilt with the indexes).
+    pub(crate) device_services: Vec<ServiceId>,
+    /// The device each device service matches now.
+    pub(crate) device_matches: BTreeMap<ServiceId, crate::devices::Device>,
     /// Watched paths and who reacts to them.
     pub(crate) watches: BTreeMap<String, Vec<(ServiceId, FileAction)>>,
     pub(crate) timers: Timers,
@@ -68,6 +74,9 @@ impl Kernel {
             by_name: BTreeMap::new(),
             links: BTreeMap::new(),
             link_services: BTreeMap::new(),
+            devices: Vec::new(),
+            device_services: Vec::new(),
+            device_matches: BTreeMap::new(),
             watches: BTreeMap::new(),
             timers: Timers::default(),
             next_job: 1,
@@ -224,6 +233,7 @@ impl Kernel {
             } => self.on_spawn_deferred(service, job, error, out),
             Input::WallClock(wall) => self.on_wall_clock(wall, out),
             Input::Resume(saved) => self.on_resume(*saved, out),
+            Input::Devices(devices) => self.on_devices(devices),
         }
         if self.booted {
             self.settle_dirty(out);
@@ -473,11 +483,12 @@ impl Kernel {
     /// Re-derives the condition of `id`, propagates a change of health to its dependents,
     /// writes the history, and acts: starts, stops, heals.
     fn reconcile(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
-        let link = match &self.slots[id.index()].config.kind {
-            Kind::Interface { ifname, .. } => self.links.get(ifname).copied(),
-            _ => None,
+        let hardware = match &self.slots[id.index()].config.kind {
+            Kind::Interface { ifname, .. } => Hardware::Link(self.links.get(ifname)),
+            Kind::Device { .. } => Hardware::Device(self.device_matches.contains_key(&id)),
+            _ => Hardware::None,
         };
-        let condition = self.slots[id.index()].derive_condition(link.as_ref());
+        let condition = self.slots[id.index()].derive_condition(hardware);
         if condition != self.slots[id.index()].condition {
             self.on_condition_change(id, condition, out);
         }

@@ -10,6 +10,7 @@
 //! ```text
 //! let mut kernel = Kernel::new(config);               // every service stopped, wanted
 //! feed the initial link dump as Input::LinkChanged    // optional, before boot
+//! feed the coldplugged devices as Input::Devices      // optional, before boot
 //! loop {
 //!     let deadline = kernel.next_deadline();          // None: nothing due, sleep until an input
 //!     let input = wait for an OS event, or Input::Tick when `deadline` has come;
@@ -22,7 +23,11 @@
 //! * **Time** comes in as [`Instant`] (monotonic nanoseconds). A tick before
 //!   [`Kernel::next_deadline`] is a harmless no-op, so an adapter may wake early.
 //! * **Boot** happens on the first [`Input::Tick`] (the first deadline is the origin). Inputs
-//!   before it only update what the kernel knows, so link states fed first are seen by boot.
+//!   before it only update what the kernel knows, so link states and devices fed first are
+//!   seen by boot.
+//! * **Devices** come as state, not events: each [`Input::Devices`] is the whole set of present
+//!   devices a device service could match; an equal set changes nothing, so an adapter that
+//!   lost events repairs by sending what it finds on a re-walk.
 //! * **Jobs.** Every spawn, check, memory sample and command carries a [`JobId`]; answers name
 //!   it. An answer about a job the kernel has moved on from is ignored, so late or duplicated
 //!   answers are harmless.
@@ -51,6 +56,7 @@
 
 mod adopt;
 pub mod config;
+mod devices;
 mod graph;
 pub mod health;
 pub mod history;
@@ -71,6 +77,7 @@ mod view;
 
 pub use adopt::{Saved, SavedProcess, SavedService};
 pub use config::{Config, ServiceConfig};
+pub use devices::{glob, Device, DeviceMatch};
 pub use health::Condition;
 pub use history::{History, Outcome, Record};
 pub use kernel::Kernel;

@@ -210,6 +210,10 @@ pub enum Input {
     /// survived or not (DESIGN §13; see [`crate::Saved`]). Honoured once, before the first
     /// tick: surviving processes are adopted ([`Effect::Adopt`]), history and strikes go on.
     Resume(Box<crate::adopt::Saved>),
+    /// The whole set of present devices that a device service could match (DESIGN §12): after
+    /// coldplug, after each uevent that changes it, and after a re-walk of sysfs when events
+    /// were lost. A device missing from the set is gone.
+    Devices(Vec<crate::devices::Device>),
 }
 
 /// The wall-clock time as the adapter read it in the step's `now`.
@@ -241,7 +245,8 @@ impl Input {
             | Input::Operator(_)
             | Input::ReplaceConfig { .. }
             | Input::WallClock(_)
-            | Input::Resume(_) => None,
+            | Input::Resume(_)
+            | Input::Devices(_) => None,
         }
     }
 }

@@ -111,6 +111,7 @@ impl Kernel {
             self.slots[i].unhealthy_needs = unhealthy;
         }
         self.link_services.clear();
+        self.device_services.clear();
         self.watches.clear();
         for &id in &self.order {
             let config = &self.slots[id.index()].config;
@@ -119,6 +120,9 @@ impl Kernel {
                     .entry(ifname.clone())
                     .or_default()
                     .push(id);
+            }
+            if let Kind::Device { .. } = &config.kind {
+                self.device_services.push(id);
             }
             for (paths, action) in [
                 (&config.reload_on, FileAction::Reload),
@@ -133,5 +137,6 @@ impl Kernel {
             }
         }
         self.reset_worklist_marks();
+        self.rematch_devices();
     }
 }

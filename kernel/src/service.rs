@@ -261,9 +261,13 @@ impl Slot {
         self.proc.is_some() || self.oneshot_done
     }
 
-    /// Whether this is an interface service.
-    pub fn is_interface(&self) -> bool {
-        matches!(self.config.kind, Kind::Interface { .. })
+    /// Whether this is an interface or device service: hardware, for which medic runs no
+    /// process.
+    pub fn is_hardware(&self) -> bool {
+        matches!(
+            self.config.kind,
+            Kind::Interface { .. } | Kind::Device { .. }
+        )
     }
 
     /// Whether this is a oneshot service.
@@ -280,9 +284,9 @@ impl Slot {
         }
     }
 
-    /// The condition that follows from the state (architecture.md §2). `link` is the state of the
-    /// interface's link, for interface services.
-    pub fn derive_condition(&self, link: Option<&LinkState>) -> Condition {
+    /// The condition that follows from the state (architecture.md §2). `hardware` is the state
+    /// of the interface's link or whether the device is present, for those kinds.
+    pub fn derive_condition(&self, hardware: Hardware<'_>) -> Condition {
         if self.is_stopping() {
             return Condition::Stopping;
         }
@@ -296,8 +300,18 @@ impl Slot {
                 Condition::Waiting
             };
         }
-        if let Kind::Interface { ready_when, .. } = &self.config.kind {
-            let condition = link_condition(*ready_when, link);
+        let hardware = match (&self.config.kind, hardware) {
+            (Kind::Interface { ready_when, .. }, Hardware::Link(link)) => {
+                Some(link_condition(*ready_when, link))
+            }
+            (Kind::Device { .. }, Hardware::Device(present)) => Some(if present {
+                Condition::Ready
+            } else {
+                Condition::Absent
+            }),
+            _ => None,
+        };
+        if let Some(condition) = hardware {
             return if self.medical.given_up && condition != Condition::Ready {
                 Condition::GivenUp
             } else {
@@ -317,6 +331,17 @@ impl Slot {
             Some(_) => Condition::Starting,
         }
     }
+}
+
+/// What the kernel knows of a hardware service's hardware, for [`Slot::derive_condition`].
+#[derive(Clone, Copy, Debug)]
+pub enum Hardware<'a> {
+    /// Not a hardware service.
+    None,
+    /// An interface: its link's state (`None`: absent).
+    Link(Option<&'a LinkState>),
+    /// A device service: whether a device matches.
+    Device(bool),
 }
 
 /// The condition of a link for `ready-when`.

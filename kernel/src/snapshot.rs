@@ -119,6 +119,9 @@ fn check_structure(k: &Kernel) -> Result<(), String> {
             known(id, &format!("the services of link {ifname}"))?;
         }
     }
+    for id in k.device_services.iter().chain(k.device_matches.keys()) {
+        known(id, "the device services")?;
+    }
     for (path, watchers) in &k.watches {
         for (id, _) in watchers {
             known(id, &format!("the watchers of {path}"))?;

@@ -44,7 +44,9 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   `restart-every`, `at` and `jitter` in a service's definition, `clock-trusted-after`;
 ///   `Timer::Periodic` and `Timer::At`; `Input::WallClock`; `Input::Resume` and `Effect::Adopt`
 ///   (a daemon that survived its own crash), `ExitStatus::Unknown`.
-/// * 5: `catch-up` in a service's definition; a saved service keeps its last run (`at_last`).
+/// * 5: `catch-up` in a service's definition; a saved service keeps its last run (`at_last`);
+///   `Kind::Device` (a `device = {…}` service) and `Input::Devices`; the snapshot keeps the
+///   present devices and what each device service matches.
 pub const FORMAT_VERSION: u32 = 5;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.

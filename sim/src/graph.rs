@@ -306,6 +306,21 @@ fn random_overrides(rng: &mut Rng, s: &mut ServiceConfig) {
                 );
             }
         }
+        Kind::Device { .. } => {
+            if rng.ratio(1, 3) {
+                s.on.insert(
+                    Condition::Absent,
+                    VerdictOverride {
+                        healthy: None,
+                        heal: Some(vec![Heal::Run(vec![
+                            "usb_modeswitch".into(),
+                            s.name.clone(),
+                        ])]),
+                        settle: settle(rng),
+                    },
+                );
+            }
+        }
     }
 }
 
@@ -443,6 +458,28 @@ fn render_service(t: &mut String, s: &ServiceConfig) {
                 q(ifname),
                 q(ready_when.name())
             );
+        }
+        Kind::Device { matcher } => {
+            let mut keys = Vec::new();
+            for (key, value) in [
+                ("subsystem", &matcher.subsystem),
+                ("name", &matcher.name),
+                ("devtype", &matcher.devtype),
+                ("driver", &matcher.driver),
+            ] {
+                if let Some(v) = value {
+                    keys.push(format!("{key} = {}", q(v)));
+                }
+            }
+            if !matcher.attrs.is_empty() {
+                let attrs: Vec<String> = matcher
+                    .attrs
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {}", q(v)))
+                    .collect();
+                keys.push(format!("attrs = {{ {} }}", attrs.join(", ")));
+            }
+            let _ = writeln!(t, "device = {{ {} }}", keys.join(", "));
         }
     }
     if !s.needs.is_empty() {

@@ -18,6 +18,7 @@
 
 pub mod check;
 pub mod crash;
+pub mod devices;
 pub mod graph;
 pub mod rng;
 pub mod run;

@@ -671,7 +671,7 @@ impl World {
                     }
                 }
             }
-            Kind::Interface { .. } => {}
+            Kind::Interface { .. } | Kind::Device { .. } => {}
         }
     }
 

@@ -85,6 +85,7 @@ pub fn graphviz(config: &Config) -> String {
             Kind::Process { .. } => "process".to_string(),
             Kind::Oneshot { .. } => "oneshot".to_string(),
             Kind::Interface { ifname, .. } => format!("interface {ifname}"),
+            Kind::Device { matcher } => format!("device {}", matcher.describe()),
         };
         // `\n` is a line break in a Graphviz label.
         let label = format!("{}\\n{kind}", s.name);
@@ -131,7 +132,7 @@ pub fn warnings(config: &Config, base: &Path) -> Vec<String> {
                 commands.push(("oneshot", argv));
                 commands.extend(stop.iter().map(|a| ("stop", a)));
             }
-            Kind::Interface { .. } => {}
+            Kind::Interface { .. } | Kind::Device { .. } => {}
         }
         if let Readiness::Poll(Check::Run(argv)) = &s.ready {
             commands.push(("ready", argv));
@@ -261,13 +262,15 @@ pub fn graph(config: &Config) -> String {
     table(&["NAME", "KIND", "NEEDS", "AFTER", "WHAT"], &rows, false)
 }
 
-/// What a service runs or watches: its command line, or its link and when that is ready.
+/// What a service runs or watches: its command line, its link and when that is ready, or the
+/// device it matches.
 fn what(kind: &Kind) -> String {
     match kind {
         Kind::Process { argv } | Kind::Oneshot { argv, .. } => argv.join(" "),
         Kind::Interface { ifname, ready_when } => {
             format!("link {ifname}, ready when {}", ready_when.name())
         }
+        Kind::Device { matcher } => format!("device {}", matcher.describe()),
     }
 }
 

@@ -319,7 +319,11 @@ async fn report(target: &Target, services: Vec<String>) -> Result<StatusReport, 
         now_ms: 0,
         now_unix_ms: 0,
     };
-    Ok(StatusReport { daemon, services })
+    Ok(StatusReport {
+        daemon,
+        services,
+        devices: Vec::new(),
+    })
 }
 
 /// Lines of output shown by `status NAME`.
@@ -333,7 +337,11 @@ async fn status(
     relative: bool,
 ) -> Result<(), Failure> {
     let one = (services.len() == 1 && json.is_none()).then(|| services[0].clone());
-    let StatusReport { daemon, services } = report(target, services).await?;
+    let StatusReport {
+        daemon,
+        services,
+        devices,
+    } = report(target, services).await?;
     let info = (daemon.pid != 0).then_some(&daemon);
     let clock = Clock::new(info, relative);
     if let Some(name) = one {
@@ -343,7 +351,7 @@ async fn status(
         // The health of what it needs and what needs it.
         let all = report(target, Vec::new()).await?.services;
         let logs = match s.row.kind.as_str() {
-            "interface" => None,
+            "interface" | "device" => None,
             _ => {
                 let request = Request::LogRecords {
                     service: name.clone(),
@@ -359,13 +367,13 @@ async fn status(
         let colour = format::colour_stdout();
         print!(
             "{}",
-            format::status_detail(s, &all, logs.as_deref(), &clock, colour)
+            format::status_detail(s, &devices, &all, logs.as_deref(), &clock, colour)
         );
         return Ok(());
     }
     match json {
-        Some(JsonShape::V1) => emit(&format::status_json(&services, &clock)),
-        Some(JsonShape::V2) => emit(&format::status_json_v2(info, &services, &clock)),
+        Some(JsonShape::V1) => emit(&format::status_json(&services, &devices, &clock)),
+        Some(JsonShape::V2) => emit(&format::status_json_v2(info, &services, &devices, &clock)),
         None => {
             let (colour, fit) = (format::colour_stdout(), format::terminal_width());
             print!(

@@ -6,7 +6,9 @@
 
 use std::io::IsTerminal;
 
-use medic_io::control::{DaemonInfo, EventRow, HistoryRow, LogRow, ServiceStatus, StatusRow};
+use medic_io::control::{
+    DaemonInfo, DeviceStatus, EventRow, HistoryRow, LogRow, ServiceStatus, StatusRow,
+};
 use medic_io::terminal::sanitize;
 use serde::Serialize;
 
@@ -311,10 +313,43 @@ struct ServiceJson<'a> {
     last_exit: Option<&'a str>,
     last_exit_at_ms: Option<u64>,
     last_exit_at: Option<String>,
+    /// Device services only: the matched device's `devname`, `devpath`, `subsystem`,
+    /// `driver`, or `null` while none matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<Option<DeviceJson<'a>>>,
 }
 
-fn service_json<'a>(s: &'a ServiceStatus, clock: &Clock) -> ServiceJson<'a> {
+/// The device of a device service in `status --json`.
+#[derive(Serialize)]
+struct DeviceJson<'a> {
+    devname: Option<&'a str>,
+    devpath: &'a str,
+    subsystem: &'a str,
+    driver: Option<&'a str>,
+}
+
+/// The device `s` matches, if it is a device service (`Some(None)`: none matches now).
+fn device_of<'a>(
+    s: &ServiceStatus,
+    devices: &'a [DeviceStatus],
+) -> Option<Option<&'a DeviceStatus>> {
+    (s.row.kind == "device").then(|| devices.iter().find(|d| d.service == s.row.name))
+}
+
+fn service_json<'a>(
+    s: &'a ServiceStatus,
+    devices: &'a [DeviceStatus],
+    clock: &Clock,
+) -> ServiceJson<'a> {
     ServiceJson {
+        device: device_of(s, devices).map(|d| {
+            d.map(|d| DeviceJson {
+                devname: d.devname.as_deref(),
+                devpath: &d.devpath,
+                subsystem: &d.subsystem,
+                driver: d.driver.as_deref(),
+            })
+        }),
         row: &s.row,
         since: clock.rfc3339(s.row.since_ms),
         why: &s.why,
@@ -332,15 +367,23 @@ fn service_json<'a>(s: &'a ServiceStatus, clock: &Clock) -> ServiceJson<'a> {
 }
 
 /// `medic status --json`: one array, an object per service.
-pub fn status_json(rows: &[ServiceStatus], clock: &Clock) -> String {
-    let rows: Vec<ServiceJson<'_>> = rows.iter().map(|s| service_json(s, clock)).collect();
+pub fn status_json(rows: &[ServiceStatus], devices: &[DeviceStatus], clock: &Clock) -> String {
+    let rows: Vec<ServiceJson<'_>> = rows
+        .iter()
+        .map(|s| service_json(s, devices, clock))
+        .collect();
     to_json(&rows)
 }
 
 /// `medic status --json=v2`: `{"daemon": {…}, "services": [… as --json …]}`; the daemon object
 /// has `pid`, `version`, `config_path`, `state_dir`, `now_ms`, `now_unix_ms`, `started` (RFC
 /// 3339).
-pub fn status_json_v2(info: Option<&DaemonInfo>, rows: &[ServiceStatus], clock: &Clock) -> String {
+pub fn status_json_v2(
+    info: Option<&DaemonInfo>,
+    rows: &[ServiceStatus],
+    devices: &[DeviceStatus],
+    clock: &Clock,
+) -> String {
     #[derive(Serialize)]
     struct Daemon<'a> {
         #[serde(flatten)]
@@ -357,14 +400,19 @@ pub fn status_json_v2(info: Option<&DaemonInfo>, rows: &[ServiceStatus], clock: 
             info,
             started: clock.rfc3339(0),
         }),
-        services: rows.iter().map(|s| service_json(s, clock)).collect(),
+        services: rows
+            .iter()
+            .map(|s| service_json(s, devices, clock))
+            .collect(),
     })
 }
 
 /// `medic status NAME`: everything about one service, `systemctl status` style. `all` is the
-/// status of every service (for the health of its needs and dependents); `logs` its last lines.
+/// status of every service (for the health of its needs and dependents); `logs` its last lines;
+/// `devices` the matched devices of the report (for a device service).
 pub fn status_detail(
     s: &ServiceStatus,
+    devices: &[DeviceStatus],
     all: &[ServiceStatus],
     logs: Option<&[LogRow]>,
     clock: &Clock,
@@ -430,6 +478,16 @@ pub fn status_detail(
             text.push_str(&format!(" {}", link.addresses.join(" ")));
         }
         fields.push(("link", text));
+    }
+    match device_of(s, devices) {
+        Some(Some(d)) => {
+            fields.push(("devname", d.devname.clone().unwrap_or_else(|| "-".into())));
+            fields.push(("devpath", d.devpath.clone()));
+            fields.push(("subsystem", d.subsystem.clone()));
+            fields.push(("driver", d.driver.clone().unwrap_or_else(|| "-".into())));
+        }
+        Some(None) => fields.push(("device", "none matches".into())),
+        None => {}
     }
     let width = fields.iter().map(|f| f.0.len()).max().unwrap_or(0);
     for (key, value) in fields {
@@ -711,7 +769,7 @@ mod tests {
         dnsmasq.last_exit_at_ms = Some(5000);
         let rows = [dnsmasq, wan];
         let clock = Clock::new(Some(&info()), false);
-        let value: Value = serde_json::from_str(&status_json(&rows, &clock)).unwrap();
+        let value: Value = serde_json::from_str(&status_json(&rows, &[], &clock)).unwrap();
         assert_eq!(
             value,
             json!([
@@ -732,14 +790,46 @@ mod tests {
                  "last_exit_at_ms": null, "last_exit_at": null}
             ])
         );
-        let text = status_json(&rows, &clock);
+        let text = status_json(&rows, &[], &clock);
         assert!(text.starts_with(r#"[{"name":"dnsmasq","kind":"process""#));
         let v2: Value =
-            serde_json::from_str(&status_json_v2(Some(&info()), &rows, &clock)).unwrap();
+            serde_json::from_str(&status_json_v2(Some(&info()), &rows, &[], &clock)).unwrap();
         assert_eq!(v2["services"], value, "v2 holds the same objects");
         assert_eq!(v2["daemon"]["pid"], 42);
         assert_eq!(v2["daemon"]["config_path"], "/etc/medic.toml");
         assert_eq!(v2["daemon"]["started"], "2024-05-01T12:00:00.000Z");
+    }
+
+    #[test]
+    fn a_device_service_shows_its_device_and_only_it_has_the_key() {
+        let mut modem = status(row("modem", "ready", true, None));
+        modem.row.kind = "device".into();
+        let mut gone = status(row("gone", "absent", false, None));
+        gone.row.kind = "device".into();
+        let pppd = status(row("pppd", "ready", true, Some(7)));
+        let devices = [DeviceStatus {
+            service: "modem".into(),
+            devname: Some("/dev/ttyUSB0".into()),
+            devpath: "/devices/pci0000:00/usb1/1-2/1-2:1.0/ttyUSB0/tty/ttyUSB0".into(),
+            subsystem: "tty".into(),
+            driver: Some("option".into()),
+        }];
+        let rows = [modem, gone, pppd];
+        let clock = Clock::new(Some(&info()), false);
+        let value: Value = serde_json::from_str(&status_json(&rows, &devices, &clock)).unwrap();
+        assert_eq!(
+            value[0]["device"],
+            json!({"devname": "/dev/ttyUSB0",
+                   "devpath": "/devices/pci0000:00/usb1/1-2/1-2:1.0/ttyUSB0/tty/ttyUSB0",
+                   "subsystem": "tty", "driver": "option"})
+        );
+        assert!(value[1]["device"].is_null() && value[1].get("device").is_some());
+        assert!(value[2].get("device").is_none(), "{}", value[2]);
+        let text = status_detail(&rows[0], &devices, &rows, None, &relative(), false);
+        assert!(text.contains("devname: /dev/ttyUSB0"), "{text}");
+        assert!(text.contains("driver: option"), "{text}");
+        let text = status_detail(&rows[1], &devices, &rows, None, &relative(), false);
+        assert!(text.contains("device: none matches"), "{text}");
     }
 
     fn record() -> HistoryRow {
@@ -848,10 +938,10 @@ mod tests {
             raw_escapes, 2,
             "only medic's own colour on and off: {table:?}"
         );
-        let detail = status_detail(&evil, &[], None, &relative(), false);
+        let detail = status_detail(&evil, &[], &[], None, &relative(), false);
         assert!(!detail.contains('\x1b'), "{detail:?}");
         assert!(
-            status_json(&[evil], &relative()).contains("\\u001b]0;pwned"),
+            status_json(&[evil], &[], &relative()).contains("\\u001b]0;pwned"),
             "JSON keeps the raw text (escaped as JSON does)"
         );
         let mut rec = record();
@@ -892,7 +982,7 @@ mod tests {
             text: "boom".into(),
             pid: None,
         }];
-        let text = status_detail(&crasher, &all, Some(&logs), &relative(), false);
+        let text = status_detail(&crasher, &[], &all, Some(&logs), &relative(), false);
         assert_eq!(
             text.lines().collect::<Vec<_>>(),
             [

@@ -5,8 +5,8 @@ use medic_kernel::{Instant, JobId, Kernel, LinkState, Operator, Record, ServiceI
 
 use super::plan;
 use super::wire::{
-    DaemonInfo, EventRow, HistoryRow, LinkInfo, LogRow, Request, ServiceStatus, StatusReport,
-    StatusRow,
+    DaemonInfo, DeviceStatus, EventRow, HistoryRow, LinkInfo, LogRow, Request, ServiceStatus,
+    StatusReport, StatusRow,
 };
 
 impl LinkInfo {
@@ -205,7 +205,25 @@ where
             }
         })
         .collect();
-    Ok(StatusReport { daemon, services })
+    let devices = kernel
+        .views()
+        .filter(|v| wanted.is_empty() || wanted.contains(&v.id()))
+        .filter_map(|v| {
+            let d = kernel.device(v.id())?;
+            Some(DeviceStatus {
+                service: v.name().to_string(),
+                devname: d.devname.clone(),
+                devpath: d.devpath.clone(),
+                subsystem: d.subsystem.clone(),
+                driver: d.driver.clone(),
+            })
+        })
+        .collect();
+    Ok(StatusReport {
+        daemon,
+        services,
+        devices,
+    })
 }
 
 /// The id of service `name`, or an error that names it and suggests the nearest one: for
@@ -217,13 +235,17 @@ pub fn service_id(kernel: &Kernel, name: &str) -> Result<ServiceId, String> {
 }
 
 /// The id of service `name` for `medic logs`: an error for an unknown service, and for an
-/// interface, which has no output to show.
+/// interface or a device, which have no output to show.
 pub fn logs_of(kernel: &Kernel, name: &str) -> Result<ServiceId, String> {
     let id = service_id(kernel, name)?;
     match &kernel.status(id).map(|v| &v.config().kind) {
         Some(medic_kernel::config::Kind::Interface { ifname, .. }) => Err(format!(
             "{name} is an interface (link {ifname}): it runs nothing, so it has no output; \
              `medic status {name}` shows the link"
+        )),
+        Some(medic_kernel::config::Kind::Device { .. }) => Err(format!(
+            "{name} is a device: it runs nothing, so it has no output; `medic status {name}` \
+             shows the device"
         )),
         _ => Ok(id),
     }

@@ -170,6 +170,24 @@ pub struct StatusReport {
     pub daemon: DaemonInfo,
     /// One per service asked for, in config order.
     pub services: Vec<ServiceStatus>,
+    /// For each device service asked for that a device matches: that device.
+    pub devices: Vec<DeviceStatus>,
+}
+
+/// The device a device service matches (the first by devpath), in [`StatusReport::devices`].
+/// Fields only ever grow at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    /// The device service.
+    pub service: String,
+    /// Its device node (`/dev/ttyUSB0`), when it has one.
+    pub devname: Option<String>,
+    /// Its sysfs path below `/sys`.
+    pub devpath: String,
+    /// Its subsystem (`tty`).
+    pub subsystem: String,
+    /// Its driver, or its nearest ancestor's.
+    pub driver: Option<String>,
 }
 
 /// One service in a [`StatusReport`]: the status row, why it is as it is, and what is planned.
@@ -223,7 +241,7 @@ pub struct LogRow {
 pub struct StatusRow {
     /// The service's name.
     pub name: String,
-    /// `process`, `oneshot` or `interface`.
+    /// `process`, `oneshot`, `interface` or `device`.
     pub kind: String,
     /// The condition's name (`ready`, `exited`, a probe's custom name, …).
     pub condition: String,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::devices::DeviceMatch;
 use crate::health::Condition;
 
 /// A whole validated config.
@@ -196,15 +197,22 @@ pub enum Kind {
         /// `ready-when`: which link state counts as ready (default `carrier`).
         ready_when: LinkReady,
     },
+    /// `device = { subsystem = "tty", name = "ttyUSB*", … }`: a piece of hardware, present
+    /// or not (DESIGN §12).
+    Device {
+        /// What it matches.
+        matcher: DeviceMatch,
+    },
 }
 
 impl Kind {
-    /// `"process"`, `"oneshot"` or `"interface"`.
+    /// `"process"`, `"oneshot"`, `"interface"` or `"device"`.
     pub fn name(&self) -> &'static str {
         match self {
             Kind::Process { .. } => "process",
             Kind::Oneshot { .. } => "oneshot",
             Kind::Interface { .. } => "interface",
+            Kind::Device { .. } => "device",
         }
     }
 }

@@ -7,8 +7,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::model::limits::{MIN_POLL_PERIOD, MIN_TIMER_PERIOD};
 use super::model::{
-    defaults, AtTime, Check, Heal, Kind, LinkReady, Probe, Readiness, Reports, ServiceConfig,
-    VerdictOverride,
+    defaults, AtTime, Check, DeviceMatch, Heal, Kind, LinkReady, Probe, Readiness, Reports,
+    ServiceConfig, VerdictOverride,
 };
 use super::values::{entries, key_path, list, sub_place, Ctx, Field, Hint, Value};
 use crate::health::{Condition, BUILT_IN};
@@ -24,10 +24,11 @@ pub(super) struct Parsed {
 }
 
 /// Every key of a service table.
-const KEYS: [&str; 33] = [
+const KEYS: [&str; 34] = [
     "run",
     "oneshot",
     "interface",
+    "device",
     "stop",
     "ready-when",
     "needs",
@@ -61,13 +62,14 @@ const KEYS: [&str; 33] = [
 ];
 
 /// The keys that choose the kind.
-const KIND_KEYS: [&str; 3] = ["run", "oneshot", "interface"];
+const KIND_KEYS: [&str; 4] = ["run", "oneshot", "interface", "device"];
 /// The keys of a readiness or probe check.
 const CHECK_KEYS: [&str; 4] = ["run", "tcp", "unix", "file"];
 
 const PROCESS: u8 = 1;
 const ONESHOT: u8 = 2;
 const INTERFACE: u8 = 4;
+const DEVICE: u8 = 8;
 
 /// The kinds a key fits, as a mask.
 fn kinds_of(key: &str) -> u8 {
@@ -79,7 +81,7 @@ fn kinds_of(key: &str) -> u8 {
         "ready" | "probe" | "memory-max" | "memory-every" => PROCESS,
         "reload-on" | "restart-on" | "debounce" | "reload" | "env" | "user" | "group" | "cwd"
         | "start-timeout" | "stop-signal" | "stop-timeout" => PROCESS | ONESHOT,
-        _ => PROCESS | ONESHOT | INTERFACE,
+        _ => PROCESS | ONESHOT | INTERFACE | DEVICE,
     }
 }
 
@@ -88,6 +90,7 @@ fn mask(kind: &Kind) -> u8 {
         Kind::Process { .. } => PROCESS,
         Kind::Oneshot { .. } => ONESHOT,
         Kind::Interface { .. } => INTERFACE,
+        Kind::Device { .. } => DEVICE,
     }
 }
 
@@ -97,6 +100,7 @@ fn a_kind(kind: &Kind) -> &'static str {
         Kind::Process { .. } => "a process service",
         Kind::Oneshot { .. } => "a oneshot service",
         Kind::Interface { .. } => "an interface service",
+        Kind::Device { .. } => "a device service",
     }
 }
 
@@ -107,6 +111,9 @@ fn why_not(key: &str, kind: &Kind) -> &'static str {
             "a oneshot is ready when its command exits 0"
         }
         ("ready", Kind::Interface { .. }) => "an interface is ready as its `ready-when` says",
+        ("ready" | "ready-when", Kind::Device { .. }) => {
+            "a device is ready while at least one device matches"
+        }
         ("ready-when", _) => {
             "`ready-when` is for interfaces; use `ready` to say when a process is ready"
         }
@@ -120,6 +127,7 @@ fn why_not(key: &str, kind: &Kind) -> &'static str {
             "`restart-every` restarts a process; a oneshot is run again with `every`"
         }
         (_, Kind::Interface { .. }) => "medic runs no process for an interface",
+        (_, Kind::Device { .. }) => "medic runs no process for a device",
         _ => "it applies to long-running `run` services only",
     }
 }
@@ -156,7 +164,7 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
             continue;
         }
         match f.key {
-            "run" | "oneshot" | "interface" => {} // the kind, read above
+            "run" | "oneshot" | "interface" | "device" => {} // the kind, read above
             "stop" => {
                 if let (Some(Kind::Oneshot { stop, .. }), Some(argv)) = (&mut kind, cx.argv(f)) {
                     *stop = Some(argv);
@@ -242,11 +250,69 @@ fn read_kind(cx: &mut Ctx, f: Field) -> Kind {
             argv: cx.argv(f).unwrap_or_default(),
             stop: None,
         },
+        "device" => Kind::Device {
+            matcher: device(cx, f).unwrap_or_default(),
+        },
         _ => Kind::Interface {
             ifname: ifname(cx, f).unwrap_or_default(),
             ready_when: LinkReady::Carrier,
         },
     }
+}
+
+/// `device = { subsystem, name, devtype, driver, attrs = { K = "v" } }`: at least one key.
+fn device(cx: &mut Ctx, f: Field) -> Option<DeviceMatch> {
+    let table = cx.table(
+        f,
+        "a table like { subsystem = \"tty\", name = \"ttyUSB*\", attrs = { idVendor = \"12d1\" } }",
+    )?;
+    let place = sub_place(f.place, "device");
+    const KNOWN: [&str; 5] = ["subsystem", "name", "devtype", "driver", "attrs"];
+    let mut m = DeviceMatch::default();
+    let mut ok = true;
+    for (k, value) in entries(table) {
+        let f = Field::new(k.get_ref(), &place, value);
+        let slot = match f.key {
+            "subsystem" => &mut m.subsystem,
+            "name" => &mut m.name,
+            "devtype" => &mut m.devtype,
+            "driver" => &mut m.driver,
+            "attrs" => {
+                match cx.env(f) {
+                    Some(attrs) => m.attrs = attrs,
+                    None => ok = false,
+                }
+                continue;
+            }
+            _ => {
+                cx.unknown_key(k, &place, &KNOWN);
+                ok = false;
+                continue;
+            }
+        };
+        match cx.string(f) {
+            // A sysfs name: no `/`, and not empty (it could match nothing).
+            Some(v) if v.is_empty() || v.contains('/') || v.len() > 255 => {
+                ok = false;
+                cx.invalid::<()>(
+                    f,
+                    format_args!(
+                        "`{v}` cannot be a device's {}: 1 to 255 characters, no `/`",
+                        f.key
+                    ),
+                );
+            }
+            Some(v) => *slot = Some(v),
+            None => ok = false,
+        }
+    }
+    if ok && m.is_empty() {
+        return cx.invalid(
+            f,
+            "an empty `device` matches nothing; give at least one of subsystem, name, devtype, driver, attrs",
+        );
+    }
+    ok.then_some(m)
 }
 
 /// A Linux link name: 1 to 15 bytes, no `/`, `:` or white space.
@@ -509,7 +575,12 @@ fn verdict(
 /// Why `heal` cannot heal a service of `kind`, if it cannot.
 fn heal_misfit(heal: &Heal, kind: &Kind) -> Option<String> {
     let interface = matches!(kind, Kind::Interface { .. });
+    let device = matches!(kind, Kind::Device { .. });
     match heal {
+        Heal::Restart | Heal::Reload | Heal::Kill | Heal::Signal(_) if device => Some(format!(
+            "`{}` cannot heal a device, medic runs no process for it; use {{ run = [...] }}",
+            heal.describe()
+        )),
         Heal::LinkUp if !interface => Some(format!(
             "`link-up` heals interfaces only, and this is {}",
             a_kind(kind)

@@ -602,12 +602,12 @@ fn timed_jobs_take_a_period_of_a_second_or_more() {
 fn a_service_has_exactly_one_kind() {
     assert_eq!(
         err("[service.x]\nuser = \"nobody\"\n"),
-        "medic.toml:1:1: [service.x] needs one of `run`, `oneshot` or `interface`"
+        "medic.toml:1:1: [service.x] needs one of `run`, `oneshot`, `interface` or `device`"
     );
     assert_eq!(
         err("[service.x]\nrun = [\"a\"]\ninterface = \"eth0\"\n"),
         "medic.toml:3:1: [service.x] has both `run` and `interface`; give only one of `run`, \
-         `oneshot` or `interface`"
+         `oneshot`, `interface` or `device`"
     );
     assert_eq!(
         err("[service.x]\ninterface = \"a-very-long-link-name\"\n"),
@@ -987,4 +987,59 @@ fn numeric_user_and_group_and_a_capitalised_never() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("write \"never\" (lower case)"), "{e}");
+}
+
+#[test]
+fn device_services_match_keys_and_attrs() {
+    let c = ok(r#"
+[service.modem]
+device = { subsystem = "tty", name = "ttyUSB*", devtype = "x", driver = "option", attrs = { idVendor = "12d1" } }
+[service.modem.on.absent]
+heal = { run = ["/usr/sbin/usb_modeswitch", "-c", "/etc/usb_modeswitch.conf"] }
+settle = "15s"
+"#);
+    let Kind::Device { matcher } = &c.services[0].kind else {
+        panic!("not a device: {:?}", c.services[0].kind);
+    };
+    assert_eq!(
+        matcher.describe(),
+        "subsystem=tty name=ttyUSB* devtype=x driver=option idVendor=12d1"
+    );
+    assert_eq!(c.services[0].kind.name(), "device");
+    assert_eq!(c.services[0].on[&Condition::Absent].settle, Some(secs(15)));
+}
+
+#[test]
+fn device_services_refuse_what_cannot_fit() {
+    assert_eq!(
+        err(&service("device = {}\n")),
+        "medic.toml:2:10: `device` in [service.x]: an empty `device` matches nothing; give at \
+         least one of subsystem, name, devtype, driver, attrs"
+    );
+    let e = err(&service("device = { subsytem = \"tty\" }\n"));
+    assert!(e.contains("did you mean `subsystem`"), "{e}");
+    let e = err(&service("device = { name = \"a/b\" }\n"));
+    assert!(e.contains("no `/`"), "{e}");
+    assert_eq!(
+        err(&service(
+            "device = { subsystem = \"tty\" }\non.absent.heal = \"restart\"\n"
+        )),
+        "medic.toml:3:18: `heal` in [service.x.on.absent]: `restart` cannot heal a device, medic \
+         runs no process for it; use { run = [...] }"
+    );
+    let e = err(&service(
+        "device = { subsystem = \"tty\" }\nready-when = \"up\"\n",
+    ));
+    assert!(
+        e.contains("a device is ready while at least one device matches"),
+        "{e}"
+    );
+    let e = err(&service(
+        "device = { subsystem = \"tty\" }\non.no-carrier.healthy = true\n",
+    ));
+    assert!(e.contains("a device service is never `no-carrier`"), "{e}");
+    let e = err(&service(
+        "device = { subsystem = \"tty\" }\nrun = [\"x\"]\n",
+    ));
+    assert!(e.contains("device"), "{e}");
 }
