@@ -239,6 +239,8 @@ pub fn run(setup: Setup) -> Result<(), RuntimeError> {
 impl Runtime {
     fn new(setup: Setup) -> Result<(Runtime, mpsc::Receiver<Event>), RuntimeError> {
         let state = statedir::prepare(&setup.state_dir)?;
+        let absolute = std::path::absolute(&setup.state_dir);
+        process::export_state_dir(absolute.as_deref().unwrap_or(&setup.state_dir));
         if let Err(e) = process::become_subreaper() {
             tracing::warn!(
                 "cannot become a child subreaper ({e}); orphans of services go to PID 1"
@@ -843,6 +845,14 @@ impl Runtime {
                 pid,
                 was,
             } => self.adopt(*service, *job, *pid, *was),
+            // Templates are rendered by the adapter's engine (io-adapters/src/render.rs).
+            Effect::Render { service, job, .. } => self.queue.push_back(Input::RenderDone {
+                service: *service,
+                job: *job,
+                result: medic_kernel::RenderResult::Failed(
+                    "this medic build has no template engine".into(),
+                ),
+            }),
         }
     }
 
@@ -1340,6 +1350,30 @@ impl Runtime {
             Request::Info => Response::Info(self.info()),
             // Read off the loop, like a SIGHUP's; answered once the text has been fed.
             Request::ReloadConfig => return self.reload_config(Some(reply)),
+            Request::Output { service } => match self.kernel.lookup(service) {
+                Some(_) => {
+                    Response::Outputs(self.kernel.outputs(service).cloned().unwrap_or_default())
+                }
+                None => Response::Error(format!("no service called `{service}`")),
+            },
+            // Checked here so that the client hears why; the kernel checks again (a trace
+            // replays without this loop).
+            Request::OutputSet { service, outputs } => {
+                match (
+                    self.kernel.lookup(service),
+                    medic_kernel::outputs::validate(outputs),
+                ) {
+                    (None, _) => Response::Error(format!("no service called `{service}`")),
+                    (_, Err(e)) => Response::Error(format!("{e}; nothing changed")),
+                    (Some(_), Ok(())) => {
+                        self.queue.push_back(Input::SetOutputs {
+                            service: service.clone(),
+                            outputs: outputs.clone(),
+                        });
+                        Response::Done
+                    }
+                }
+            }
         };
         let _ = reply.try_send(response);
     }

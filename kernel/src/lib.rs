@@ -57,7 +57,9 @@ pub mod history;
 mod intervene;
 mod kernel;
 mod observe;
+pub mod outputs;
 pub mod protocol;
+mod render;
 mod replace;
 mod rules;
 mod schedule;
@@ -74,9 +76,10 @@ pub use config::{Config, ServiceConfig};
 pub use health::Condition;
 pub use history::{History, Outcome, Record};
 pub use kernel::Kernel;
+pub use outputs::{Outputs, Value};
 pub use protocol::{
     CheckPurpose, CheckResult, CommandPurpose, Effect, Exec, ExitStatus, Input, JobId, LinkState,
-    Operator, ServiceId, SignalTarget, WallClock,
+    Operator, RenderResult, ServiceId, SignalTarget, WallClock,
 };
 pub use rules::backoff;
 pub use time::Instant;

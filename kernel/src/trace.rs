@@ -44,7 +44,10 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   `restart-every`, `at` and `jitter` in a service's definition, `clock-trusted-after`;
 ///   `Timer::Periodic` and `Timer::At`; `Input::WallClock`; `Input::Resume` and `Effect::Adopt`
 ///   (a daemon that survived its own crash), `ExitStatus::Unknown`.
-pub const FORMAT_VERSION: u32 = 4;
+/// * 5: outputs and templates (DESIGN §9): `uses` and `template` in a service's definition;
+///   `Input::SetOutputs`, `Input::RenderDone`, `Effect::Render`, `Timer::Render`; the snapshot
+///   keeps every service's outputs and render state, the state file each service's outputs.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

@@ -182,6 +182,28 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 other => Err(unexpected(other)),
             }
         }
+        Command::Output { args, json, target } => {
+            match super::output::parse_args(&args, json, &mut std::io::stdin().lock())? {
+                super::output::Asked::Show(service) => {
+                    match ask(&target, Request::Output { service }).await? {
+                        Response::Outputs(outputs) => {
+                            match json {
+                                true => emit(&super::output::to_json(&outputs).to_string()),
+                                false => print!("{}", super::output::table(&outputs)),
+                            }
+                            Ok(())
+                        }
+                        other => Err(unexpected(other)),
+                    }
+                }
+                super::output::Asked::Set(service, outputs) => {
+                    match ask(&target, Request::OutputSet { service, outputs }).await? {
+                        Response::Done => Ok(()),
+                        other => Err(unexpected(other)),
+                    }
+                }
+            }
+        }
         Command::Daemon { .. } | Command::Check { .. } | Command::Replay { .. } => {
             unreachable!("handled without a daemon")
         }

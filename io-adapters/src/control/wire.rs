@@ -101,6 +101,20 @@ pub enum Request {
     /// Re-read the config file and apply only the difference, as SIGHUP does; answered by
     /// `Done`, or by an error naming every problem (then nothing changes).
     ReloadConfig,
+    /// The outputs of one service: answered by [`Response::Outputs`].
+    Output {
+        /// The service's name.
+        service: String,
+    },
+    /// Replace the whole output map of one service (`medic output set`, a DHCP hook):
+    /// answered by `Done` once handed to the kernel, or by an error (unknown service, a bad
+    /// key, a map over a bound), and then nothing changes.
+    OutputSet {
+        /// The service's name.
+        service: String,
+        /// Its outputs.
+        outputs: medic_kernel::Outputs,
+    },
 }
 
 /// What the daemon answers. Variants are only ever added at the end.
@@ -134,6 +148,8 @@ pub enum Response {
     StatusReport(StatusReport),
     /// The answer to [`Request::LogRecords`]: lines, oldest first.
     LogRecords(Vec<LogRow>),
+    /// The answer to [`Request::Output`].
+    Outputs(medic_kernel::Outputs),
 }
 
 /// Who the daemon is, and its two clocks read at the same moment: a time `at_ms` of any other
@@ -470,6 +486,17 @@ mod tests {
         assert_eq!(stop, [2, 1, 1, b'a']);
         assert_eq!(postcard::to_allocvec(&Request::Info).unwrap(), [10]);
         assert_eq!(postcard::to_allocvec(&Request::ReloadConfig).unwrap(), [13]);
+        let output = Request::Output {
+            service: "a".into(),
+        };
+        assert_eq!(postcard::to_allocvec(&output).unwrap(), [14, 1, b'a']);
+        let set = Request::OutputSet {
+            service: "a".into(),
+            outputs: Default::default(),
+        };
+        assert_eq!(postcard::to_allocvec(&set).unwrap(), [15, 1, b'a', 0]);
+        let outputs = Response::Outputs(Default::default());
+        assert_eq!(postcard::to_allocvec(&outputs).unwrap(), [12, 0]);
         let report = Request::StatusReport { services: vec![] };
         assert_eq!(postcard::to_allocvec(&report).unwrap(), [11, 0]);
         let logs = Request::LogRecords {
