@@ -32,6 +32,7 @@ pub mod netlink;
 pub mod notify;
 pub mod offloop;
 pub mod process;
+pub mod render;
 pub mod runtime;
 pub mod statedir;
 pub mod statefile;
