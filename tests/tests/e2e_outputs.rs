@@ -1,0 +1,199 @@
+//! End to end: outputs and templates (DESIGN §9). A publisher sets its outputs with `medic
+//! output set` (finding the daemon through the MEDIC_STATE_DIR and MEDIC_SERVICE it was given);
+//! a consumer's template is rendered before it starts, again when the outputs change (it is
+//! reloaded: same pid, new file), not when they are set to the same again; a failed render
+//! keeps the old file.
+
+use medic_tests::{medic_bin, wait_for, Daemon};
+
+const CONFIG: &str = r#"
+[service.dhcp]
+run = ["/bin/sh", "-c", "@MEDIC@ output set \"$MEDIC_SERVICE\" prefix=2001:db8:1200::/56 && exec sleep 1000"]
+
+[service.app]
+run = ["/bin/sh", "-c", "trap 'echo reload >> @DIR@/reloads' HUP; echo $$ >> @DIR@/app-pids; while :; do sleep 0.05; done"]
+needs = ["dhcp"]
+reload = { signal = "HUP" }
+[[service.app.template]]
+text = "prefix {{ dhcp.prefix }}\nlan {{ dhcp.prefix | subnet(64, 1) | host(1) }}\n"
+target = "@DIR@/app.conf"
+mode = "0600"
+debounce = "100ms"
+"#;
+
+fn reloads(d: &Daemon) -> usize {
+    d.read("reloads").lines().count()
+}
+
+/// Waits for a line in `service`'s history containing `text`.
+fn wait_history(d: &Daemon, service: &str, text: &str) {
+    wait_for(
+        &format!("{service}'s history to say `{text}`"),
+        || {
+            d.history(service)
+                .iter()
+                .any(|r| r["note"].as_str().unwrap_or("").contains(text))
+                .then_some(())
+        },
+        || d.describe(service),
+    );
+}
+
+#[test]
+fn a_consumer_is_rendered_before_it_starts_reloaded_on_a_change_and_keeps_a_good_file() {
+    let config = CONFIG.replace("@MEDIC@", &medic_bin().display().to_string());
+    let d = Daemon::start(&config);
+    // dhcp is ready at once, before it has published: app's first render fails (dhcp.prefix
+    // undefined), so it waits; the publication renders it again and it starts.
+    let app = d.wait_condition("app", "ready");
+    let pid = app["pid"].as_u64().expect("app runs");
+    assert_eq!(
+        d.read("app.conf"),
+        "prefix 2001:db8:1200::/56\nlan 2001:db8:1200:1::1\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.path("app.conf"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o600);
+    assert_eq!(
+        d.medic_ok(&["output", "dhcp"]),
+        "prefix = 2001:db8:1200::/56\n"
+    );
+    let json = d.medic_ok(&["output", "dhcp", "--json"]);
+    assert_eq!(json.trim(), r#"{"prefix":"2001:db8:1200::/56"}"#);
+
+    // A new prefix: the file changes, app is reloaded (the same process), not restarted.
+    d.medic_ok(&["output", "set", "dhcp", "prefix=2001:db8:3400::/56"]);
+    wait_for(
+        "app.conf to have the new prefix and app to be reloaded",
+        || (d.read("app.conf").contains("2001:db8:3400:1::1") && reloads(&d) == 1).then_some(()),
+        || d.describe("app"),
+    );
+    assert_eq!(
+        d.service_pid("app"),
+        Some(pid as u32),
+        "reloaded, not restarted"
+    );
+    wait_history(
+        &d,
+        "dhcp",
+        "outputs: prefix 2001:db8:1200::/56 → 2001:db8:3400::/56",
+    );
+
+    // The same map again changes nothing; a change that leaves the file's bytes as they are
+    // (a key the template does not read) renders, finds them unchanged and reloads nothing.
+    // Renders of one service run one after another, so a reload they caused would come
+    // before the one the next real change causes: after that one, exactly two.
+    d.medic_ok(&["output", "set", "dhcp", "prefix=2001:db8:3400::/56"]);
+    d.medic_ok(&[
+        "output",
+        "set",
+        "dhcp",
+        "prefix=2001:db8:3400::/56",
+        "lease=3600",
+    ]);
+    d.medic_ok(&[
+        "output",
+        "set",
+        "dhcp",
+        "prefix=2001:db8:5600::/56",
+        "lease=3600",
+    ]);
+    wait_for(
+        "app.conf to have the third prefix",
+        || {
+            d.read("app.conf")
+                .contains("2001:db8:5600:1::1")
+                .then_some(())
+        },
+        || d.describe("app"),
+    );
+    wait_for(
+        "the second reload",
+        || (reloads(&d) >= 2).then_some(()),
+        || d.describe("app"),
+    );
+    assert_eq!(reloads(&d), 2, "no reload without a change of bytes");
+
+    // A prefix the filter cannot read: the render fails, the old file stays, app runs on.
+    let before = d.read("app.conf");
+    d.medic_ok(&["output", "set", "dhcp", "prefix=garbage"]);
+    wait_history(&d, "app", "render failed");
+    assert_eq!(
+        d.read("app.conf"),
+        before,
+        "a bad render never replaces a good file"
+    );
+    assert_eq!(d.service_pid("app"), Some(pid as u32));
+    assert_eq!(reloads(&d), 2);
+    let leftovers: Vec<_> = std::fs::read_dir(d.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".medic-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no candidate left behind: {leftovers:?}"
+    );
+}
+
+#[test]
+fn output_set_refuses_a_bad_request_with_a_clear_error() {
+    let config = CONFIG.replace("@MEDIC@", &medic_bin().display().to_string());
+    let d = Daemon::start(&config);
+    let out = d.medic(&["output", "set", "nobody", "a=b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no service called `nobody`"));
+    let out = d.medic(&["output", "set", "dhcp", "Bad.Key=1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`Bad.Key` is not valid"));
+    let out = d.medic(&["output", "set", "dhcp", "novalue"]);
+    assert_eq!(out.status.code(), Some(2));
+    let many: Vec<String> = (0..65).map(|i| format!("k{i}=v")).collect();
+    let mut args = vec!["output", "set", "dhcp"];
+    args.extend(many.iter().map(String::as_str));
+    let out = d.medic(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("65 output keys"));
+}
+
+#[test]
+fn medic_check_names_a_broken_template_with_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("app.conf.in");
+    std::fs::write(&source, "ok {{ dhcp.prefix }}\n{{ dhcp.prefix | upper }}\n").unwrap();
+    let config = dir.path().join("medic.toml");
+    let text = format!(
+        r#"
+[service.dhcp]
+run = ["/bin/true"]
+[service.app]
+run = ["/bin/true"]
+uses = ["dhcp"]
+[[service.app.template]]
+source = "{}"
+target = "/tmp/never-written.conf"
+[[service.app.template]]
+text = "{{{{ ntp.server }}}} {{% if %}}"
+target = "/tmp/never-written-2.conf"
+"#,
+        source.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(medic_bin())
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let first = format!(
+        "{}: [service.app] template 1: line 2: unknown filter `upper`",
+        source.display()
+    );
+    assert!(stderr.contains(&first), "{stderr}");
+    let second = format!("{}: [service.app] template 2: ", config.display());
+    assert!(stderr.contains(&second), "{stderr}");
+}
