@@ -33,11 +33,18 @@
 //!   replacements; [`Kernel::lookup`] and [`Kernel::name`] translate.
 //! * **Shutdown**: [`Operator::Shutdown`] stops everything, dependents first; when all is down
 //!   the kernel emits [`Effect::ShutdownComplete`].
+//! * **Outputs and templates** (DESIGN §9): [`Input::SetOutputs`] replaces a service's
+//!   published map ([`Kernel::outputs`]); a service with templates is rendered before each
+//!   start and after a debounce when what it reads changes: [`Effect::Render`] carries the
+//!   templates and the outputs they read, [`Input::RenderDone`] says changed, unchanged or
+//!   failed. The adapter renders off its loop; the kernel keeps one render per service in
+//!   flight.
 //! * **Invariants**: [`Kernel::check_invariants`] may be called after any step.
 //!
 //! ## Bounds
 //! * history: `history-size` records per service (default 64), oldest dropped;
-//! * timers: at most one of each kind per service (ten kinds);
+//! * timers: at most one of each kind per service (thirteen kinds);
+//! * outputs: [`outputs::limits`] per service; one render in flight per service;
 //! * one process per service, at most one readiness poll and one probe in flight;
 //! * effects per step: proportional to the services the input touches (a config replacement
 //!   or shutdown touches all).

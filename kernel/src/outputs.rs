@@ -7,7 +7,7 @@
 //! * A publisher's outputs survive its restarts (the replacement overwrites them) and are
 //!   cleared when it is stopped: by the operator, by removal from the config, at shutdown.
 //! * A change schedules a render of every service that reads the publisher (through `needs` or
-//!   `uses`) and has templates: see [`crate::render`].
+//!   `uses`) and has templates (the rules are in `kernel/src/render.rs`).
 //!
 //! Values are strings, lists and maps only (JSON-like, ordered by key, so deterministic);
 //! numbers and booleans arrive as their text. Everything is bounded ([`limits`]); a map over a
