@@ -227,13 +227,46 @@ pub fn render_text(
     outputs: &BTreeMap<String, Outputs>,
 ) -> Result<String, String> {
     let template = env.template_from_str(text).map_err(|e| describe(&e))?;
-    let rendered = template
-        .render(variables(outputs))
-        .map_err(|e| describe(&e))?;
+    let rendered = template.render(variables(outputs)).map_err(|e| {
+        // MiniJinja does not say which value was undefined: name the first path the template
+        // reads that the outputs do not have (`waiting for dhcp6.prefixes`).
+        let mut missing: Vec<String> = template
+            .undeclared_variables(true)
+            .into_iter()
+            .filter(|path| !resolves(outputs, path))
+            .collect();
+        missing.sort();
+        match missing.first() {
+            Some(path) if e.kind() == ErrorKind::UndefinedError => {
+                format!("waiting for {path} ({})", describe(&e))
+            }
+            _ => describe(&e),
+        }
+    })?;
     if rendered.len() > MAX_RENDERED_BYTES {
         return Err(format!("renders over {MAX_RENDERED_BYTES} bytes"));
     }
     Ok(rendered)
+}
+
+/// Whether the dotted `path` (`dhcp6.ipv6.prefixes`) leads to a value in `outputs`.
+fn resolves(outputs: &BTreeMap<String, Outputs>, path: &str) -> bool {
+    let mut parts = path.split('.');
+    let Some(map) = parts.next().and_then(|service| outputs.get(service)) else {
+        return false;
+    };
+    let Some(mut value) = parts.next().map(|key| map.get(key)) else {
+        return true; // the service itself
+    };
+    for part in parts {
+        value = match value {
+            Some(Value::Map(m)) => m.get(part),
+            // A list indexed further, or a string's attribute: not a path medic can follow.
+            Some(_) => return true,
+            None => return false,
+        };
+    }
+    value.is_some()
 }
 
 /// MiniJinja's error in one line, with its line number and cause.
@@ -590,7 +623,24 @@ mod tests {
         assert_eq!(filter(r#"["a", "b"] | join(", ")"#).unwrap(), "a, b");
         assert_eq!(filter(r#"["a", "b"] | join"#).unwrap(), "ab");
         let err = filter("dhcp6.prefixes").expect_err("undefined");
+        assert!(err.starts_with("waiting for dhcp6.prefixes ("), "{err}");
         assert!(err.contains("undefined"), "{err}");
+        let outputs: BTreeMap<String, Outputs> = [(
+            "dhcp6".to_string(),
+            Outputs::from([("state".to_string(), Value::String("bound".into()))]),
+        )]
+        .into();
+        let env = environment();
+        let err = render_text(
+            &env,
+            "{{ dhcp6.state }} {{ dhcp6.ipv6.prefixes }}",
+            &outputs,
+        )
+        .expect_err("undefined");
+        assert!(
+            err.starts_with("waiting for dhcp6.ipv6.prefixes ("),
+            "{err}"
+        );
         let err = filter("\"x\" | upper").expect_err("unknown filter");
         assert!(err.contains("unknown filter"), "{err}");
     }
