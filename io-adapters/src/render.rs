@@ -439,6 +439,8 @@ fn stage_one(
         .file_name()
         .ok_or_else(|| "the target has no file name".to_string())?
         .to_string_lossy();
+    // `/run` is a tmpfs: the directory of a target there is gone after every boot.
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let temp = dir.join(format!(".{name}.medic-{tag}"));
     write_candidate(&temp, rendered.as_bytes(), t).map_err(|e| {
         let _ = fs::remove_file(&temp);
@@ -685,7 +687,8 @@ mod tests {
     #[test]
     fn unchanged_bytes_stage_nothing_and_changed_ones_are_replaced_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        let t = template(dir.path(), "v={{ a.k }}\n", None);
+        let mut t = template(dir.path(), "v={{ a.k }}\n", None);
+        t.target = dir.path().join("made/out.conf").display().to_string();
         let outputs: BTreeMap<String, Outputs> = [(
             "a".to_string(),
             Outputs::from([("k".to_string(), Value::String("1".into()))]),
@@ -703,7 +706,7 @@ mod tests {
             .unwrap()
             .is_empty());
         assert_eq!(fs::metadata(&t.target).unwrap().modified().unwrap(), before);
-        let leftovers = fs::read_dir(dir.path()).unwrap().count();
+        let leftovers = fs::read_dir(dir.path().join("made")).unwrap().count();
         assert_eq!(leftovers, 1, "no candidate left behind");
     }
 
