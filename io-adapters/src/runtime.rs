@@ -945,7 +945,7 @@ impl Runtime {
                 }
                 Err(e) => {
                     crate::render::discard(&candidates);
-                    let why = format!("check of {}: {e}; the old file stays", c.target);
+                    let why = format!("check of {}: {e}", c.target);
                     return self.render_done(service, job, RenderResult::Failed(why));
                 }
             }
@@ -977,7 +977,7 @@ impl Runtime {
                     let result = match failed {
                         Some(why) => {
                             crate::render::discard(&candidates);
-                            RenderResult::Failed(format!("{why}; the old file stays"))
+                            RenderResult::Failed(why)
                         }
                         None => match crate::render::commit(&candidates) {
                             Ok(targets) => RenderResult::Changed(targets),

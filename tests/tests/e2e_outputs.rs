@@ -197,3 +197,42 @@ target = "/tmp/never-written-2.conf"
     let second = format!("{}: [service.app] template 2: ", config.display());
     assert!(stderr.contains(&second), "{stderr}");
 }
+
+#[test]
+fn a_check_that_fails_keeps_the_old_file_and_one_that_passes_lets_the_new_one_in() {
+    let d = Daemon::start(
+        r#"
+[service.src]
+run = ["/bin/sleep", "1000"]
+
+[service.user]
+run = ["/bin/sleep", "1000"]
+uses = ["src"]
+[[service.user.template]]
+text = "word={{ src.word }}\n"
+target = "@DIR@/user.conf"
+check = ["/bin/sh", "-c", "grep -q good {file}"]
+on-change = "none"
+debounce = "50ms"
+"#,
+    );
+    // src publishes nothing yet: the first render fails, and user waits.
+    wait_history(&d, "user", "waiting for src.word");
+    assert_eq!(d.condition("user"), "waiting");
+    d.medic_ok(&["output", "set", "src", "word=good"]);
+    d.wait_condition("user", "ready");
+    assert_eq!(d.read("user.conf"), "word=good\n");
+    d.medic_ok(&["output", "set", "src", "word=bad"]);
+    wait_history(&d, "user", "check of");
+    assert_eq!(
+        d.read("user.conf"),
+        "word=good\n",
+        "the check refused the candidate"
+    );
+    d.medic_ok(&["output", "set", "src", "word=good-again"]);
+    wait_for(
+        "the file the check accepts",
+        || (d.read("user.conf") == "word=good-again\n").then_some(()),
+        || d.describe("user"),
+    );
+}
