@@ -210,6 +210,9 @@ fn a_burst_of_changes_renders_once_after_the_debounce_and_a_change_reloads_the_s
     set(&mut w, "dhcp6", prefixes("2001:db8:2::/56"));
     w.wait(500);
     set(&mut w, "dhcp6", prefixes("2001:db8:3::/56"));
+    let view = w.kernel.status(w.id("dnsmasq")).unwrap();
+    let next = view.next_action().map(|(at, what)| (at.as_millis(), what));
+    assert_eq!(next, Some((t0 + 1_500, "render its templates".to_string())));
     w.wait(999);
     assert_eq!(
         renders(&w, "dnsmasq").len(),

@@ -218,7 +218,16 @@ debounce = "50ms"
     );
     // src publishes nothing yet: the first render fails, and user waits.
     wait_history(&d, "user", "waiting for src.word");
-    assert_eq!(d.condition("user"), "waiting");
+    let user = d.service("user");
+    assert_eq!(user["condition"], "waiting");
+    let why = user["why"].as_str().unwrap_or_default();
+    assert!(why.starts_with("render failed: "), "{user:#}");
+    assert!(why.contains("waiting for src.word"), "{user:#}");
+    let next = user["next"].as_str().unwrap_or_default();
+    assert!(
+        next.starts_with("render again when what it reads changes"),
+        "{user:#}"
+    );
     d.medic_ok(&["output", "set", "src", "word=good"]);
     d.wait_condition("user", "ready");
     assert_eq!(d.read("user.conf"), "word=good\n");
