@@ -157,6 +157,25 @@ fn output_set_refuses_a_bad_request_with_a_clear_error() {
     let out = d.medic(&args);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("65 output keys"));
+    let big = format!("k={}", "x".repeat(40_000));
+    let out = d.medic(&["output", "set", "dhcp", &big]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("more than 32768 bytes"), "{stderr}");
+    let huge = format!("k={}", "x".repeat(100_000));
+    let out = d.medic(&["output", "set", "dhcp", &huge]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is over the limit of 65536 bytes"),
+        "{stderr}"
+    );
+    // The daemon is still there, and what dhcp publishes is its own map, not these.
+    wait_for(
+        "dhcp's own outputs",
+        || (d.medic_ok(&["output", "dhcp"]) == "prefix = 2001:db8:1200::/56\n").then_some(()),
+        || d.describe("dhcp"),
+    );
 }
 
 #[test]
