@@ -41,6 +41,10 @@ pub fn parse_args(args: &[String], json: bool, stdin: &mut impl Read) -> Result<
             } else {
                 from_pairs(rest)?
             };
+            // Checked here too, so that a map over a bound is named as such (the bounds keep a
+            // whole map within one control request), not as a frame too large.
+            medic_kernel::outputs::validate(&outputs)
+                .map_err(|e| Failure::failed(format!("{e}; nothing changed")))?;
             Ok(Asked::Set(name.clone(), outputs))
         }
         _ => Err(Failure::usage(
