@@ -164,6 +164,11 @@ fn supervise(start: Start) -> ExitCode {
     {
         tracing::warn!("{name}: {warning}");
     }
+    // A broken template does not stop the daemon (its service waits, its history says why),
+    // but the log says so at once, as `medic check` does.
+    for problem in crate::cli::check::template_problems(&config, &config_path) {
+        tracing::warn!("{problem}");
+    }
     let state_dir = self::state_dir(state_dir, || {
         config.daemon.state_dir.as_ref().map(PathBuf::from)
     });

@@ -39,6 +39,7 @@ pub mod notify;
 pub mod offloop;
 pub mod process;
 pub mod reexec;
+pub mod render;
 pub mod runtime;
 pub mod statedir;
 pub mod statefile;

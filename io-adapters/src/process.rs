@@ -364,8 +364,19 @@ impl ExecPlan {
     }
 }
 
+/// The state directory of this daemon, set once at its start: every child gets it as
+/// `MEDIC_STATE_DIR`, so `medic output set` (or a DHCP hook) run by a service finds this daemon.
+static STATE_DIR: std::sync::OnceLock<OsString> = std::sync::OnceLock::new();
+
+/// Says which state directory children are to be given as `MEDIC_STATE_DIR` (the first call
+/// counts: one daemon per process).
+pub fn export_state_dir(dir: &std::path::Path) {
+    let _ = STATE_DIR.set(dir.as_os_str().to_owned());
+}
+
 /// The environment a child gets: the daemon's, without `NOTIFY_SOCKET`, with the service's
-/// `env` and medic's own variables on top.
+/// `env` and medic's own variables on top (`MEDIC_SERVICE`, `MEDIC_INSTANCE`,
+/// `MEDIC_STATE_DIR`).
 fn child_env(spec: &SpawnSpec<'_>) -> BTreeMap<OsString, OsString> {
     let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
     env.remove(OsStr::new("NOTIFY_SOCKET"));
@@ -374,6 +385,9 @@ fn child_env(spec: &SpawnSpec<'_>) -> BTreeMap<OsString, OsString> {
     }
     env.insert("MEDIC_SERVICE".into(), spec.service.into());
     env.insert("MEDIC_INSTANCE".into(), spec.instance.into());
+    if let Some(dir) = STATE_DIR.get() {
+        env.insert("MEDIC_STATE_DIR".into(), dir.clone());
+    }
     if let Some(path) = spec.notify_socket {
         env.insert("NOTIFY_SOCKET".into(), path.into());
     }

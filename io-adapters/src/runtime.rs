@@ -33,7 +33,7 @@ use medic_kernel::config::{Check, DaemonConfig, Kind, Readiness, Reports, Servic
 use medic_kernel::trace::TraceRing;
 use medic_kernel::{
     CheckResult, CommandPurpose, Config, Effect, Exec, ExitStatus, Input, JobId, Kernel, Operator,
-    ServiceId, SignalTarget,
+    RenderResult, ServiceId, SignalTarget,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, Interest};
@@ -65,6 +65,8 @@ thread_local! {
 
 /// Bound of the queue of events from tasks to the loop; a task waits when it is full.
 const EVENT_QUEUE: usize = 4096;
+/// The stack of a render thread: MiniJinja recurses over the template's nesting.
+const RENDER_STACK: usize = 512 * 1024;
 /// Bound of the queue of link changes from the netlink watcher to the loop; what does not fit
 /// is sent later, in its latest state.
 const LINK_QUEUE: usize = 1024;
@@ -152,6 +154,13 @@ enum Event {
     AdoptedEnded(JobId),
     /// `PATH daemon --check-state` has answered: whether it accepts the state, else why not.
     ReexecChecked(Result<(), String>),
+    /// A render's templates were rendered off the loop: the candidates to check and commit,
+    /// or why it failed.
+    RenderStaged {
+        service: ServiceId,
+        job: JobId,
+        staged: Result<Vec<crate::render::Candidate>, String>,
+    },
 }
 
 /// A read of the config file under way, off the loop.
@@ -271,6 +280,8 @@ pub fn run(setup: Setup) -> Result<(), RuntimeError> {
 impl Runtime {
     fn new(setup: Setup) -> Result<(Runtime, mpsc::Receiver<Event>), RuntimeError> {
         let state = statedir::prepare(&setup.state_dir)?;
+        let absolute = std::path::absolute(&setup.state_dir);
+        process::export_state_dir(absolute.as_deref().unwrap_or(&setup.state_dir));
         if let Err(e) = process::become_subreaper() {
             tracing::warn!(
                 "cannot become a child subreaper ({e}); orphans of services go to PID 1"
@@ -661,6 +672,11 @@ impl Runtime {
             Event::Reload => self.reload_config(None),
             Event::ConfigRead(text) => self.config_read(text),
             Event::ReexecChecked(result) => self.reexec_checked(result),
+            Event::RenderStaged {
+                service,
+                job,
+                staged,
+            } => self.render_staged(service, job, staged),
             Event::AdoptedEnded(job) => {
                 if let Some(service) = self.children.adopted_ended(job) {
                     let status = ExitStatus::Unknown;
@@ -953,7 +969,150 @@ impl Runtime {
                 pid,
                 was,
             } => self.adopt(*service, *job, *pid, *was),
+            Effect::Render {
+                service,
+                job,
+                templates,
+                outputs,
+            } => self.render(*service, *job, templates, outputs),
         }
+    }
+
+    /// [`Effect::Render`]: the templates are rendered and their candidates written on a thread
+    /// of its own (a template `source` on a hung mount stalls only that thread); the checks
+    /// and the commit follow in [`Runtime::render_staged`].
+    fn render(
+        &mut self,
+        service: ServiceId,
+        job: JobId,
+        templates: &[medic_kernel::config::Template],
+        outputs: &BTreeMap<String, medic_kernel::Outputs>,
+    ) {
+        let tx = self.tx.clone();
+        let (templates, outputs) = (templates.to_vec(), outputs.clone());
+        let spawned = std::thread::Builder::new()
+            .name("medic-render".into())
+            .stack_size(RENDER_STACK)
+            .spawn(move || {
+                let staged = crate::render::stage(&templates, &outputs, job.0);
+                let _ = tx.blocking_send(Event::RenderStaged {
+                    service,
+                    job,
+                    staged,
+                });
+            });
+        if let Err(e) = spawned {
+            let why = format!("cannot start a thread to render: {e}");
+            self.render_done(service, job, RenderResult::Failed(why));
+        }
+    }
+
+    fn render_done(&mut self, service: ServiceId, job: JobId, result: RenderResult) {
+        self.queue.push_back(Input::RenderDone {
+            service,
+            job,
+            result,
+        });
+    }
+
+    /// The candidates of a render are written: run their checks (children of the loop, so the
+    /// one reaper sees them; killed after [`crate::render::CHECK_TIMEOUT`]), then commit or
+    /// discard them on a thread, and answer the kernel.
+    fn render_staged(
+        &mut self,
+        service: ServiceId,
+        job: JobId,
+        staged: Result<Vec<crate::render::Candidate>, String>,
+    ) {
+        let candidates = match staged {
+            Ok(c) if c.is_empty() => {
+                return self.render_done(service, job, RenderResult::Unchanged)
+            }
+            Ok(c) => c,
+            Err(why) => return self.render_done(service, job, RenderResult::Failed(why)),
+        };
+        let name = self.kernel.name(service).to_string();
+        let Some(exec) = self.kernel.config().service(&name).map(|c| Exec::of(c)) else {
+            crate::render::discard(&candidates);
+            let why = "the service left the config".to_string();
+            return self.render_done(service, job, RenderResult::Failed(why));
+        };
+        let instance = self.instance_tag(job);
+        let mut waits = Vec::new();
+        for c in &candidates {
+            let Some(argv) = &c.check else { continue };
+            let spec = SpawnSpec {
+                capture_stdout: false,
+                capture_stderr: false,
+                ..SpawnSpec::for_service(argv, &exec, &self.base_dir, &instance)
+            };
+            match process::spawn(spec) {
+                Ok(child) => {
+                    let (status_tx, status_rx) = oneshot::channel();
+                    let token = self.children.add_check(child.pid, status_tx);
+                    let what = format!("check of {} ({})", c.target, argv[0]);
+                    waits.push((what, child.pid, token, status_rx));
+                }
+                Err(e) => {
+                    crate::render::discard(&candidates);
+                    let why = format!("check of {}: {e}", c.target);
+                    return self.render_done(service, job, RenderResult::Failed(why));
+                }
+            }
+        }
+        let tx = self.tx.clone();
+        tokio::task::spawn_local(async move {
+            let deadline = tokio::time::Instant::now() + crate::render::CHECK_TIMEOUT;
+            let mut failed = None;
+            for (what, pid, token, status) in waits {
+                let why = match tokio::time::timeout_at(deadline, status).await {
+                    Ok(Ok(status)) if status.success() => continue,
+                    Ok(Ok(status)) => format!("{what}: {status}"),
+                    Ok(Err(_)) => format!("{what}: its end was not seen"),
+                    Err(_) => {
+                        let _ = tx.send(Event::Expire { pid, token }).await;
+                        let limit = crate::render::CHECK_TIMEOUT.as_secs();
+                        format!("{what}: still running after {limit}s, killed")
+                    }
+                };
+                failed.get_or_insert(why);
+            }
+            // Renames and fsyncs off the loop too.
+            let candidates = std::sync::Arc::new(candidates);
+            let (kept, sender) = (candidates.clone(), tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name("medic-render".into())
+                .stack_size(RENDER_STACK)
+                .spawn(move || {
+                    let result = match failed {
+                        Some(why) => {
+                            crate::render::discard(&candidates);
+                            RenderResult::Failed(why)
+                        }
+                        None => match crate::render::commit(&candidates) {
+                            Ok(targets) => RenderResult::Changed(targets),
+                            Err(e) => RenderResult::Failed(e.to_string()),
+                        },
+                    };
+                    let done = Input::RenderDone {
+                        service,
+                        job,
+                        result,
+                    };
+                    let _ = tx.blocking_send(Event::Input(done));
+                });
+            if let Err(e) = spawned {
+                crate::render::discard(&kept);
+                let why = format!("cannot start a thread to write the files: {e}");
+                let result = RenderResult::Failed(why);
+                let done = Input::RenderDone {
+                    service,
+                    job,
+                    result,
+                };
+                let _ = sender.send(Event::Input(done)).await;
+            }
+        });
     }
 
     fn spawn_service(&mut self, service: ServiceId, job: JobId, config: &ServiceConfig) {
@@ -1454,6 +1613,30 @@ impl Runtime {
             // Read off the loop, like a SIGHUP's; answered once the text has been fed.
             Request::ReloadConfig => return self.reload_config(Some(reply)),
             Request::Reexec { binary } => return self.start_reexec(binary.clone(), reply),
+            Request::Output { service } => match self.kernel.lookup(service) {
+                Some(_) => {
+                    Response::Outputs(self.kernel.outputs(service).cloned().unwrap_or_default())
+                }
+                None => Response::Error(format!("no service called `{service}`")),
+            },
+            // Checked here so that the client hears why; the kernel checks again (a trace
+            // replays without this loop).
+            Request::OutputSet { service, outputs } => {
+                match (
+                    self.kernel.lookup(service),
+                    medic_kernel::outputs::validate(outputs),
+                ) {
+                    (None, _) => Response::Error(format!("no service called `{service}`")),
+                    (_, Err(e)) => Response::Error(format!("{e}; nothing changed")),
+                    (Some(_), Ok(())) => {
+                        self.queue.push_back(Input::SetOutputs {
+                            service: service.clone(),
+                            outputs: outputs.clone(),
+                        });
+                        Response::Done
+                    }
+                }
+            }
         };
         let _ = reply.try_send(response);
     }

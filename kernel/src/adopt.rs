@@ -74,6 +74,8 @@ pub struct SavedService {
     pub at_last: Option<i64>,
     /// Its process, once its pid was known.
     pub process: Option<SavedProcess>,
+    /// What it publishes (DESIGN §9): a resumed daemon's consumers read the same.
+    pub outputs: crate::outputs::Outputs,
 }
 
 /// A service's process in a [`Saved`] state.
@@ -117,6 +119,11 @@ impl Kernel {
                     retry_after_at: s.timers.get(Timer::RetryAfter),
                     history: s.history.clone(),
                     at_last: s.at_last,
+                    outputs: self
+                        .outputs
+                        .get(&s.config.name)
+                        .cloned()
+                        .unwrap_or_default(),
                     process: s.proc.and_then(|p| {
                         Some(SavedProcess {
                             job: p.job,
@@ -161,6 +168,11 @@ impl Kernel {
     fn resume_service(&mut self, id: ServiceId, s: SavedService, out: &mut Vec<Effect>) {
         let now = self.now;
         let history_len = self.config.daemon.history_len;
+        // Outputs from a file are checked like any others; a bad map is dropped, not kept.
+        if !s.outputs.is_empty() && crate::outputs::validate(&s.outputs).is_ok() {
+            let name = self.slots[id.index()].config.name.clone();
+            self.outputs.insert(name, s.outputs);
+        }
         let slot = &mut self.slots[id.index()];
         slot.history = s.history.restored(history_len);
         let mut medical = s.medical;

@@ -64,7 +64,9 @@ impl Kernel {
                     .set_earliest(&mut slot.timers, id, Timer::Retry, at);
                 return;
             }
-            self.start(id, out);
+            if self.rendered_for_start(id, out) {
+                self.start(id, out);
+            }
             return;
         }
         match self.plan(id) {
@@ -130,7 +132,7 @@ impl Kernel {
     }
 
     /// Carries out a heal (automatic or the operator's).
-    fn apply_heal(&mut self, id: ServiceId, heal: Heal, out: &mut Vec<Effect>) {
+    pub(crate) fn apply_heal(&mut self, id: ServiceId, heal: Heal, out: &mut Vec<Effect>) {
         match heal {
             Heal::Restart => self.restart(id),
             Heal::Kill => self.kill_and_start(id, out),
@@ -408,6 +410,7 @@ impl Kernel {
         self.record(id, condition, None, None, note, out);
         self.slots[id.index()].wanted = false;
         self.stop_service(id, AfterStop::Nothing);
+        self.clear_outputs(id, "stopped by the operator", out);
     }
 
     /// Every service reachable from `id` along `edges` (not `id` itself), nearest first.

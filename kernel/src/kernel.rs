@@ -41,6 +41,8 @@ pub struct Kernel {
     pub(crate) device_matches: BTreeMap<ServiceId, crate::devices::Device>,
     /// Watched paths and who reacts to them.
     pub(crate) watches: BTreeMap<String, Vec<(ServiceId, FileAction)>>,
+    /// What each service publishes (DESIGN §9), by service name.
+    pub(crate) outputs: BTreeMap<String, crate::outputs::Outputs>,
     pub(crate) timers: Timers,
     next_job: u64,
     pub(crate) now: Instant,
@@ -86,6 +88,7 @@ impl Kernel {
             shutdown_complete: false,
             wall: None,
             clock_trusted: false,
+            outputs: BTreeMap::new(),
             dirty: VecDeque::new(),
             queued: Vec::new(),
         };
@@ -234,6 +237,12 @@ impl Kernel {
             Input::WallClock(wall) => self.on_wall_clock(wall, out),
             Input::Resume(saved) => self.on_resume(*saved, out),
             Input::Devices(devices) => self.on_devices(devices),
+            Input::SetOutputs { service, outputs } => self.on_set_outputs(&service, outputs, out),
+            Input::RenderDone {
+                service,
+                job,
+                result,
+            } => self.on_render_done(service, job, result, out),
         }
         if self.booted {
             self.settle_dirty(out);
@@ -293,6 +302,7 @@ impl Kernel {
             Timer::Forgive => self.forgive(id, out),
             Timer::Periodic => self.on_periodic(id, out),
             Timer::At => self.on_at(id, out),
+            Timer::Render => self.on_render_timer(id, out),
         }
     }
 
@@ -350,6 +360,7 @@ impl Kernel {
         let slot = &mut self.slots[id.index()];
         slot.medical.new_fact();
         self.timers.clear(&mut slot.timers, id, Timer::RetryAfter);
+        self.forget_render_failure(id);
         self.mark(id);
     }
 

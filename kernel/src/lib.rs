@@ -38,11 +38,18 @@
 //!   replacements; [`Kernel::lookup`] and [`Kernel::name`] translate.
 //! * **Shutdown**: [`Operator::Shutdown`] stops everything, dependents first; when all is down
 //!   the kernel emits [`Effect::ShutdownComplete`].
+//! * **Outputs and templates** (DESIGN §9): [`Input::SetOutputs`] replaces a service's
+//!   published map ([`Kernel::outputs`]); a service with templates is rendered before each
+//!   start and after a debounce when what it reads changes: [`Effect::Render`] carries the
+//!   templates and the outputs they read, [`Input::RenderDone`] says changed, unchanged or
+//!   failed. The adapter renders off its loop; the kernel keeps one render per service in
+//!   flight.
 //! * **Invariants**: [`Kernel::check_invariants`] may be called after any step.
 //!
 //! ## Bounds
 //! * history: `history-size` records per service (default 64), oldest dropped;
-//! * timers: at most one of each kind per service (ten kinds);
+//! * timers: at most one of each kind per service (thirteen kinds);
+//! * outputs: [`outputs::limits`] per service; one render in flight per service;
 //! * one process per service, at most one readiness poll and one probe in flight;
 //! * effects per step: proportional to the services the input touches (a config replacement
 //!   or shutdown touches all).
@@ -63,7 +70,9 @@ pub mod history;
 mod intervene;
 mod kernel;
 mod observe;
+pub mod outputs;
 pub mod protocol;
+mod render;
 mod replace;
 mod rules;
 mod schedule;
@@ -81,9 +90,10 @@ pub use devices::{glob, Device, DeviceMatch};
 pub use health::Condition;
 pub use history::{History, Outcome, Record};
 pub use kernel::Kernel;
+pub use outputs::{Outputs, Value};
 pub use protocol::{
     CheckPurpose, CheckResult, CommandPurpose, Effect, Exec, ExitStatus, Input, JobId, LinkState,
-    Operator, ServiceId, SignalTarget, WallClock,
+    Operator, RenderResult, ServiceId, SignalTarget, WallClock,
 };
 pub use rules::backoff;
 pub use time::Instant;

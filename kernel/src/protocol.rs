@@ -214,6 +214,36 @@ pub enum Input {
     /// coldplug, after each uevent that changes it, and after a re-walk of sysfs when events
     /// were lost. A device missing from the set is gone.
     Devices(Vec<crate::devices::Device>),
+    /// A service's outputs, the whole map (`medic output set`, a DHCP hook): it replaces the
+    /// previous one. Refused with a [`Effect::Notice`] when the service is unknown or the map
+    /// breaks a bound ([`crate::outputs::validate`]).
+    SetOutputs {
+        /// The publishing service's name.
+        service: String,
+        /// Its outputs.
+        outputs: crate::outputs::Outputs,
+    },
+    /// A [`Effect::Render`] finished.
+    RenderDone {
+        /// The service.
+        service: ServiceId,
+        /// The job of the [`Effect::Render`].
+        job: JobId,
+        /// What it did.
+        result: RenderResult,
+    },
+}
+
+/// What a render did (DESIGN §9).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RenderResult {
+    /// These targets were replaced (their bytes changed); the others were left as they were.
+    Changed(Vec<String>),
+    /// Every target already held exactly the rendered bytes: nothing was written.
+    Unchanged,
+    /// A template failed (a variable missing, a filter out of range, a `check` that exited
+    /// non-zero): no target was replaced. The words are for the history.
+    Failed(String),
 }
 
 /// The wall-clock time as the adapter read it in the step's `now`.
@@ -238,7 +268,8 @@ impl Input {
             | Input::CheckDone { service, job, .. }
             | Input::MemorySampled { service, job, .. }
             | Input::CommandDone { service, job, .. }
-            | Input::SpawnDeferred { service, job, .. } => Some((service, job)),
+            | Input::SpawnDeferred { service, job, .. }
+            | Input::RenderDone { service, job, .. } => Some((service, job)),
             Input::Tick
             | Input::FileChanged { .. }
             | Input::LinkChanged { .. }
@@ -246,7 +277,8 @@ impl Input {
             | Input::ReplaceConfig { .. }
             | Input::WallClock(_)
             | Input::Resume(_)
-            | Input::Devices(_) => None,
+            | Input::Devices(_)
+            | Input::SetOutputs { .. } => None,
         }
     }
 }
@@ -437,5 +469,20 @@ pub enum Effect {
         pid: u32,
         /// The job it ran as under the previous daemon.
         was: JobId,
+    },
+    /// Render the service's templates with `outputs` as variables, each to a candidate file
+    /// beside its target; run its `check`; replace the targets whose bytes changed (atomically,
+    /// all checks first). Never on the caller's loop: a render reads files and runs commands.
+    /// Answer with [`Input::RenderDone`].
+    Render {
+        /// The service.
+        service: ServiceId,
+        /// Names this render.
+        job: JobId,
+        /// Its templates.
+        templates: Vec<crate::config::Template>,
+        /// The outputs of the services it reads (`needs` and `uses`), by service name; a
+        /// service that publishes nothing is absent.
+        outputs: BTreeMap<String, crate::outputs::Outputs>,
     },
 }

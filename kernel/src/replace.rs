@@ -62,6 +62,7 @@ impl Kernel {
                 slot.wanted = false;
                 self.by_name.remove(&slot.config.name);
                 self.stop_service(id, AfterStop::Nothing);
+                self.clear_outputs(id, "removed from the config", out);
                 self.mark(id);
             }
         }

@@ -145,6 +145,8 @@ pub(crate) struct Slot {
     /// The wall time of the last `at` time that fired: never again at or before it, whatever
     /// the clock does (stepped back, it would repeat the run).
     pub at_last: Option<i64>,
+    /// Its templates' render state.
+    pub render: crate::render::RenderState,
     /// Pending timers.
     pub timers: ServiceTimers,
     /// The medical history.
@@ -202,6 +204,7 @@ impl Slot {
             spawn_retry_at: Instant::ZERO,
             at_next: None,
             at_last: None,
+            render: crate::render::RenderState::default(),
             timers: ServiceTimers::default(),
             history: History::new(history_len),
         }

@@ -23,6 +23,7 @@ impl Kernel {
             let id = ServiceId(i as u32);
             self.slots[i].wanted = false;
             self.stop_service(id, AfterStop::Nothing);
+            self.clear_outputs(id, "shutdown", out);
             self.mark(id);
         }
     }

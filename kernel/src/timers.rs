@@ -36,11 +36,13 @@ pub enum Timer {
     Periodic,
     /// The next `at` time.
     At,
+    /// Outputs a service's templates read changed and its debounce has passed: render again.
+    Render,
 }
 
 impl Timer {
     /// How many kinds there are.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 
     /// The timers that watch a running process: they end when it ends or is asked to stop.
     pub const OF_RUNNING_PROCESS: [Timer; 4] = [
@@ -180,4 +182,5 @@ pub(crate) const ALL: [Timer; Timer::COUNT] = [
     Timer::Forgive,
     Timer::Periodic,
     Timer::At,
+    Timer::Render,
 ];

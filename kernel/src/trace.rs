@@ -46,7 +46,10 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   (a daemon that survived its own crash), `ExitStatus::Unknown`.
 /// * 5: `catch-up` in a service's definition; a saved service keeps its last run (`at_last`);
 ///   `Kind::Device` (a `device = {…}` service) and `Input::Devices`; the snapshot keeps the
-///   present devices and what each device service matches.
+///   present devices and what each device service matches. Outputs and templates (DESIGN §9):
+///   `uses` and `template` in a service's definition; `Input::SetOutputs`, `Input::RenderDone`,
+///   `Effect::Render`, `Timer::Render`; the snapshot keeps every service's outputs and render
+///   state, the state file each service's outputs.
 pub const FORMAT_VERSION: u32 = 5;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.

@@ -157,6 +157,9 @@ impl<'a> ServiceView<'a> {
         if let Some(at) = timer(Timer::Settle) {
             return Some((at, "decide the outcome".into()));
         }
+        if let Some(at) = timer(Timer::Render) {
+            return Some((at, "render its templates".into()));
+        }
         let what = if s.is_oneshot() {
             "run again"
         } else {
@@ -167,6 +170,22 @@ impl<'a> ServiceView<'a> {
             .flatten()
             .min()
             .map(|at| (at, what.into()))
+    }
+
+    /// How many of its needs are unhealthy now.
+    pub fn unhealthy_needs(&self) -> u32 {
+        self.slot.unhealthy_needs
+    }
+
+    /// Why the last render before a start failed, while the service waits for a change of
+    /// what its templates read (DESIGN §9).
+    pub fn render_failure(&self) -> Option<&str> {
+        self.slot.render.failed.as_deref()
+    }
+
+    /// A render of its templates is under way.
+    pub fn rendering(&self) -> bool {
+        self.slot.render.in_flight.is_some()
     }
 
     /// A watched file changed and its debounce time has not passed yet.

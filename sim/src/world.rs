@@ -577,6 +577,18 @@ impl World {
             Effect::Event { .. } | Effect::Notice { .. } | Effect::Sweep { .. } => {}
             Effect::ShutdownComplete => self.shutdown_complete = true,
             Effect::Adopt { job, was, .. } => self.adopt(*was, *job),
+            // The simulated world writes no files: every render finds its bytes unchanged.
+            // (The generated configs have no templates yet; DESIGN §9's properties 8 and 9
+            // are for the sim's next step.)
+            Effect::Render { service, job, .. } => {
+                let at = now + self.latency(1);
+                let input = Input::RenderDone {
+                    service: *service,
+                    job: *job,
+                    result: medic_kernel::RenderResult::Unchanged,
+                };
+                self.at(at, Event::Input(input));
+            }
         }
     }
 

@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use medic_kernel::config::{Action, Check, Config, Heal, Kind, MemoryLimit, Readiness};
+use medic_kernel::config::{
+    Action, Check, Config, Heal, Kind, MemoryLimit, Readiness, TemplateSource,
+};
 
 use super::format::{table, Cell};
 use super::Failure;
@@ -65,6 +67,13 @@ pub fn run(config: Option<PathBuf>, dot: bool) -> Result<(), Failure> {
     for warning in warnings(&config, &base_dir(&path)) {
         eprintln!("{}: warning: {warning}", path.display());
     }
+    let problems = template_problems(&config, &path);
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        return Err(Failure::usage(""));
+    }
     let n = config.services.len();
     let services = if n == 1 { "service" } else { "services" };
     println!(
@@ -108,6 +117,38 @@ pub fn graphviz(config: &Config) -> String {
 }
 
 /// The directory relative paths in the config are taken from: the config file's.
+/// Every template that does not parse, names a filter medic does not have, or reads a service
+/// it neither needs nor uses: one line each, `FILE: [service.X] template N: line L: …` (FILE
+/// is the template's `source`, or the config file for a `text`).
+pub fn template_problems(config: &Config, path: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    for service in &config.services {
+        let readable: Vec<String> = service.needs.iter().chain(&service.uses).cloned().collect();
+        for (i, t) in service.templates.iter().enumerate() {
+            let (file, text) = match &t.source {
+                TemplateSource::Text(text) => (path.display().to_string(), Ok(text.clone())),
+                TemplateSource::File(source) => (source.clone(), read_template(source)),
+            };
+            let place = format!("[service.{}] template {}", service.name, i + 1);
+            let checked = text.and_then(|text| medic_io::render::check_text(&text, &readable));
+            if let Err(why) = checked {
+                problems.push(format!("{file}: {place}: {why}"));
+            }
+        }
+    }
+    problems
+}
+
+fn read_template(source: &str) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(source).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut text = String::new();
+    file.take(medic_io::render::MAX_FILE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    Ok(text)
+}
+
 pub fn base_dir(config: &Path) -> PathBuf {
     match config.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -184,6 +184,28 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 other => Err(unexpected(other)),
             }
         }
+        Command::Output { args, json, target } => {
+            match super::output::parse_args(&args, json, &mut std::io::stdin().lock())? {
+                super::output::Asked::Show(service) => {
+                    match ask(&target, Request::Output { service }).await? {
+                        Response::Outputs(outputs) => {
+                            match json {
+                                true => emit(&super::output::to_json(&outputs).to_string()),
+                                false => print!("{}", super::output::table(&outputs)),
+                            }
+                            Ok(())
+                        }
+                        other => Err(unexpected(other)),
+                    }
+                }
+                super::output::Asked::Set(service, outputs) => {
+                    match ask(&target, Request::OutputSet { service, outputs }).await? {
+                        Response::Done => Ok(()),
+                        other => Err(unexpected(other)),
+                    }
+                }
+            }
+        }
         Command::Daemon { .. }
         | Command::Check { .. }
         | Command::Replay { .. }
@@ -197,30 +219,49 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
 /// whatever happens, and a DHCP client waits for its script.
 pub const HOOK_TIMEOUT: Duration = Duration::from_millis(900);
 
-/// Publishes `outputs` as the whole output map of `service` (`medic hook`), asking the daemon
-/// for at most [`HOOK_TIMEOUT`]: no daemon answering in time is exit 3.
-///
-/// This build has no request to set outputs yet: a daemon that answers is told nothing and the
-/// hook fails (exit 1), saying so.
+/// Publishes `outputs` as the whole output map of `service` (`medic hook`, as `medic output
+/// set` does), asking the daemon for at most [`HOOK_TIMEOUT`]: no daemon answering in time is
+/// exit 3. A map over the outputs' bounds loses its `raw` part first (said in `errors`): the
+/// lease itself is what consumers read.
 pub fn publish_outputs(
     target: &Target,
     service: &str,
     outputs: serde_json::Value,
 ) -> Result<(), Failure> {
+    let mut outputs = super::output::from_json_value(outputs)?;
+    if let Err(e) = medic_kernel::outputs::validate(&outputs) {
+        if outputs.remove("raw").is_some() {
+            let why = format!("raw: left out, the whole map was over a bound ({e})");
+            eprintln!("medic hook: {why}");
+            let errors = outputs
+                .entry("errors".to_string())
+                .or_insert_with(|| medic_kernel::Value::List(Vec::new()));
+            if let medic_kernel::Value::List(list) = errors {
+                list.push(medic_kernel::Value::String(why));
+            }
+        }
+        medic_kernel::outputs::validate(&outputs).map_err(|e| {
+            Failure::failed(format!("the outputs of {service} are not published: {e}"))
+        })?;
+    }
     let socket = socket_path(target)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the client's runtime: {e}")))?;
+    let request = Request::OutputSet {
+        service: service.to_string(),
+        outputs,
+    };
     let asked = runtime.block_on(async {
-        tokio::time::timeout(HOOK_TIMEOUT, control::request(&socket, Request::Info)).await
+        tokio::time::timeout(HOOK_TIMEOUT, control::request(&socket, request)).await
     });
-    let _ = outputs;
     match asked {
-        Ok(Ok(_)) => Err(Failure::failed(format!(
-            "cannot publish the outputs of {service}: medic output set is not available in \
-             this build"
+        Ok(Ok(Response::Done)) => Ok(()),
+        Ok(Ok(Response::Error(e))) => Err(Failure::failed(format!(
+            "the outputs of {service} are not published: {e}"
         ))),
+        Ok(Ok(other)) => Err(unexpected(other)),
         Ok(Err(e)) => Err(client_failure(e)),
         Err(_) => Err(Failure {
             status: EXIT_NO_DAEMON,

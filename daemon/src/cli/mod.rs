@@ -9,6 +9,7 @@ mod client;
 mod clock;
 mod format;
 mod hook;
+mod output;
 mod replay;
 
 use std::path::PathBuf;
@@ -382,6 +383,32 @@ pub enum Command {
         target: Target,
     },
     /// Save the daemon's in-memory trace of recent inputs.
+    /// Print what SERVICE publishes, or replace it: `output NAME`, `output set NAME key=value…`.
+    #[command(
+        long_about = "Print the outputs SERVICE publishes (`medic output NAME`), or replace \
+        them all (`medic output set NAME key=value…`, `medic output set NAME --json -`).\n\n\
+        Outputs are a map of keys (a-z, 0-9, `_`, `-`) to strings, lists and maps; services \
+        that need or use SERVICE read them in their templates. Printed as `key = value`, one \
+        per line (lists and maps as JSON); with --json as one JSON object.\n\n\
+        `set` replaces the whole map in one message: key=value pairs (a key given twice \
+        makes a list, in order), or with --json one JSON object read from stdin (`-`); \
+        numbers and booleans are kept as their text, null is refused. `set NAME` with no \
+        pair clears the map. A change is written in SERVICE's history; the same map again \
+        changes nothing. Every process medic starts has MEDIC_SERVICE (its service's name) \
+        and MEDIC_STATE_DIR in its environment, so `medic output set \"$MEDIC_SERVICE\" …` \
+        finds its daemon. An unknown service, a bad key or a map over a bound (64 keys, \
+        4096 values, 32 KiB of text, 8 levels) fails with exit 1 and changes nothing."
+    )]
+    Output {
+        /// `NAME`, or `set NAME [key=value…]`, or `set NAME -` with --json.
+        #[arg(value_name = "ARGS", required = true)]
+        args: Vec<String>,
+        /// Print JSON; with `set`, read one JSON object from stdin (`-`).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     #[command(subcommand)]
     Trace(TraceCommand),
     /// Re-run a trace file through the kernel and report the first step that diverges.

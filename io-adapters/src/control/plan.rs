@@ -85,6 +85,11 @@ fn current_note(v: &ServiceView<'_>) -> Option<String> {
 fn why(kernel: &Kernel, v: &ServiceView<'_>) -> String {
     match v.condition() {
         Condition::Ready => String::new(),
+        Condition::Waiting if v.unhealthy_needs() == 0 => match v.render_failure() {
+            Some(why) => format!("render failed: {why}"),
+            None if v.rendering() => "rendering its templates".to_string(),
+            None => format!("waiting for {}", unhealthy_needs(kernel, v)),
+        },
         Condition::Waiting => format!("waiting for {}", unhealthy_needs(kernel, v)),
         Condition::Blocked => format!("blocked by {}", unhealthy_needs(kernel, v)),
         Condition::Stopped if !v.ever_started() && v.history().is_empty() => {
@@ -118,6 +123,13 @@ fn derive_plan(kernel: &Kernel, v: &ServiceView<'_>, now: Instant) -> (Option<In
             (Some(at), format!("forgive {strikes}"))
         }
         Condition::Ready => (None, String::new()),
+        Condition::Waiting if v.unhealthy_needs() == 0 && v.render_failure().is_some() => (
+            None,
+            "render again when what it reads changes, or on `medic restart`".into(),
+        ),
+        Condition::Waiting if v.unhealthy_needs() == 0 && v.rendering() => {
+            (None, "start once rendered".into())
+        }
         Condition::Waiting => (None, format!("start once {} healthy", is_or_are(kernel, v))),
         Condition::Blocked if config.stop_when_needs_fail => {
             (None, format!("start once {} healthy", is_or_are(kernel, v)))

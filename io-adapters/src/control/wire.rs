@@ -109,6 +109,20 @@ pub enum Request {
         /// The binary to run.
         binary: Option<String>,
     },
+    /// The outputs of one service: answered by [`Response::Outputs`].
+    Output {
+        /// The service's name.
+        service: String,
+    },
+    /// Replace the whole output map of one service (`medic output set`, a DHCP hook):
+    /// answered by `Done` once handed to the kernel, or by an error (unknown service, a bad
+    /// key, a map over a bound), and then nothing changes.
+    OutputSet {
+        /// The service's name.
+        service: String,
+        /// Its outputs.
+        outputs: medic_kernel::Outputs,
+    },
 }
 
 /// What the daemon answers. Variants are only ever added at the end.
@@ -142,6 +156,8 @@ pub enum Response {
     StatusReport(StatusReport),
     /// The answer to [`Request::LogRecords`]: lines, oldest first.
     LogRecords(Vec<LogRow>),
+    /// The answer to [`Request::Output`].
+    Outputs(medic_kernel::Outputs),
 }
 
 /// Who the daemon is, and its two clocks read at the same moment: a time `at_ms` of any other
@@ -498,6 +514,17 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&Request::ReloadConfig).unwrap(), [13]);
         let reexec = Request::Reexec { binary: None };
         assert_eq!(postcard::to_allocvec(&reexec).unwrap(), [14, 0]);
+        let output = Request::Output {
+            service: "a".into(),
+        };
+        assert_eq!(postcard::to_allocvec(&output).unwrap(), [15, 1, b'a']);
+        let set = Request::OutputSet {
+            service: "a".into(),
+            outputs: Default::default(),
+        };
+        assert_eq!(postcard::to_allocvec(&set).unwrap(), [16, 1, b'a', 0]);
+        let outputs = Response::Outputs(Default::default());
+        assert_eq!(postcard::to_allocvec(&outputs).unwrap(), [12, 0]);
         let report = Request::StatusReport { services: vec![] };
         assert_eq!(postcard::to_allocvec(&report).unwrap(), [11, 0]);
         let logs = Request::LogRecords {

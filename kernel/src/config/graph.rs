@@ -20,19 +20,38 @@ pub(super) fn check(cx: &mut Ctx, services: &[Parsed]) {
         ] {
             let mut seen = BTreeSet::new();
             for (target, at) in refs {
+                let at = *at;
                 let message = if target == names[i] {
                     format!("{place} {verb} itself; remove `{target}` from `{key}`")
                 } else if !seen.insert(target) {
                     format!("{place} lists `{target}` twice in `{key}`; remove one")
                 } else if let Some(&j) = index.get(target.as_str()) {
-                    edges[i].push((j, *at));
+                    edges[i].push((j, at));
                     continue;
                 } else {
                     let message = format!("{place} {verb} `{target}`, which is not a service");
-                    cx.error_with_hint(*at, message, Hint::Service(target.clone()));
+                    cx.error_with_hint(at, message, Hint::Service(target.clone()));
                     continue;
                 };
-                cx.error(*at, message);
+                cx.error(at, message);
+            }
+        }
+        // `uses` reads outputs without ordering anything: it makes no edge, so no cycle.
+        let mut seen = BTreeSet::new();
+        for (target, at) in &p.uses {
+            if target == names[i] {
+                cx.error(
+                    *at,
+                    format!("{place} uses itself; remove `{target}` from `uses`"),
+                );
+            } else if !seen.insert(target) {
+                cx.error(
+                    *at,
+                    format!("{place} lists `{target}` twice in `uses`; remove one"),
+                );
+            } else if !index.contains_key(target.as_str()) {
+                let message = format!("{place} uses `{target}`, which is not a service");
+                cx.error_with_hint(*at, message, Hint::Service(target.clone()));
             }
         }
     }

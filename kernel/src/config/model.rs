@@ -125,6 +125,61 @@ pub struct ServiceConfig {
     /// `catch-up` (with `at`): an `at` time missed while the clock was untrusted or the
     /// daemon was down runs once, as soon as it can.
     pub catch_up: bool,
+    /// `uses`: services whose outputs this one's templates read without needing them.
+    pub uses: Vec<String>,
+    /// `[[service.NAME.template]]`: files rendered before each start and when the outputs
+    /// they read change (DESIGN §9).
+    pub templates: Vec<Template>,
+}
+
+/// What a changed rendered file does to its service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OnChange {
+    /// Nothing: the service reads the file itself when it needs it.
+    None,
+    /// The service's `reload` (a restart when it has none).
+    Reload,
+    /// A restart.
+    Restart,
+}
+
+impl OnChange {
+    /// Every choice with its name in the config.
+    pub const ALL: [(&'static str, OnChange); 3] = [
+        ("reload", OnChange::Reload),
+        ("restart", OnChange::Restart),
+        ("none", OnChange::None),
+    ];
+}
+
+/// Where a template's text comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TemplateSource {
+    /// `source`: a file, read at each render.
+    File(String),
+    /// `text`: written in the config.
+    Text(String),
+}
+
+/// One `[[service.NAME.template]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    /// `source` or `text`.
+    pub source: TemplateSource,
+    /// `target`: the file written (absolute).
+    pub target: String,
+    /// `mode`: permission bits of the target (default 0644).
+    pub mode: u32,
+    /// `owner`: user name or numeric uid of the target.
+    pub owner: Option<String>,
+    /// `group`: group name or numeric gid of the target.
+    pub group: Option<String>,
+    /// `check`: validates the candidate file; `{file}` is replaced by its path.
+    pub check: Option<Vec<String>>,
+    /// `on-change`: what a changed file does (default reload).
+    pub on_change: OnChange,
+    /// `debounce`: outputs that change closer than this are rendered once (default 1 s).
+    pub debounce: Duration,
 }
 
 /// One `at` time: `"03:00"` every day, `"Sun 04:30"` once a week.
@@ -477,6 +532,10 @@ pub mod limits {
     pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
     /// The largest size: 1 EiB.
     pub const MAX_SIZE: u64 = 1 << 60;
+    /// Templates of one service.
+    pub const MAX_TEMPLATES: usize = 16;
+    /// Bytes of one template's `text`.
+    pub const MAX_TEMPLATE_TEXT: usize = 64 * 1024;
     /// The shortest `memory-every` and probe `every`: a shorter period only burns the CPU.
     pub const MIN_POLL_PERIOD: Duration = Duration::from_millis(100);
     /// The shortest `every` and `restart-every`: a timed job is a chore, not a poll.
@@ -503,6 +562,10 @@ pub mod defaults {
     pub const MEMORY_EVERY: Duration = Duration::from_secs(5);
     /// `debounce`.
     pub const DEBOUNCE: Duration = Duration::from_millis(100);
+    /// A template's `debounce`: DHCP clients publish in bursts.
+    pub const RENDER_DEBOUNCE: Duration = Duration::from_secs(1);
+    /// A template's `mode`.
+    pub const TEMPLATE_MODE: u32 = 0o644;
     /// probe `every`.
     pub const PROBE_EVERY: Duration = Duration::from_secs(10);
     /// probe `timeout`.
@@ -560,6 +623,18 @@ impl ServiceConfig {
             at: Vec::new(),
             jitter: Duration::ZERO,
             catch_up: false,
+            uses: Vec::new(),
+            templates: Vec::new(),
         }
+    }
+
+    /// How long outputs must be still before this service renders again: the shortest
+    /// `debounce` of its templates.
+    pub fn render_debounce(&self) -> Duration {
+        self.templates
+            .iter()
+            .map(|t| t.debounce)
+            .min()
+            .unwrap_or(defaults::RENDER_DEBOUNCE)
     }
 }

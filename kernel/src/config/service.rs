@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use toml::de::{DeTable, DeValue};
 
-use super::model::limits::{MIN_POLL_PERIOD, MIN_TIMER_PERIOD};
+use super::model::limits::{MAX_TEMPLATES, MAX_TEMPLATE_TEXT, MIN_POLL_PERIOD, MIN_TIMER_PERIOD};
 use super::model::{
-    defaults, AtTime, Check, DeviceMatch, Heal, Kind, LinkReady, Probe, Readiness, Reports,
-    ServiceConfig, VerdictOverride,
+    defaults, AtTime, Check, DeviceMatch, Heal, Kind, LinkReady, OnChange, Probe, Readiness,
+    Reports, ServiceConfig, Template, TemplateSource, VerdictOverride,
 };
 use super::values::{entries, key_path, list, sub_place, Ctx, Field, Hint, Value};
 use crate::health::{Condition, BUILT_IN};
@@ -21,10 +21,12 @@ pub(super) struct Parsed {
     pub needs: Vec<(String, usize)>,
     /// `after`, each with the byte offset of its entry.
     pub after: Vec<(String, usize)>,
+    /// `uses`, each with the byte offset of its entry.
+    pub uses: Vec<(String, usize)>,
 }
 
 /// Every key of a service table.
-const KEYS: [&str; 34] = [
+const KEYS: [&str; 36] = [
     "run",
     "oneshot",
     "interface",
@@ -59,6 +61,21 @@ const KEYS: [&str; 34] = [
     "jitter",
     "catch-up",
     "on",
+    "uses",
+    "template",
+];
+
+/// Every key of a `[[service.NAME.template]]`.
+const TEMPLATE_KEYS: [&str; 9] = [
+    "source",
+    "text",
+    "target",
+    "mode",
+    "owner",
+    "group",
+    "check",
+    "on-change",
+    "debounce",
 ];
 
 /// The keys that choose the kind.
@@ -75,6 +92,7 @@ const DEVICE: u8 = 8;
 fn kinds_of(key: &str) -> u8 {
     match key {
         "stop" | "every" => ONESHOT,
+        "template" => PROCESS | ONESHOT,
         "at" | "jitter" | "catch-up" => PROCESS | ONESHOT,
         "restart-every" => PROCESS,
         "ready-when" => INTERFACE,
@@ -142,7 +160,7 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
     let kind_known = kind_entry.is_some();
     let mut kind = kind_entry.map(|(k, v)| read_kind(cx, Field::new(k.get_ref(), place, v)));
     let mut s = ServiceConfig::new(name, Kind::Process { argv: Vec::new() });
-    let (mut needs, mut after, mut on) = (Vec::new(), Vec::new(), None);
+    let (mut needs, mut after, mut uses, mut on) = (Vec::new(), Vec::new(), Vec::new(), None);
     let mut catch_up_at = None;
     for (k, v) in entries(table) {
         let f = Field::new(k.get_ref(), place, v);
@@ -209,6 +227,8 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
                 catch_up_at = Some(f.at());
                 set(&mut s.catch_up, cx.boolean(f));
             }
+            "uses" => uses = cx.array(f, "service names", reference).unwrap_or_default(),
+            "template" => s.templates = templates(cx, f),
             _ => on = Some(f), // "on", read once the rest of the service is known
         }
     }
@@ -223,6 +243,7 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
     }
     s.needs = needs.iter().map(|(n, _)| n.clone()).collect();
     s.after = after.iter().map(|(n, _)| n.clone()).collect();
+    s.uses = uses.iter().map(|(n, _)| n.clone()).collect();
     if let Some(f) = on {
         s.on = conditions(cx, &s, kind_known, f);
     }
@@ -230,7 +251,105 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
         service: s,
         needs,
         after,
+        uses,
     })
+}
+
+/// `[[service.NAME.template]]`: an array of tables, each with `source` or `text` and a
+/// `target`. The template language itself is checked by the adapter (`medic check`).
+fn templates(cx: &mut Ctx, f: Field) -> Vec<Template> {
+    let Some(items) = f.value.get_ref().as_array() else {
+        return cx
+            .wrong_type(f, "tables written [[service.NAME.template]]")
+            .unwrap_or_default();
+    };
+    if items.len() > MAX_TEMPLATES {
+        cx.invalid::<()>(
+            f,
+            format_args!(
+                "{} templates; at most {MAX_TEMPLATES} per service",
+                items.len()
+            ),
+        );
+        return Vec::new();
+    }
+    let place = sub_place(f.place, "template");
+    let mut found = Vec::new();
+    for item in items.iter() {
+        let f = Field::new("template", &place, item);
+        let Some(table) = cx.table(f, "a table like { target = \"/run/x.conf\", text = \"…\" }")
+        else {
+            continue;
+        };
+        let source = cx.one_of(table, f.at(), &place, &["source", "text"]);
+        let source = source.and_then(|(k, v)| {
+            let f = Field::new(k.get_ref(), &place, v);
+            match f.key {
+                "source" => cx.path(f).map(TemplateSource::File),
+                _ => match cx.string(f) {
+                    Some(t) if t.len() > MAX_TEMPLATE_TEXT => cx.invalid(
+                        f,
+                        format_args!(
+                            "the text is over {MAX_TEMPLATE_TEXT} bytes; put it in a `source` file"
+                        ),
+                    ),
+                    t => t.map(TemplateSource::Text),
+                },
+            }
+        });
+        let mut t = Template {
+            source: TemplateSource::Text(String::new()),
+            target: String::new(),
+            mode: defaults::TEMPLATE_MODE,
+            owner: None,
+            group: None,
+            check: None,
+            on_change: OnChange::Reload,
+            debounce: defaults::RENDER_DEBOUNCE,
+        };
+        let mut target = None;
+        for (k, v) in entries(table) {
+            let f = Field::new(k.get_ref(), &place, v);
+            match f.key {
+                "source" | "text" => {} // read above
+                "target" => target = cx.path(f),
+                "mode" => set(&mut t.mode, file_mode(cx, f)),
+                "owner" => t.owner = account(cx, f),
+                "group" => t.group = account(cx, f),
+                "check" => t.check = cx.argv(f),
+                "on-change" => set(&mut t.on_change, cx.choice(f, &OnChange::ALL)),
+                "debounce" => set(&mut t.debounce, cx.duration(f)),
+                _ => cx.unknown_key(k, &place, &TEMPLATE_KEYS),
+            }
+        }
+        let Some(target) = target else {
+            cx.error(
+                f.at(),
+                format!("{place} has no `target`: name the file to write"),
+            );
+            continue;
+        };
+        if let Some(source) = source {
+            t.source = source;
+            t.target = target;
+            found.push(t);
+        }
+    }
+    found
+}
+
+/// A file mode written in octal as a string: `"0644"`, `"600"`.
+fn file_mode(cx: &mut Ctx, f: Field) -> Option<u32> {
+    let text = cx.string(f)?;
+    match u32::from_str_radix(&text, 8) {
+        Ok(mode) if !text.is_empty() && mode <= 0o7777 => Some(mode),
+        _ => cx.invalid(
+            f,
+            format_args!(
+                "`{text}` is not a file mode: write it in octal as a string, like \"0644\""
+            ),
+        ),
+    }
 }
 
 /// Overwrites `slot` when the value was good.

@@ -265,6 +265,7 @@ impl World {
                         service, purpose, ..
                     } if *service == id => format!("check {purpose:?}"),
                     Effect::SampleMemory { service, .. } if *service == id => "sample".into(),
+                    Effect::Render { service, .. } if *service == id => "render".into(),
                     _ => return None,
                 };
                 Some(format!("{}ms {s}", t.as_millis()))

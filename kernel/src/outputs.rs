@@ -1,0 +1,394 @@
+//! Outputs (DESIGN §9): what a service publishes for others to read — a DHCP client's prefix,
+//! an address — as kernel state. They are facts: traced, replayed, kept in the snapshot and the
+//! state file, and every change is a line in the publisher's history.
+//!
+//! * [`Input::SetOutputs`](crate::Input::SetOutputs) replaces one service's whole map (no
+//!   half-written state); an identical map changes nothing and writes nothing.
+//! * A publisher's outputs survive its restarts (the replacement overwrites them) and are
+//!   cleared when it is stopped: by the operator, by removal from the config, at shutdown.
+//! * A change schedules a render of every service that reads the publisher (through `needs` or
+//!   `uses`) and has templates (the rules are in `kernel/src/render.rs`).
+//!
+//! Values are strings, lists and maps only (JSON-like, ordered by key, so deterministic);
+//! numbers and booleans arrive as their text. Everything is bounded ([`limits`]); a map over a
+//! bound is refused as a whole with a message that says which bound.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kernel::Kernel;
+use crate::protocol::{Effect, ServiceId};
+
+/// One output value.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Value {
+    /// Text (numbers and booleans are kept as their text).
+    String(String),
+    /// An ordered list.
+    List(Vec<Value>),
+    /// A map ordered by key.
+    Map(BTreeMap<String, Value>),
+}
+
+/// One service's outputs: top-level keys (`[a-z0-9_-]+`) to values.
+pub type Outputs = BTreeMap<String, Value>;
+
+/// The bounds on one service's outputs.
+pub mod limits {
+    /// Top-level keys in one map.
+    pub const MAX_KEYS: usize = 64;
+    /// Values in one map, counting every string, list and map at every depth.
+    pub const MAX_VALUES: usize = 4096;
+    /// Bytes of text in one map (keys and strings at every depth): a whole map fits in one
+    /// control request (64 KiB).
+    pub const MAX_BYTES: usize = 32 * 1024;
+    /// Nesting depth (a top-level string is depth 1).
+    pub const MAX_DEPTH: usize = 8;
+    /// Bytes of one key (top-level or nested).
+    pub const MAX_KEY_BYTES: usize = 64;
+}
+
+/// Why a map of outputs was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OutputsError {
+    /// A top-level key outside `[a-z0-9_-]+`, or any key empty or too long.
+    #[error("output key `{0}` is not valid: top-level keys are 1 to 64 of a-z, 0-9, `_` and `-`; nested keys 1 to 64 bytes")]
+    BadKey(String),
+    /// More than [`limits::MAX_KEYS`] top-level keys.
+    #[error("{0} output keys; at most {max} are kept per service", max = limits::MAX_KEYS)]
+    TooManyKeys(usize),
+    /// More than [`limits::MAX_VALUES`] values.
+    #[error("more than {max} values in the outputs", max = limits::MAX_VALUES)]
+    TooManyValues,
+    /// More than [`limits::MAX_BYTES`] of text.
+    #[error("more than {max} bytes of text in the outputs", max = limits::MAX_BYTES)]
+    TooLarge,
+    /// Nested deeper than [`limits::MAX_DEPTH`].
+    #[error("outputs nested deeper than {max} levels", max = limits::MAX_DEPTH)]
+    TooDeep,
+}
+
+/// Whether `key` may be a top-level output key: `[a-z0-9_-]+`, at most 64 bytes.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= limits::MAX_KEY_BYTES
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Checks a map against the key syntax and every bound.
+pub fn validate(outputs: &Outputs) -> Result<(), OutputsError> {
+    if outputs.len() > limits::MAX_KEYS {
+        return Err(OutputsError::TooManyKeys(outputs.len()));
+    }
+    let mut budget = Budget {
+        values: 0,
+        bytes: 0,
+    };
+    for (key, value) in outputs {
+        if !valid_key(key) {
+            return Err(OutputsError::BadKey(key.clone()));
+        }
+        budget.bytes += key.len();
+        budget.walk(value, 1)?;
+    }
+    Ok(())
+}
+
+/// What a walk over a map has used so far.
+struct Budget {
+    values: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn walk(&mut self, value: &Value, depth: usize) -> Result<(), OutputsError> {
+        if depth > limits::MAX_DEPTH {
+            return Err(OutputsError::TooDeep);
+        }
+        self.values += 1;
+        if self.values > limits::MAX_VALUES {
+            return Err(OutputsError::TooManyValues);
+        }
+        match value {
+            Value::String(s) => self.bytes += s.len(),
+            Value::List(items) => {
+                for item in items {
+                    self.walk(item, depth + 1)?;
+                }
+            }
+            Value::Map(map) => {
+                for (key, item) in map {
+                    if key.is_empty() || key.len() > limits::MAX_KEY_BYTES {
+                        return Err(OutputsError::BadKey(key.clone()));
+                    }
+                    self.bytes += key.len();
+                    self.walk(item, depth + 1)?;
+                }
+            }
+        }
+        if self.bytes > limits::MAX_BYTES {
+            return Err(OutputsError::TooLarge);
+        }
+        Ok(())
+    }
+}
+
+/// A value shown in a history line is cut after this many characters.
+const SHOWN_VALUE_CHARS: usize = 60;
+/// A history line about changed outputs names at most this many keys.
+const SHOWN_KEYS: usize = 4;
+
+impl Value {
+    /// Short text for a history line: a string as is, a list's items joined by `, `, a map as
+    /// `{key: value, …}`; cut at 60 characters with `…`.
+    pub fn short(&self) -> String {
+        let mut text = String::new();
+        self.write_short(&mut text);
+        if text.chars().count() > SHOWN_VALUE_CHARS {
+            text = text.chars().take(SHOWN_VALUE_CHARS - 1).collect();
+            text.push('…');
+        }
+        text
+    }
+
+    fn write_short(&self, text: &mut String) {
+        if text.len() > SHOWN_VALUE_CHARS * 4 {
+            return; // long enough to be cut: stop walking
+        }
+        match self {
+            Value::String(s) => text.push_str(s),
+            Value::List(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        text.push_str(", ");
+                    }
+                    item.write_short(text);
+                }
+            }
+            Value::Map(map) => {
+                text.push('{');
+                for (i, (key, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        text.push_str(", ");
+                    }
+                    text.push_str(key);
+                    text.push_str(": ");
+                    item.write_short(text);
+                }
+                text.push('}');
+            }
+        }
+    }
+}
+
+/// The history line for a change from `old` to `new` (`None` when nothing changed):
+/// `outputs: prefixes 2001:db8:1::/56 → 2001:db8:2::/56`, a new key as `key (none) → v`, a
+/// removed one as `key v → (none)`; at most four keys are shown, then `and N more`.
+pub fn change_note(old: &Outputs, new: &Outputs) -> Option<String> {
+    let mut changed: Vec<(&str, Option<&Value>, Option<&Value>)> = Vec::new();
+    for (key, value) in new {
+        let before = old.get(key);
+        if before != Some(value) {
+            changed.push((key, before, Some(value)));
+        }
+    }
+    for (key, value) in old {
+        if !new.contains_key(key) {
+            changed.push((key, Some(value), None));
+        }
+    }
+    if changed.is_empty() {
+        return None;
+    }
+    changed.sort_by_key(|c| c.0);
+    let shown = |v: Option<&Value>| v.map_or_else(|| "(none)".to_string(), Value::short);
+    let parts: Vec<String> = changed
+        .iter()
+        .take(SHOWN_KEYS)
+        .map(|(key, before, after)| format!("{key} {} → {}", shown(*before), shown(*after)))
+        .collect();
+    let mut note = format!("outputs: {}", parts.join("; "));
+    if changed.len() > SHOWN_KEYS {
+        note.push_str(&format!("; and {} more", changed.len() - SHOWN_KEYS));
+    }
+    Some(note)
+}
+
+impl Kernel {
+    /// The outputs `name` publishes now (empty when none).
+    pub fn outputs(&self, name: &str) -> Option<&Outputs> {
+        self.outputs.get(name)
+    }
+
+    /// [`crate::Input::SetOutputs`]: replaces the whole map of `name`.
+    pub(crate) fn on_set_outputs(&mut self, name: &str, outputs: Outputs, out: &mut Vec<Effect>) {
+        let Some(id) = self.lookup(name) else {
+            out.push(Effect::Notice {
+                message: format!("output set: no service called `{name}`; nothing changed"),
+            });
+            return;
+        };
+        if let Err(e) = validate(&outputs) {
+            out.push(Effect::Notice {
+                message: format!("output set {name}: refused: {e}; nothing changed"),
+            });
+            return;
+        }
+        let empty = Outputs::new();
+        let old = self.outputs.get(name).unwrap_or(&empty);
+        let Some(note) = change_note(old, &outputs) else {
+            return; // the same map again (a DHCP renew that changed nothing medic keeps)
+        };
+        if outputs.is_empty() {
+            self.outputs.remove(name);
+        } else {
+            self.outputs.insert(name.to_string(), outputs);
+        }
+        self.note(id, note, out);
+        self.outputs_changed(name);
+    }
+
+    /// Forgets the outputs of `id` (stopped by the operator, removed, shut down); the history
+    /// says why.
+    pub(crate) fn clear_outputs(&mut self, id: ServiceId, why: &str, out: &mut Vec<Effect>) {
+        let name = self.slots[id.index()].config.name.clone();
+        if self.outputs.remove(&name).is_none() {
+            return;
+        }
+        self.note(id, format!("outputs cleared: {why}"), out);
+        self.outputs_changed(&name);
+    }
+
+    /// The services that read `name`'s outputs (it is in their `needs` or `uses`) and have
+    /// templates: each renders again after its debounce. One pass over the services: outputs
+    /// change seldom (a DHCP event), and the services are few.
+    fn outputs_changed(&mut self, name: &str) {
+        let readers: Vec<ServiceId> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|id| {
+                let c = &self.slots[id.index()].config;
+                !c.templates.is_empty()
+                    && (c.needs.iter().any(|n| n == name) || c.uses.iter().any(|n| n == name))
+            })
+            .collect();
+        for id in readers {
+            self.inputs_changed(id);
+        }
+    }
+
+    /// The outputs of the services `id` reads (`needs`, then `uses`), by service name; a
+    /// service that publishes nothing is absent, so a template that reads it fails.
+    pub(crate) fn outputs_read_by(&self, id: ServiceId) -> BTreeMap<String, Outputs> {
+        let config = &self.slots[id.index()].config;
+        config
+            .needs
+            .iter()
+            .chain(&config.uses)
+            .filter_map(|n| Some((n.clone(), self.outputs.get(n)?.clone())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> Value {
+        Value::String(text.into())
+    }
+
+    #[test]
+    fn keys_follow_the_syntax() {
+        assert!(valid_key("prefixes"));
+        assert!(valid_key("lease-s_2"));
+        assert!(!valid_key(""));
+        assert!(!valid_key("Prefixes"));
+        assert!(!valid_key("a.b"));
+        assert!(!valid_key(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        let many: Outputs = (0..65).map(|i| (format!("k{i}"), s("v"))).collect();
+        assert_eq!(validate(&many), Err(OutputsError::TooManyKeys(65)));
+        let big: Outputs = [("k".to_string(), s(&"x".repeat(limits::MAX_BYTES + 1)))].into();
+        assert_eq!(validate(&big), Err(OutputsError::TooLarge));
+        let mut deep = s("x");
+        for _ in 0..limits::MAX_DEPTH {
+            deep = Value::List(vec![deep]);
+        }
+        let deep: Outputs = [("k".to_string(), deep)].into();
+        assert_eq!(validate(&deep), Err(OutputsError::TooDeep));
+        let wide: Outputs = [(
+            "k".to_string(),
+            Value::List(vec![s(""); limits::MAX_VALUES]),
+        )]
+        .into();
+        assert_eq!(validate(&wide), Err(OutputsError::TooManyValues));
+        let nested_bad: Outputs = [(
+            "k".to_string(),
+            Value::Map([(String::new(), s("v"))].into()),
+        )]
+        .into();
+        assert_eq!(
+            validate(&nested_bad),
+            Err(OutputsError::BadKey(String::new()))
+        );
+        let good: Outputs = [
+            (
+                "prefixes".to_string(),
+                Value::List(vec![s("2001:db8::/56")]),
+            ),
+            (
+                "raw".to_string(),
+                Value::Map([("RA_ADDRESSES".to_string(), s("x"))].into()),
+            ),
+        ]
+        .into();
+        assert_eq!(validate(&good), Ok(()));
+    }
+
+    #[test]
+    fn change_note_names_the_keys_that_changed() {
+        let old: Outputs = [
+            (
+                "prefixes".to_string(),
+                Value::List(vec![s("2001:db8:1::/56")]),
+            ),
+            ("state".to_string(), s("bound")),
+            ("gone".to_string(), s("x")),
+        ]
+        .into();
+        let new: Outputs = [
+            (
+                "prefixes".to_string(),
+                Value::List(vec![s("2001:db8:2::/56")]),
+            ),
+            ("state".to_string(), s("bound")),
+            ("dns".to_string(), s("2001:db8::53")),
+        ]
+        .into();
+        assert_eq!(
+            change_note(&old, &new).as_deref(),
+            Some(
+                "outputs: dns (none) → 2001:db8::53; gone x → (none); \
+                 prefixes 2001:db8:1::/56 → 2001:db8:2::/56"
+            )
+        );
+        assert_eq!(change_note(&new, &new), None);
+    }
+
+    #[test]
+    fn short_values_are_cut() {
+        let long = s(&"a".repeat(100));
+        assert_eq!(long.short().chars().count(), SHOWN_VALUE_CHARS);
+        assert!(long.short().ends_with('…'));
+        let map = Value::Map([("address".to_string(), s("10.0.0.2"))].into());
+        assert_eq!(map.short(), "{address: 10.0.0.2}");
+    }
+}

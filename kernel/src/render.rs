@@ -1,0 +1,196 @@
+//! Templates (DESIGN §9): the kernel decides *when* a service's files are rendered; the adapter
+//! renders ([`Effect::Render`]) and answers [`Input::RenderDone`](crate::Input::RenderDone).
+//!
+//! * **Before each start** a service with templates is rendered; it starts only once the render
+//!   succeeded (`changed` or `unchanged`). A failed render leaves it `waiting`, the history
+//!   saying why; it is tried again when what it reads changes or on a new fact (an operator
+//!   start or restart, a changed definition).
+//! * **While it runs**, a change of the outputs it reads renders it again after its `debounce`
+//!   (the timer restarts with every change: DHCP clients publish in bursts). `changed` is a new
+//!   fact (strikes and `given-up` cleared) and applies the strongest `on-change` of the files
+//!   that changed; `unchanged` does nothing; `failed` leaves the old files and the process as
+//!   they were, and the history says why.
+//! * At most one render per service is in flight; a change meanwhile renders once more after it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Heal, OnChange};
+use crate::kernel::Kernel;
+use crate::protocol::{Effect, JobId, RenderResult, ServiceId};
+use crate::timers::Timer;
+
+/// Why a render was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum RenderPurpose {
+    /// Before a start: the start waits for it.
+    Start,
+    /// The outputs it reads changed while it runs.
+    Refresh,
+}
+
+/// A service's render state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RenderState {
+    /// The render in flight.
+    pub in_flight: Option<(JobId, RenderPurpose)>,
+    /// Outputs changed while a render was in flight: render again when it is done.
+    pub again: bool,
+    /// The files are rendered for the next start (nothing it reads has changed since).
+    pub ready_for_start: bool,
+    /// The last render before a start failed, with why: no start until something changes.
+    pub failed: Option<String>,
+}
+
+impl Kernel {
+    /// Whether `id` may start now. A service with templates is rendered first: this asks for
+    /// the render and says no until it has succeeded.
+    pub(crate) fn rendered_for_start(&mut self, id: ServiceId, out: &mut Vec<Effect>) -> bool {
+        let slot = &mut self.slots[id.index()];
+        if slot.config.templates.is_empty() {
+            return true;
+        }
+        let render = &mut slot.render;
+        if render.ready_for_start {
+            render.ready_for_start = false;
+            return true;
+        }
+        if render.in_flight.is_none() && render.failed.is_none() {
+            self.ask_render(id, RenderPurpose::Start, out);
+        }
+        false
+    }
+
+    /// What `id` reads changed (outputs published or cleared): a running service renders
+    /// again after its debounce; one that is not running renders afresh before its start.
+    pub(crate) fn inputs_changed(&mut self, id: ServiceId) {
+        let now = self.now;
+        let slot = &mut self.slots[id.index()];
+        if slot.is_free() || slot.removed {
+            return;
+        }
+        slot.render.ready_for_start = false;
+        slot.render.failed = None;
+        if self.shutting_down {
+            return;
+        }
+        match slot.render.in_flight {
+            Some(_) => slot.render.again = true,
+            None if slot.running().is_some() => {
+                let at = now + slot.config.render_debounce();
+                self.timers.set(&mut slot.timers, id, Timer::Render, at);
+            }
+            None => {}
+        }
+        self.mark(id);
+    }
+
+    /// A new fact for `id`: a failed render is tried again at its next start.
+    pub(crate) fn forget_render_failure(&mut self, id: ServiceId) {
+        self.slots[id.index()].render.failed = None;
+    }
+
+    /// The debounce after a change of outputs is over.
+    pub(crate) fn on_render_timer(&mut self, id: ServiceId, out: &mut Vec<Effect>) {
+        let slot = &mut self.slots[id.index()];
+        if slot.render.in_flight.is_some() {
+            slot.render.again = true;
+        } else if slot.running().is_some() && !self.shutting_down {
+            self.ask_render(id, RenderPurpose::Refresh, out);
+        }
+    }
+
+    fn ask_render(&mut self, id: ServiceId, purpose: RenderPurpose, out: &mut Vec<Effect>) {
+        let job = self.new_job();
+        let outputs = self.outputs_read_by(id);
+        let slot = &mut self.slots[id.index()];
+        slot.render.in_flight = Some((job, purpose));
+        slot.render.again = false;
+        out.push(Effect::Render {
+            service: id,
+            job,
+            templates: slot.config.templates.clone(),
+            outputs,
+        });
+    }
+
+    /// [`crate::Input::RenderDone`].
+    pub(crate) fn on_render_done(
+        &mut self,
+        id: ServiceId,
+        job: JobId,
+        result: RenderResult,
+        out: &mut Vec<Effect>,
+    ) {
+        let slot = &mut self.slots[id.index()];
+        let Some((pending, purpose)) = slot.render.in_flight else {
+            return;
+        };
+        if pending != job {
+            return; // a render the kernel has moved on from
+        }
+        slot.render.in_flight = None;
+        if std::mem::take(&mut slot.render.again) {
+            // What it read changed while it rendered: that result is already old.
+            match purpose {
+                RenderPurpose::Start => self.mark(id),
+                RenderPurpose::Refresh => self.on_render_timer(id, out),
+            }
+            return;
+        }
+        match (purpose, result) {
+            (RenderPurpose::Start, RenderResult::Failed(why)) => {
+                let note = format!("render failed: {why}; not started");
+                self.slots[id.index()].render.failed = Some(why);
+                self.note(id, note, out);
+            }
+            (RenderPurpose::Start, RenderResult::Changed(targets)) => {
+                self.slots[id.index()].render.ready_for_start = true;
+                self.note(id, format!("rendered {}", targets.join(", ")), out);
+            }
+            (RenderPurpose::Start, RenderResult::Unchanged) => {
+                self.slots[id.index()].render.ready_for_start = true;
+            }
+            (RenderPurpose::Refresh, RenderResult::Failed(why)) => {
+                let note = format!("render failed: {why}; the old files stay");
+                self.note(id, note, out);
+            }
+            (RenderPurpose::Refresh, RenderResult::Unchanged) => {}
+            (RenderPurpose::Refresh, RenderResult::Changed(targets)) => {
+                self.rendered_changed(id, &targets, out)
+            }
+        }
+        self.mark(id);
+    }
+
+    /// Files of a running service changed: a new fact, and the strongest `on-change` of them.
+    fn rendered_changed(&mut self, id: ServiceId, targets: &[String], out: &mut Vec<Effect>) {
+        self.new_fact(id);
+        let slot = &self.slots[id.index()];
+        let on_change = slot
+            .config
+            .templates
+            .iter()
+            .filter(|t| targets.contains(&t.target))
+            .map(|t| t.on_change)
+            .max()
+            .unwrap_or(OnChange::None);
+        let condition = slot.condition.clone();
+        let running = slot.running().is_some() && slot.wanted;
+        let heal = match on_change {
+            OnChange::Reload if running => Some(Heal::Reload),
+            OnChange::Restart if running => Some(Heal::Restart),
+            _ => None,
+        };
+        let note = format!("rendered {} (outputs changed)", targets.join(", "));
+        self.record(id, condition, heal.clone(), None, note, out);
+        match heal {
+            Some(Heal::Restart) => {
+                // The files were just rendered: the start that follows need not render again.
+                self.slots[id.index()].render.ready_for_start = true;
+                self.restart(id);
+            }
+            Some(heal) => self.apply_heal(id, heal, out),
+            None => {}
+        }
+    }
+}
