@@ -140,7 +140,8 @@ impl Server {
     /// connection: a refused peer gets its error frame without blocking and is closed, without
     /// a task or a slot. Then three bounded pools, so that no client can lock out `status` or
     /// `stop`: at most [`MAX_CONNECTIONS`] connections still sending their request (a new one
-    /// beyond that closes the one that has waited longest; each has [`READ_TIMEOUT`]), at most
+    /// beyond that closes the oldest of the process that holds the most; each has
+    /// [`READ_TIMEOUT`]), at most
     /// [`MAX_FOLLOWING`] followers, and at most [`MAX_ANSWERING`] one-shot requests being
     /// answered.
     ///
@@ -264,7 +265,12 @@ impl Pools {
         let made_room = if of_peer >= MAX_WAITING_PER_PEER {
             evict_oldest(queue, |w| w.pid == pid)
         } else if queue.len() >= MAX_CONNECTIONS {
-            evict_oldest(queue, |_| true)
+            // From the process that holds the most: a client with one connection (`status`)
+            // is not closed to make room for the tenth reconnect of a crowd of idle ones.
+            match busiest_peer(queue) {
+                Some(busiest) => evict_oldest(queue, |w| w.pid == busiest),
+                None => false,
+            }
         } else {
             true
         };
@@ -321,6 +327,24 @@ impl Pools {
 }
 
 /// Closes the oldest looked-at connection that `which` selects; whether there was one.
+/// The peer with the most waiting connections that may be closed (polled ones), if any; of
+/// peers with as many, the one whose oldest came first. Connections whose peer is unknown count
+/// as one peer.
+fn busiest_peer(queue: &VecDeque<Waiter>) -> Option<Option<i32>> {
+    // (count, first position) per peer; at most MAX_CONNECTIONS * 2 entries.
+    let mut peers: Vec<(Option<i32>, usize, usize)> = Vec::new();
+    for (i, w) in queue.iter().enumerate().filter(|(_, w)| w.polled) {
+        match peers.iter_mut().find(|(pid, _, _)| *pid == w.pid) {
+            Some((_, count, _)) => *count += 1,
+            None => peers.push((w.pid, 1, i)),
+        }
+    }
+    peers
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+        .map(|(pid, _, _)| pid)
+}
+
 fn evict_oldest(queue: &mut VecDeque<Waiter>, which: impl Fn(&Waiter) -> bool) -> bool {
     match queue.iter().position(|w| w.polled && which(w)) {
         Some(i) => {
@@ -462,6 +486,39 @@ mod tests {
     use crate::control::client::*;
     use medic_kernel::{Condition, Instant, Record};
     use tokio::io::AsyncWriteExt;
+
+    fn waiter(pid: i32, polled: bool) -> (Waiter, oneshot::Receiver<()>) {
+        let (evict, evicted) = oneshot::channel();
+        let w = Waiter {
+            id: 0,
+            pid: Some(pid),
+            polled,
+            evict,
+        };
+        (w, evicted)
+    }
+
+    #[test]
+    fn a_full_pool_closes_a_connection_of_the_peer_that_holds_the_most() {
+        let mut queue = VecDeque::new();
+        let mut evicted = Vec::new();
+        // The lone client first (the oldest), then three of peer 7 and two of peer 8.
+        for pid in [1, 7, 8, 7, 8, 7] {
+            let (w, rx) = waiter(pid, true);
+            queue.push_back(w);
+            evicted.push((pid, rx));
+        }
+        assert_eq!(busiest_peer(&queue), Some(Some(7)));
+        assert!(evict_oldest(&mut queue, |w| w.pid == Some(7)));
+        assert!(evicted[1].1.try_recv().is_ok(), "peer 7's oldest is closed");
+        assert!(evicted[0].1.try_recv().is_err(), "the lone client is not");
+        // 7 and 8 now hold two each: the one whose oldest came first goes (8).
+        assert_eq!(busiest_peer(&queue), Some(Some(8)));
+        // Connections not yet looked at are never chosen.
+        let (w, _rx) = waiter(9, false);
+        let unpolled: VecDeque<Waiter> = [w].into_iter().collect();
+        assert_eq!(busiest_peer(&unpolled), None);
+    }
 
     #[test]
     fn only_root_and_the_daemons_uid_may_connect() {
