@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Kind;
 use crate::kernel::Kernel;
-use crate::protocol::ServiceId;
+use crate::outputs::{Outputs, Value};
+use crate::protocol::{Effect, ServiceId};
 
 /// `device = { subsystem, name, devtype, driver, attrs }`: what a device service matches.
 /// Every key given must match; an empty matcher matches nothing (the config refuses it).
@@ -125,19 +126,36 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// What a device service publishes of the device it matches.
+fn device_outputs(d: &Device) -> Outputs {
+    let mut outputs = Outputs::new();
+    let mut put = |key: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            outputs.insert(key.to_string(), Value::String(v.clone()));
+        }
+    };
+    put("devname", &d.devname);
+    put("devpath", &Some(d.devpath.clone()));
+    put("subsystem", &Some(d.subsystem.clone()));
+    put("driver", &d.driver);
+    outputs
+}
+
 impl Kernel {
     /// [`crate::Input::Devices`]: the whole set of present devices. Each device service whose
     /// match changed (appeared, vanished, or another device now) is re-derived.
-    pub(crate) fn on_devices(&mut self, mut devices: Vec<Device>) {
+    pub(crate) fn on_devices(&mut self, mut devices: Vec<Device>, out: &mut Vec<Effect>) {
         devices.sort();
         devices.dedup_by(|a, b| a.devpath == b.devpath);
         self.devices = devices;
-        self.rematch_devices();
+        self.rematch_devices(out);
     }
 
     /// Matches every device service against the known devices; marks those whose match
-    /// changed. Also after a config replacement (a matcher may have changed).
-    pub(crate) fn rematch_devices(&mut self) {
+    /// changed, and publishes the matched device's facts as their outputs (DESIGN §9:
+    /// `devname`, `devpath`, `subsystem`, `driver`; none while nothing matches). Also after a
+    /// config replacement (a matcher may have changed).
+    pub(crate) fn rematch_devices(&mut self, out: &mut Vec<Effect>) {
         let mut matched = BTreeMap::new();
         for &id in &self.device_services {
             if let Kind::Device { matcher } = &self.slots[id.index()].config.kind {
@@ -155,6 +173,13 @@ impl Kernel {
         self.device_matches = matched;
         for id in changed {
             self.mark(id);
+            let outputs = self
+                .device_matches
+                .get(&id)
+                .map(device_outputs)
+                .unwrap_or_default();
+            let name = self.slots[id.index()].config.name.clone();
+            self.on_set_outputs(&name, outputs, out);
         }
     }
 

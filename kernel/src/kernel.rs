@@ -236,7 +236,7 @@ impl Kernel {
             } => self.on_spawn_deferred(service, job, error, out),
             Input::WallClock(wall) => self.on_wall_clock(wall, out),
             Input::Resume(saved) => self.on_resume(*saved, out),
-            Input::Devices(devices) => self.on_devices(devices),
+            Input::Devices(devices) => self.on_devices(devices, out),
             Input::SetOutputs { service, outputs } => self.on_set_outputs(&service, outputs, out),
             Input::RenderDone {
                 service,

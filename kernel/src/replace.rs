@@ -69,6 +69,7 @@ impl Kernel {
         self.order = new_order;
         self.config = new;
         self.rebuild_indexes();
+        self.rematch_devices(out);
         for id in changed {
             self.note(id, "definition changed".into(), out);
             self.new_fact(id);
@@ -138,6 +139,5 @@ impl Kernel {
             }
         }
         self.reset_worklist_marks();
-        self.rematch_devices();
     }
 }

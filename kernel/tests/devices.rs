@@ -206,3 +206,32 @@ fn a_config_replacement_rematches_the_known_devices() {
     w.input(Input::ReplaceConfig { text });
     assert_eq!(w.condition("modem"), "absent");
 }
+
+#[test]
+fn a_device_service_publishes_the_matched_device_as_its_outputs() {
+    let mut w = World::new(MODEM).boot();
+    let none = w.kernel.outputs("modem").cloned().unwrap_or_default();
+    assert!(none.is_empty(), "nothing while absent: {none:?}");
+    devices(&mut w, vec![tty_usb(0)]);
+    let outputs = w.kernel.outputs("modem").expect("published").clone();
+    let text = |k: &str| match outputs.get(k) {
+        Some(medic_kernel::Value::String(s)) => s.clone(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(text("devname"), "/dev/ttyUSB0");
+    assert_eq!(text("subsystem"), "tty");
+    assert_eq!(text("driver"), "option");
+    assert!(text("devpath").ends_with("/ttyUSB0/tty/ttyUSB0"));
+    assert!(w
+        .history("modem")
+        .iter()
+        .any(|l| l.contains("outputs:") && l.contains("/dev/ttyUSB0")));
+    // Another port after a re-enumeration: the outputs follow; gone: cleared.
+    devices(&mut w, vec![tty_usb(1)]);
+    assert_eq!(
+        w.kernel.outputs("modem").unwrap().get("devname"),
+        Some(&medic_kernel::Value::String("/dev/ttyUSB1".into()))
+    );
+    devices(&mut w, vec![disk()]);
+    assert!(w.kernel.outputs("modem").is_none_or(|o| o.is_empty()));
+}
