@@ -22,6 +22,15 @@ fn main() {
         Some("stamp") => service_stamp(&args[2]),
         Some("ready-after") => service_ready_after(&args[2], args.get(3), args.get(4).is_some()),
         Some("hup-stamp") => service_hup_stamp(&args[2]),
+        // One row only: `medic-bench output-set`.
+        Some("output-set") => {
+            let dir = std::env::temp_dir().join(format!("medic-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut out = String::new();
+            bench_output_set(&dir, &mut out);
+            let _ = std::fs::remove_dir_all(&dir);
+            print!("{out}");
+        }
         _ => run_benchmarks(),
     }
 }
@@ -420,6 +429,75 @@ debounce = "10ms"
     .unwrap();
 }
 
+/// `medic output set` (the whole command, as a DHCP hook runs it) → the consumer's template
+/// rendered and its reload signal delivered, less the consumer's 10 ms debounce.
+fn bench_output_set(dir: &Path, out: &mut String) {
+    let me = std::env::current_exe().unwrap();
+    let stamps = dir.join("render.stamps");
+    let config = format!(
+        r#"
+[service.dhcp]
+run = ["sleep", "100000"]
+
+[service.consumer]
+run = ["{me}", "hup-stamp", "{stamps}"]
+uses = ["dhcp"]
+reload = {{ signal = "HUP" }}
+[[service.consumer.template]]
+text = "prefix {{{{ dhcp.prefix }}}}\n"
+target = "{target}"
+debounce = "10ms"
+"#,
+        me = me.display(),
+        stamps = stamps.display(),
+        target = dir.join("consumer.conf").display(),
+    );
+    let d = Daemon::start(dir, &config);
+    let set = |prefix: String| {
+        Command::new(sibling("medic"))
+            .args(["output", "set", "dhcp"])
+            .arg(format!("prefix={prefix}"))
+            .env("MEDIC_STATE_DIR", &d.state)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // The consumer waits for a prefix to render: the first one starts it.
+    wait_until(
+        "the daemon to take outputs",
+        Duration::from_secs(10),
+        || set("2001:db8::/56".into()).then_some(()),
+    );
+    wait_until("the consumer", Duration::from_secs(10), || {
+        lines(&stamps).first().cloned()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut samples = Vec::new();
+    for i in 0..20 {
+        let count = lines(&stamps).len();
+        let t0 = mono_ns();
+        assert!(
+            set(format!("2001:db8:{:x}00::/56", i + 1)),
+            "medic output set"
+        );
+        let t1: u64 = wait_until("the SIGHUP", Duration::from_secs(10), || {
+            let l = lines(&stamps);
+            (l.len() > count).then(|| l[count].parse().unwrap())
+        });
+        samples.push(ms(t1 - t0) - 10.0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(d);
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    writeln!(
+        out,
+        "| `medic output set` → template rendered → SIGHUP delivered, minus the 10 ms debounce | median {:.2} ms, p90 {:.2} ms | | debounce + < 10 ms |",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.9)
+    )
+    .unwrap();
+}
+
 fn bench_idle(dir: &Path, out: &mut String) {
     let mut config = String::new();
     for i in 0..10 {
@@ -486,6 +564,7 @@ fn run_benchmarks() {
     bench_chain(&sub("chain"), &mut out);
     let rss = bench_dag(&sub("dag"), &mut out);
     bench_reload(&sub("reload"), &mut out);
+    bench_output_set(&sub("output-set"), &mut out);
     bench_idle(&sub("idle"), &mut out);
     match rss {
         Some(kib) => writeln!(
