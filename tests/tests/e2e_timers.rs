@@ -125,13 +125,17 @@ oneshot = ["/bin/sh", "-c", "date +%s >> @DIR@/runs"]
 at = ["{at}"]
 "#
     ));
+    // The boot run's line is written before the oneshot exits: wait for the exit
+    // (NEXT then names the planned run), not just for the line.
     wait_for(
-        "the boot run",
-        || (d.read("runs").lines().count() == 1).then_some(()),
+        "the boot run, and NEXT planning the run at its time",
+        || {
+            (d.read("runs").lines().count() == 1
+                && d.medic_ok(&["status", "nightly"]).contains("run again"))
+            .then_some(())
+        },
         || d.describe("nightly"),
     );
-    let planned = d.medic_ok(&["status", "nightly"]);
-    assert!(planned.contains("run again"), "NEXT says so:\n{planned}");
     // The wall clock reaches the minute (up to a minute away: more than `wait_for`'s
     // patience), then the run is waited for.
     let unix_now = || {
@@ -231,6 +235,9 @@ at = ["03:00"]
         || (d.read("runs").lines().count() == 1).then_some(()),
         || d.describe("nightly"),
     );
+    // Its line is written before it exits: wait for the exit, when the next run would be
+    // planned if the clock were trusted (a finished oneshot is `ready`).
+    d.wait_condition("nightly", "ready");
     let untrusted = d.medic_ok(&["status", "nightly"]);
     assert!(
         !untrusted.contains("run again"),
