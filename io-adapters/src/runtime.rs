@@ -45,7 +45,7 @@ use crate::adopt;
 use crate::checks;
 use crate::children::{self, Alive, Children, ProcEntry, Reaped};
 use crate::clock;
-use crate::control::{self, Call, EventRow, LinkInfo, Request, Response};
+use crate::control::{self, Call, EventRow, ImageInfo, LinkInfo, Request, Response};
 use crate::devices;
 use crate::files::Watcher;
 use crate::logs::{LineSplitter, LogLine, LogRing, Stream};
@@ -223,6 +223,8 @@ pub struct Runtime {
     reexec: Option<Reexec>,
     /// A `medic reexec` checked and answered: the binary to `execve` once this round is done.
     reexec_go: Option<PathBuf>,
+    /// This program image: when it began, and the `execve`s it survived ([`Request::Image`]).
+    image: ImageInfo,
 }
 
 /// A `medic reexec` waiting for `BINARY daemon --check-state` to answer.
@@ -336,6 +338,12 @@ impl Runtime {
             config_text: setup.config_text,
             reexec: None,
             reexec_go: None,
+            image: ImageInfo {
+                pid: std::process::id(),
+                started_ns: adopt::monotonic_ns(),
+                failed_execs: 0,
+                last_failure: None,
+            },
         };
         Ok((runtime, rx))
     }
@@ -1613,6 +1621,7 @@ impl Runtime {
             // Read off the loop, like a SIGHUP's; answered once the text has been fed.
             Request::ReloadConfig => return self.reload_config(Some(reply)),
             Request::Reexec { binary } => return self.start_reexec(binary.clone(), reply),
+            Request::Image => Response::Image(self.image.clone()),
             Request::Output { service } => match self.kernel.lookup(service) {
                 Some(_) => {
                     Response::Outputs(self.kernel.outputs(service).cloned().unwrap_or_default())
@@ -2203,6 +2212,9 @@ impl Runtime {
             "reexec: execve {}: {error}; the daemon goes on as it was",
             binary.display()
         );
+        // For the client, which asks `Image` until an answer comes (crate::control::wire).
+        self.image.failed_execs = self.image.failed_execs.saturating_add(1);
+        self.image.last_failure = Some(format!("execve {}: {error}", binary.display()));
     }
 }
 

@@ -259,6 +259,45 @@ fn a_binary_that_does_not_accept_the_state_changes_nothing() {
     death_after_reexec_is_noticed(&d);
 }
 
+/// The binary accepted the state, then could not be executed after all (here it removed
+/// itself once checked; on a router: a flash that filled, a package manager mid-update): the
+/// old image goes on, and `medic reexec` says so and fails instead of reporting an upgrade.
+#[test]
+fn an_execve_that_fails_after_the_check_is_reported_and_the_daemon_goes_on() {
+    let d = Daemon::start(CONFIG);
+    ready(&d);
+    let before = snapshot(&d);
+    let (daemon_pid, _) = pids(&d);
+    let vanishing = d.path("vanishing-medic");
+    std::fs::write(
+        &vanishing,
+        format!(
+            "#!/bin/sh\nrm -f \"$0\"\nexec {} \"$@\"\n",
+            medic_tests::upgrade_bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &vanishing,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = d.medic(&["reexec", "--binary", vanishing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not re-execute") && stderr.contains("No such file"),
+        "{stderr}"
+    );
+    assert!(!vanishing.exists(), "the check ran it");
+    assert_eq!(pids(&d).0, daemon_pid);
+    assert_eq!(snapshot(&d), before, "no service touched");
+    // It answers and still supervises; a later reexec works.
+    death_after_reexec_is_noticed(&d);
+    d.medic_ok(&["reexec"]);
+    ready(&d);
+}
+
 #[test]
 fn what_could_not_be_taken_over_refuses_the_reexec_until_it_can() {
     let d = Daemon::start(

@@ -279,7 +279,9 @@ pub fn publish_outputs(
 const REEXEC_WAIT: Duration = Duration::from_secs(30);
 
 /// `medic reexec`: asks the daemon to check and execve `binary`; once it has said yes, no
-/// answer comes from the old binary any more, so the next one that answers is the new one.
+/// answer comes from the old binary any more, so the next one that answers is the new one —
+/// unless the `execve` failed and the old image went on: the image it had before (asked first)
+/// tells the two apart.
 async fn reexec(target: &Target, binary: Option<PathBuf>) -> Result<(), Failure> {
     let binary = binary.as_deref().map(absolute).transpose()?;
     let shown = binary
@@ -287,6 +289,13 @@ async fn reexec(target: &Target, binary: Option<PathBuf>) -> Result<(), Failure>
         .map_or("the running binary".to_string(), |b| {
             b.display().to_string()
         });
+    // `None`: a daemon too old to say (it is then taken at its word, as before).
+    let before = match ask(target, Request::Image).await {
+        Ok(Response::Image(image)) => Some(image),
+        Ok(other) => return Err(unexpected(other)),
+        Err(f) if is_unknown_request(&f) => None,
+        Err(f) => return Err(f),
+    };
     let request = Request::Reexec {
         binary: binary.map(|b| b.display().to_string()),
     };
@@ -297,6 +306,33 @@ async fn reexec(target: &Target, binary: Option<PathBuf>) -> Result<(), Failure>
     let socket = socket_path(target)?;
     let deadline = std::time::Instant::now() + REEXEC_WAIT;
     loop {
+        if let Some(before) = &before {
+            match control::request(&socket, Request::Image).await {
+                Ok(Response::Image(now)) if now.started_ns == before.started_ns => {
+                    if now.failed_execs > before.failed_execs {
+                        let why = now.last_failure.as_deref().unwrap_or("unknown");
+                        return Err(Failure::failed(format!(
+                            "the daemon could not re-execute {shown} ({why}); it goes on with                              the binary it had, every service as it was"
+                        )));
+                    }
+                    // The old image, before its execve: not yet.
+                    if std::time::Instant::now() >= deadline {
+                        return Err(no_answer(&socket, &shown));
+                    }
+                    sleep_until_next_try().await;
+                    continue;
+                }
+                // A new image (or one too old to know `Image`): the reexec happened.
+                Ok(_) => {}
+                Err(_) => {
+                    sleep_until_next_try().await;
+                    if std::time::Instant::now() >= deadline {
+                        return Err(no_answer(&socket, &shown));
+                    }
+                    continue;
+                }
+            }
+        }
         if let Ok(Response::Info(info)) = control::request(&socket, Request::Info).await {
             emit(&format!(
                 "medic {} answers again, pid {}",
@@ -305,15 +341,23 @@ async fn reexec(target: &Target, binary: Option<PathBuf>) -> Result<(), Failure>
             return Ok(());
         }
         if std::time::Instant::now() >= deadline {
-            return Err(Failure::failed(format!(
-                "no daemon has answered on {} for {}s since it began re-executing {shown}; \
-                 see its log",
-                socket.display(),
-                REEXEC_WAIT.as_secs()
-            )));
+            return Err(no_answer(&socket, &shown));
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        sleep_until_next_try().await;
     }
+}
+
+/// Between two tries of `medic reexec` to reach the daemon.
+async fn sleep_until_next_try() {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+fn no_answer(socket: &std::path::Path, shown: &str) -> Failure {
+    Failure::failed(format!(
+        "no daemon has answered on {} for {}s since it began re-executing {shown}; see its log",
+        socket.display(),
+        REEXEC_WAIT.as_secs()
+    ))
 }
 
 /// Whether a failure is an older daemon's answer to a request it does not know.

@@ -123,6 +123,10 @@ pub enum Request {
         /// Its outputs.
         outputs: medic_kernel::Outputs,
     },
+    /// Which program image answers: answered by [`Response::Image`]. `medic reexec` asks it
+    /// before and after, to tell a new image from the old one that went on after a failed
+    /// `execve`.
+    Image,
 }
 
 /// What the daemon answers. Variants are only ever added at the end.
@@ -158,6 +162,23 @@ pub enum Response {
     LogRecords(Vec<LogRow>),
     /// The answer to [`Request::Output`].
     Outputs(medic_kernel::Outputs),
+    /// The answer to [`Request::Image`].
+    Image(ImageInfo),
+}
+
+/// The program image that answers ([`Request::Image`]). Fields only ever grow at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// The daemon's pid (the same across a reexec).
+    pub pid: u32,
+    /// `CLOCK_MONOTONIC` in nanoseconds when this image began: a successful `execve` gives a
+    /// later one, with the same pid.
+    pub started_ns: u64,
+    /// How many `execve`s of `medic reexec` this image has tried and survived (each one
+    /// failed: the image went on).
+    pub failed_execs: u32,
+    /// Why the last of those failed.
+    pub last_failure: Option<String>,
 }
 
 /// Who the daemon is, and its two clocks read at the same moment: a time `at_ms` of any other
@@ -535,6 +556,14 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&logs).unwrap(), [12, 1, b'a', 1, 0]);
         let lines = Response::LogRecords(vec![]);
         assert_eq!(postcard::to_allocvec(&lines).unwrap(), [11, 0]);
+        assert_eq!(postcard::to_allocvec(&Request::Image).unwrap(), [17]);
+        let image = Response::Image(ImageInfo {
+            pid: 1,
+            started_ns: 2,
+            failed_execs: 3,
+            last_failure: None,
+        });
+        assert_eq!(postcard::to_allocvec(&image).unwrap(), [13, 1, 2, 3, 0]);
     }
 
     #[tokio::test]
