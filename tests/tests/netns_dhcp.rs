@@ -366,13 +366,19 @@ fn prefixes(map: &Value) -> Vec<String> {
 }
 
 /// ISC dhcpd's DHCPv6 config: a fixed server DUID (so that the server restarted with another
-/// pool is the same server to the client), lifetimes, DNS, and one /56 to delegate.
+/// pool is the same server to the client), lifetimes (preferred 300 s, valid 600 s), DNS, and
+/// one /56 to delegate.
 fn dhcpd6_conf(pool: &str) -> String {
+    dhcpd6_conf_with(pool, 300, 600)
+}
+
+/// [`dhcpd6_conf`] with other lifetimes, in seconds.
+fn dhcpd6_conf_with(pool: &str, preferred: u32, valid: u32) -> String {
     format!(
         r#"server-duid EN 32473 "medic-isp";
-default-lease-time 600;
-preferred-lifetime 300;
-max-lease-time 600;
+default-lease-time {valid};
+preferred-lifetime {preferred};
+max-lease-time {valid};
 option dhcp6.name-servers 2001:db8:ffff::53;
 option dhcp6.domain-search "isp.example";
 subnet6 2001:db8:ffff::/64 {{
@@ -405,8 +411,14 @@ ia_pd 2 lan/0/64
 impl Lab {
     /// Start `dhcpd -6` with `pool` and a fresh leases file; returns its index in `procs`.
     fn start_dhcpd6(&mut self, run: &str, pool: &str) -> usize {
-        let conf = self.write(&format!("dhcpd6-{run}.conf"), &dhcpd6_conf(pool));
         let leases = self.write(&format!("dhcpd6-{run}.leases"), "");
+        self.start_dhcpd6_with(run, &dhcpd6_conf(pool), &leases)
+    }
+
+    /// Start `dhcpd -6` with the config `text` and the leases file `leases` (a server that
+    /// comes back with the same file knows its bindings); returns its index in `procs`.
+    fn start_dhcpd6_with(&mut self, run: &str, text: &str, leases: &Path) -> usize {
+        let conf = self.write(&format!("dhcpd6-{run}.conf"), text);
         let pid = self.path(&format!("dhcpd6-{run}.pid"));
         let argv = [
             "dhcpd",
