@@ -280,7 +280,8 @@ uses = ["src"]
 text = "word={{ src.word }}\n"
 target = "@DIR@/user.conf"
 # $0 is the candidate. "loud": 240 KB of filler on stdout first.
-check = ["/bin/sh", "-c", "grep -q good \"$0\" && exit 0; grep -q loud \"$0\" && yes filler | head -n 30000; echo \"refused $(cat \"$0\")\" >&2; exit 3", "{file}"]
+# "held": something it leaves behind holds its output open (its pid in @DIR@/held).
+check = ["/bin/sh", "-c", "grep -q good \"$0\" && exit 0; grep -q loud \"$0\" && yes filler | head -n 30000; grep -q held \"$0\" && { sleep 1000 & echo $! > @DIR@/held; }; echo \"refused $(cat \"$0\")\" >&2; exit 3", "{file}"]
 on-change = "none"
 debounce = "50ms"
 "#,
@@ -337,6 +338,20 @@ debounce = "50ms"
         &note[note.len().saturating_sub(200)..]
     );
     assert!(note.len() < 4096 + 300, "bounded: {} bytes", note.len());
+    assert_eq!(d.read("user.conf"), "word=good\n");
+
+    // A check whose leftover holds the pipes: its end is read when it is reaped, not when
+    // the leftover lets go.
+    d.medic_ok(&["output", "set", "src", "word=held"]);
+    wait_history(&d, "user", "exit code 3, saying: refused word=held");
+    let held = medic_tests::pids_in(&d.path("held"));
+    for pid in &held {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_eq!(held.len(), 1, "the leftover ran");
     assert_eq!(d.read("user.conf"), "word=good\n");
 }
 
