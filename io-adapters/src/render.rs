@@ -6,7 +6,8 @@
 //! empty. The filters are medic's own:
 //!
 //! * `subnet(new_len, index)` on a prefix (`"2001:db8:1200::/56"` or `{address, length}`):
-//!   the `index`-th subnet of length `new_len` (`subnet(64, 1)` → `2001:db8:1200:1::/64`: a /56 has 256 /64s, in its fourth group);
+//!   the `index`-th subnet of length `new_len` (`subnet(64, 1)` → `2001:db8:1200:1::/64`: the
+//!   256 /64s of a /56 are numbered in its fourth group);
 //! * `host(n)` on a prefix: its `n`-th address (`host(1)` → `2001:db8:1200:1::1`);
 //! * `join(sep = "")`: a list's items as text, `sep` between them.
 //!
