@@ -6,8 +6,9 @@
 //! empty. The filters are medic's own:
 //!
 //! * `subnet(new_len, index)` on a prefix (`"2001:db8:1200::/56"` or `{address, length}`):
-//!   the `index`-th subnet of length `new_len` (`subnet(64, 1)` → `2001:db8:1201::/64`);
-//! * `host(n)` on a prefix: its `n`-th address (`host(1)` → `2001:db8:1201::1`);
+//!   the `index`-th subnet of length `new_len` (`subnet(64, 1)` → `2001:db8:1200:1::/64`: the
+//!   256 /64s of a /56 are numbered in its fourth group);
+//! * `host(n)` on a prefix: its `n`-th address (`host(1)` → `2001:db8:1200:1::1`);
 //! * `join(sep = "")`: a list's items as text, `sep` between them.
 //!
 //! Writing ([`stage`], [`commit`], [`discard`]): each target whose bytes change gets a
@@ -36,6 +37,9 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 pub const MAX_RENDERED_BYTES: usize = 1 << 20;
 /// How long a template's `check` may run before it is killed and the render fails.
 pub const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How much of what a template's `check` printed (stdout and stderr, as they came) a failed
+/// render keeps in its reason: the last this many bytes, where a checker says what it refused.
+pub const CHECK_OUTPUT_BYTES: usize = 4096;
 /// The filters medic adds (MiniJinja's own are left out).
 pub const FILTERS: [&str; 3] = ["subnet", "host", "join"];
 
@@ -358,6 +362,75 @@ fn filters_named(text: &str) -> Vec<(usize, String)> {
         i += 1;
     }
     found
+}
+
+// ----- checks ---------------------------------------------------------------------------------
+
+/// The last [`CHECK_OUTPUT_BYTES`] of what a `check` printed, and whether more came before.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CheckOutput {
+    tail: std::collections::VecDeque<u8>,
+    cut: bool,
+}
+
+impl CheckOutput {
+    /// Appends `bytes`, dropping the oldest beyond [`CHECK_OUTPUT_BYTES`].
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.tail.extend(bytes);
+        let over = self.tail.len().saturating_sub(CHECK_OUTPUT_BYTES);
+        if over > 0 {
+            self.tail.drain(..over);
+            self.cut = true;
+        }
+    }
+
+    /// What it said, for a failure's reason: one line (its lines trimmed, the empty ones left
+    /// out, the rest joined with ` / `) of at most [`CHECK_OUTPUT_BYTES`], `…` first when
+    /// older output was dropped; empty when it said nothing.
+    pub fn said(&self) -> String {
+        let mut bytes: Vec<u8> = self.tail.iter().copied().collect();
+        if self.cut {
+            // The cut may have split a character: its remaining bytes are not text.
+            let partial = bytes.iter().take_while(|&&b| b & 0xc0 == 0x80).count();
+            bytes.drain(..partial);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let mut lines: std::collections::VecDeque<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut cut = self.cut;
+        // The separators take room too: whole lines go first, the oldest first.
+        let mut length = lines.iter().map(|l| l.len() + 3).sum::<usize>();
+        while length > CHECK_OUTPUT_BYTES + 3 && lines.len() > 1 {
+            length -= lines.pop_front().map_or(0, |l| l.len() + 3);
+            cut = true;
+        }
+        let mut said = Vec::from(lines).join(" / ");
+        if said.len() > CHECK_OUTPUT_BYTES {
+            let mut start = said.len() - CHECK_OUTPUT_BYTES;
+            while !said.is_char_boundary(start) {
+                start += 1;
+            }
+            said.drain(..start);
+            cut = true;
+        }
+        match (said.is_empty(), cut) {
+            (true, _) => String::new(),
+            (false, false) => said,
+            (false, true) => format!("…{said}"),
+        }
+    }
+}
+
+/// The reason a render failed on a `check`: `what` (`check of TARGET (PROGRAM)`), how it
+/// ended, and what it said.
+pub fn check_failed(what: &str, ended: &str, output: &CheckOutput) -> String {
+    match output.said() {
+        said if said.is_empty() => format!("{what}: {ended}, saying nothing"),
+        said => format!("{what}: {ended}, saying: {said}"),
+    }
 }
 
 // ----- writing --------------------------------------------------------------------------------
@@ -734,6 +807,42 @@ mod tests {
         discard(&staged);
         assert_eq!(fs::read_to_string(&good.target).unwrap(), "old\n");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_checks_output_is_kept_to_its_last_bytes_on_one_line() {
+        let mut out = CheckOutput::default();
+        assert_eq!(
+            check_failed("check of /x (sh)", "exit code 1", &out),
+            "check of /x (sh): exit code 1, saying nothing"
+        );
+        out.push(b"  \n");
+        assert_eq!(out.said(), "", "blank lines are nothing");
+        out.push(b"dnsmasq: bad option at line 3\n\nof /x.medic-1\n");
+        assert_eq!(
+            check_failed("check of /x (dnsmasq)", "exit code 1", &out),
+            "check of /x (dnsmasq): exit code 1, saying: dnsmasq: bad option at line 3 / of /x.medic-1"
+        );
+        // A chatty check: only the end is kept, and the reason says something came before.
+        let mut out = CheckOutput::default();
+        for i in 0..2000 {
+            out.push(format!("line {i}\n").as_bytes());
+        }
+        let said = out.said();
+        assert!(said.starts_with('…'), "{said}");
+        assert!(said.ends_with("line 1999"), "{said}");
+        assert!(
+            said.len() <= CHECK_OUTPUT_BYTES + '…'.len_utf8(),
+            "{}",
+            said.len()
+        );
+        assert!(!said.contains("line 0 "), "{said}");
+        // A cut inside a character leaves no broken half of it.
+        let mut out = CheckOutput::default();
+        out.push(format!("{}x", "é".repeat(3000)).as_bytes());
+        let said = out.said();
+        let expected = format!("…{}x", "é".repeat((CHECK_OUTPUT_BYTES - 1) / 2));
+        assert_eq!(said, expected);
     }
 
     #[test]

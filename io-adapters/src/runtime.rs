@@ -1049,17 +1049,17 @@ impl Runtime {
         let mut waits = Vec::new();
         for c in &candidates {
             let Some(argv) = &c.check else { continue };
-            let spec = SpawnSpec {
-                capture_stdout: false,
-                capture_stderr: false,
-                ..SpawnSpec::for_service(argv, &exec, &self.base_dir, &instance)
-            };
+            // Its output is read as it comes (a chatty check never blocks on a full pipe) and
+            // its end goes into the reason a render fails, so the operator sees why.
+            let spec = SpawnSpec::for_service(argv, &exec, &self.base_dir, &instance);
             match process::spawn(spec) {
                 Ok(child) => {
                     let (status_tx, status_rx) = oneshot::channel();
                     let token = self.children.add_check(child.pid, status_tx);
                     let what = format!("check of {} ({})", c.target, argv[0]);
-                    waits.push((what, child.pid, token, status_rx));
+                    let (alive, watch) = Alive::new();
+                    let output = read_check_output(child.stdout, child.stderr, watch);
+                    waits.push((what, child.pid, token, status_rx, alive, output));
                 }
                 Err(e) => {
                     crate::render::discard(&candidates);
@@ -1072,18 +1072,23 @@ impl Runtime {
         tokio::task::spawn_local(async move {
             let deadline = tokio::time::Instant::now() + crate::render::CHECK_TIMEOUT;
             let mut failed = None;
-            for (what, pid, token, status) in waits {
-                let why = match tokio::time::timeout_at(deadline, status).await {
-                    Ok(Ok(status)) if status.success() => continue,
-                    Ok(Ok(status)) => format!("{what}: {status}"),
-                    Ok(Err(_)) => format!("{what}: its end was not seen"),
+            for (what, pid, token, status, alive, output) in waits {
+                let ended = match tokio::time::timeout_at(deadline, status).await {
+                    Ok(Ok(status)) if status.success() => None,
+                    Ok(Ok(status)) => Some(status.to_string()),
+                    Ok(Err(_)) => Some("its end was not seen".to_string()),
                     Err(_) => {
                         let _ = tx.send(Event::Expire { pid, token }).await;
                         let limit = crate::render::CHECK_TIMEOUT.as_secs();
-                        format!("{what}: still running after {limit}s, killed")
+                        Some(format!("still running after {limit}s, killed"))
                     }
                 };
-                failed.get_or_insert(why);
+                // Reaped (or given up on): its output reader drains and closes.
+                drop(alive);
+                if let Some(ended) = ended {
+                    let output = output.await.unwrap_or_default();
+                    failed.get_or_insert(crate::render::check_failed(&what, &ended, &output));
+                }
             }
             // Renames and fsyncs off the loop too.
             let candidates = std::sync::Arc::new(candidates);
@@ -2232,6 +2237,39 @@ enum Woke {
     Files(io::Result<Vec<String>>),
     Deadline,
     ClockStepped(io::Result<()>),
+}
+
+/// Reads a template check's stdout and stderr as they come into one [`render::CheckOutput`]
+/// (its last bytes); done at the end of both streams, or [`children::OUTPUT_DRAIN`] after the
+/// check was reaped (something it forked may hold the pipes open).
+///
+/// [`render::CheckOutput`]: crate::render::CheckOutput
+fn read_check_output(
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    alive: tokio::sync::watch::Receiver<()>,
+) -> tokio::task::JoinHandle<crate::render::CheckOutput> {
+    tokio::task::spawn_local(async move {
+        let output = std::cell::RefCell::new(crate::render::CheckOutput::default());
+        let read = |fd: Option<OwnedFd>| {
+            let output = &output;
+            async move {
+                let Some(mut pipe) = fd.and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok())
+                else {
+                    return;
+                };
+                let mut buf = [0u8; 512];
+                while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+                    output.borrow_mut().push(&buf[..n]);
+                }
+            }
+        };
+        tokio::select! {
+            _ = async { tokio::join!(read(stdout), read(stderr)) } => {}
+            () = children::reaped_and_drained(alive) => {}
+        }
+        output.into_inner()
+    })
 }
 
 /// The first line a check printed (at most 256 bytes), or `None` when it printed nothing.

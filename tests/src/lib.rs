@@ -141,7 +141,27 @@ impl Daemon {
         Daemon::start_full(config, &[], wrap)
     }
 
+    /// A daemon for `config`, its scratch and state directories known, not started yet: the
+    /// test writes files that name them (a DHCP client's script that finds the daemon through
+    /// [`Daemon::state`]), then calls [`Daemon::launch`].
+    pub fn prepare(config: &str) -> Daemon {
+        Daemon::prepare_full(config, &[], &[])
+    }
+
+    /// Starts a [`Daemon::prepare`]d daemon (or one [`Daemon::crash`]ed or [`Daemon::stop`]ped);
+    /// returns once it answers `status`.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "the daemon still runs");
+        self.spawn();
+    }
+
     fn start_full(config: &str, env: &[(&str, &str)], wrap: &[&str]) -> Daemon {
+        let mut d = Daemon::prepare_full(config, env, wrap);
+        d.spawn();
+        d
+    }
+
+    fn prepare_full(config: &str, env: &[(&str, &str)], wrap: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("medic-e2e")
             .tempdir()
@@ -162,9 +182,7 @@ impl Daemon {
             wrap: wrap.iter().map(|s| s.to_string()).collect(),
         };
         d.write_config(config);
-        let mut d = d;
         std::fs::File::create(&d.log).expect("the daemon's log file");
-        d.spawn();
         d
     }
 
@@ -230,8 +248,7 @@ impl Daemon {
     /// Starts the daemon again after [`Daemon::crash`] or [`Daemon::stop`], on the same
     /// config and state dir; returns once it answers `status`.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "the daemon still runs");
-        self.spawn();
+        self.launch();
     }
 
     /// Replaces `@DIR@` and `@NOTIFY@` in `text` and writes it as the config file.

@@ -262,6 +262,99 @@ debounce = "50ms"
     );
 }
 
+/// A check that refuses a candidate says why on its stdout or stderr: the end of what it
+/// printed is in the reason the render failed, in the history and in `medic status NAME`. A
+/// check that prints far more than a pipe holds is read as it prints (never blocked on a full
+/// pipe) and only its last bytes are kept.
+#[test]
+fn a_refused_render_shows_what_the_check_printed() {
+    let d = Daemon::start(
+        r#"
+[service.src]
+run = ["/bin/sleep", "1000"]
+
+[service.user]
+run = ["/bin/sleep", "1000"]
+uses = ["src"]
+[[service.user.template]]
+text = "word={{ src.word }}\n"
+target = "@DIR@/user.conf"
+# $0 is the candidate. "loud": 240 KB of filler on stdout first.
+# "held": something it leaves behind holds its output open (its pid in @DIR@/held).
+check = ["/bin/sh", "-c", "grep -q good \"$0\" && exit 0; grep -q loud \"$0\" && yes filler | head -n 30000; grep -q held \"$0\" && { sleep 1000 & echo $! > @DIR@/held; }; echo \"refused $(cat \"$0\")\" >&2; exit 3", "{file}"]
+on-change = "none"
+debounce = "50ms"
+"#,
+    );
+    // Refused before the first start: it waits, and says why.
+    d.medic_ok(&["output", "set", "src", "word=bad"]);
+    let target = d.path("user.conf").display().to_string();
+    let refused = format!("check of {target} (/bin/sh): exit code 3, saying: refused word=bad");
+    wait_history(
+        &d,
+        "user",
+        &format!("render failed: {refused}; not started"),
+    );
+    let user = d.service("user");
+    assert_eq!(user["condition"], "waiting", "{user:#}");
+    assert!(
+        user["why"].as_str().unwrap_or_default().contains(&refused),
+        "{user:#}"
+    );
+    let shown = d.medic_ok(&["status", "user"]);
+    assert!(shown.contains(&refused), "{shown}");
+    assert!(!std::path::Path::new(&target).exists());
+
+    d.medic_ok(&["output", "set", "src", "word=good"]);
+    d.wait_condition("user", "ready");
+    assert_eq!(d.read("user.conf"), "word=good\n");
+
+    // Refused while it runs: it runs on, the old file stays, the history says why.
+    d.medic_ok(&["output", "set", "src", "word=bad"]);
+    wait_history(
+        &d,
+        "user",
+        &format!("render failed: {refused}; the old files stay"),
+    );
+    assert_eq!(d.condition("user"), "ready");
+    assert_eq!(d.read("user.conf"), "word=good\n");
+
+    d.medic_ok(&["output", "set", "src", "word=loud"]);
+    wait_history(&d, "user", "refused word=loud");
+    let note = d
+        .history("user")
+        .iter()
+        .filter_map(|r| r["note"].as_str().map(str::to_string))
+        .find(|n| n.contains("refused word=loud"))
+        .unwrap();
+    assert!(
+        note.contains("exit code 3, saying: …filler / filler / "),
+        "the end of what it printed, the start dropped: {}",
+        &note[..200.min(note.len())]
+    );
+    assert!(
+        note.ends_with("filler / refused word=loud; the old files stay"),
+        "{}",
+        &note[note.len().saturating_sub(200)..]
+    );
+    assert!(note.len() < 4096 + 300, "bounded: {} bytes", note.len());
+    assert_eq!(d.read("user.conf"), "word=good\n");
+
+    // A check whose leftover holds the pipes: its end is read when it is reaped, not when
+    // the leftover lets go.
+    d.medic_ok(&["output", "set", "src", "word=held"]);
+    wait_history(&d, "user", "exit code 3, saying: refused word=held");
+    let held = medic_tests::pids_in(&d.path("held"));
+    for pid in &held {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_eq!(held.len(), 1, "the leftover ran");
+    assert_eq!(d.read("user.conf"), "word=good\n");
+}
+
 /// `medic hook udhcpc`, run as udhcpc runs its script (`$1` the event, the lease in the
 /// environment), publishes the normalised map; a template renders from it; a renew with the
 /// same lease reloads nothing; `deconfig` publishes an unbound map and the render fails,

@@ -8,6 +8,13 @@
 //!   `router`. ISC dhcpd rather than kea: one config file and one foreground process, where kea
 //!   needs a JSON config, a lease-file layout and a control agent to say the same.
 //! - DHCPv4: busybox `udhcpd` in `isp`, busybox `udhcpc -q` in `router`.
+//! - The router for real (issue 14's end-to-end proof): **medic** in `router` supervises
+//!   dhcpcd on `wan` (its script `medic hook dhcpcd`) and a real dnsmasq whose config is a
+//!   template rendered from the delegated prefix (`subnet(64, 1)`); a third namespace is a
+//!   host on the LAN (`lan` ⇄ its `eth0`) that takes its address from dnsmasq's router
+//!   advertisements and asks dnsmasq for a name. Through a renumbering (dnsmasq restarted on
+//!   the new file, the LAN following), a renew that only moves lifetimes (rendered, unchanged,
+//!   nothing done: the daemon's trace shows it) and the server gone (the good file stays).
 //! - odhcp6c is not packaged in Debian, so it is not tested here (`cli_hook` feeds it recorded
 //!   environments).
 //!
@@ -18,7 +25,7 @@
 //! whatever is left in its namespaces), and the namespaces are deleted.
 //!
 //! Needs root and the packages that `.ci/run` installs (isc-dhcp-server, radvd, dhcpcd-base,
-//! busybox); skipped with a message without them, never skipped in CI.
+//! busybox, dnsmasq-base); skipped with a message without them, never skipped in CI.
 
 mod netns_common;
 
@@ -366,13 +373,19 @@ fn prefixes(map: &Value) -> Vec<String> {
 }
 
 /// ISC dhcpd's DHCPv6 config: a fixed server DUID (so that the server restarted with another
-/// pool is the same server to the client), lifetimes, DNS, and one /56 to delegate.
+/// pool is the same server to the client), lifetimes (preferred 300 s, valid 600 s), DNS, and
+/// one /56 to delegate.
 fn dhcpd6_conf(pool: &str) -> String {
+    dhcpd6_conf_with(pool, 300, 600)
+}
+
+/// [`dhcpd6_conf`] with other lifetimes, in seconds.
+fn dhcpd6_conf_with(pool: &str, preferred: u32, valid: u32) -> String {
     format!(
         r#"server-duid EN 32473 "medic-isp";
-default-lease-time 600;
-preferred-lifetime 300;
-max-lease-time 600;
+default-lease-time {valid};
+preferred-lifetime {preferred};
+max-lease-time {valid};
 option dhcp6.name-servers 2001:db8:ffff::53;
 option dhcp6.domain-search "isp.example";
 subnet6 2001:db8:ffff::/64 {{
@@ -403,10 +416,33 @@ ia_pd 2 lan/0/64
 ";
 
 impl Lab {
+    /// Start radvd on `isp0` ([`RADVD_CONF`]).
+    fn start_radvd(&mut self) {
+        let radvd_conf = self.write("radvd.conf", RADVD_CONF);
+        let radvd_pid = self.path("radvd.pid");
+        let argv = [
+            "radvd",
+            "-n",
+            "-m",
+            "stderr",
+            "-C",
+            radvd_conf.to_str().unwrap(),
+            "-p",
+            radvd_pid.to_str().unwrap(),
+        ];
+        self.start(Side::Isp, "radvd", &argv);
+    }
+
     /// Start `dhcpd -6` with `pool` and a fresh leases file; returns its index in `procs`.
     fn start_dhcpd6(&mut self, run: &str, pool: &str) -> usize {
-        let conf = self.write(&format!("dhcpd6-{run}.conf"), &dhcpd6_conf(pool));
         let leases = self.write(&format!("dhcpd6-{run}.leases"), "");
+        self.start_dhcpd6_with(run, &dhcpd6_conf(pool), &leases)
+    }
+
+    /// Start `dhcpd -6` with the config `text` and the leases file `leases` (a server that
+    /// comes back with the same file knows its bindings); returns its index in `procs`.
+    fn start_dhcpd6_with(&mut self, run: &str, text: &str, leases: &Path) -> usize {
+        let conf = self.write(&format!("dhcpd6-{run}.conf"), text);
         let pid = self.path(&format!("dhcpd6-{run}.pid"));
         let argv = [
             "dhcpd",
@@ -443,19 +479,7 @@ fn dhcpcd_prefix_delegation_from_isc_dhcpd_through_a_renumbering_and_the_server_
     let errors = lab.path("hook-errors");
     let script = lab.wrapper("dhcpcd", &maps, &errors);
 
-    let radvd_conf = lab.write("radvd.conf", RADVD_CONF);
-    let radvd_pid = lab.path("radvd.pid");
-    let argv = [
-        "radvd",
-        "-n",
-        "-m",
-        "stderr",
-        "-C",
-        radvd_conf.to_str().unwrap(),
-        "-p",
-        radvd_pid.to_str().unwrap(),
-    ];
-    lab.start(Side::Isp, "radvd", &argv);
+    lab.start_radvd();
     let dhcpd = lab.start_dhcpd6("a", "2001:db8:100::");
 
     let db = lab.path("dhcpcd-db");
@@ -700,4 +724,474 @@ opt lease 600
         lab.logs()
     );
     eprintln!("udhcpc bound {address} after {:?}", started.elapsed());
+}
+
+// ----- medic supervising dhcpcd, and dnsmasq rendered from the delegation -----------------------
+
+/// The router's medic config. `wan` and `lan` are the links; `dhcp6` is dhcpcd on `wan`, its
+/// script the hook (`@DHCPCD@`: see [`dhcpcd_under_medic`]); dnsmasq serves the LAN from a
+/// config rendered from dhcp6's delegated prefix: the /64 number 1 of it, whose first address
+/// dhcpcd puts on `lan` (`ia_pd 2 lan/1/64`, the router practice of numbering the LAN from the
+/// delegation), which is why dnsmasq needs `lan` to have a global address. `bind-dynamic`:
+/// dnsmasq listens on `lan`'s addresses as they come and go (dhcpcd moves them on a
+/// renumbering); `slaac`: its RAs let hosts number themselves from the prefix.
+const ROUTER_CONFIG: &str = r#"
+[service.wan]
+interface = "wan"
+ready-when = "carrier"
+
+[service.lan]
+interface = "lan"
+ready-when = "ipv6-global"
+
+[service.dhcp6]
+run = ["unshare", "--mount", "/bin/sh", "-c", "@DHCPCD@"]
+needs = ["wan"]
+
+[service.dnsmasq]
+run = ["@DNSMASQ@", "-k", "--log-facility=-", "-C", "@DIR@/dnsmasq.conf"]
+needs = ["dhcp6", "lan"]
+[[service.dnsmasq.template]]
+text = """
+{% set lan = dhcp6.ipv6.prefixes[0] | subnet(64, 1) %}
+# dhcp6 was delegated {{ dhcp6.ipv6.prefixes[0].address }}/{{ dhcp6.ipv6.prefixes[0].length }}: the LAN is {{ lan }}
+interface=lan
+bind-dynamic
+listen-address={{ lan | host(1) }}
+no-resolv
+no-hosts
+host-record=router.lan,{{ lan | host(1) }}
+enable-ra
+dhcp-range={{ lan | host(256) }},{{ lan | host(511) }},slaac,64,10m
+dhcp-leasefile=@DIR@/dnsmasq.leases
+pid-file=
+"""
+target = "@DIR@/dnsmasq.conf"
+check = ["@DNSMASQ@", "--test", "-C", "{file}"]
+# dnsmasq rereads its hosts and DHCP host/option files on SIGHUP, never its config file: a new
+# dhcp-range, listen-address or host-record takes a restart.
+on-change = "restart"
+"#;
+
+/// What the template renders for the delegated `prefix` (a /56) and `dir`.
+fn dnsmasq_conf(prefix: &str, lan: &str, dir: &Path) -> String {
+    format!(
+        "
+# dhcp6 was delegated {prefix}/56: the LAN is {lan}::/64
+interface=lan
+bind-dynamic
+listen-address={lan}::1
+no-resolv
+no-hosts
+host-record=router.lan,{lan}::1
+enable-ra
+dhcp-range={lan}::100,{lan}::1ff,slaac,64,10m
+dhcp-leasefile={}/dnsmasq.leases
+pid-file=
+",
+        dir.display()
+    )
+}
+
+/// dhcpcd as the router runs it: IPv6 only, an address and a prefix; the prefix's /64 number 1
+/// goes on `lan`.
+const ROUTER_DHCPCD_CONF: &str = "ipv6only
+option dhcp6_name_servers, dhcp6_domain_search
+ia_na 1
+ia_pd 2 lan/1/64
+";
+
+/// The shell line that runs dhcpcd under medic: in a mount namespace of its own (`unshare
+/// --mount`, which execs: dhcpcd keeps the pid medic started), with the lab's directories for
+/// its leases and control socket, so that it shares nothing with a dhcpcd on the host; its
+/// log in `dhcpcd.log`.
+fn dhcpcd_under_medic(lab: &Lab, hook: &Path) -> String {
+    let db = lab.path("dhcpcd-db");
+    let run = lab.path("dhcpcd-run");
+    std::fs::create_dir(&db).unwrap();
+    std::fs::create_dir(&run).unwrap();
+    let conf = lab.write("dhcpcd.conf", ROUTER_DHCPCD_CONF);
+    format!(
+        "mkdir -p /var/lib/dhcpcd /run/dhcpcd && mount --bind {} /var/lib/dhcpcd && \
+         mount --bind {} /run/dhcpcd && exec {} -B -d -6 -j {} -f {} -c {} wan",
+        db.display(),
+        run.display(),
+        find_program("dhcpcd").unwrap().display(),
+        lab.path("dhcpcd.log").display(),
+        conf.display(),
+        hook.display()
+    )
+}
+
+/// The LAN side of the router: `eth0` in a namespace of its own, a host that takes its address
+/// from the router advertisements it hears (SLAAC) and asks the router for names.
+struct LanHost {
+    ns: Netns,
+}
+
+impl LanHost {
+    /// Its global address in the /64 `lan` (`2001:db8:100:1`), once it has one.
+    fn address_in(&self, lan: &str) -> Option<std::net::Ipv6Addr> {
+        let net: std::net::Ipv6Addr = format!("{lan}::").parse().unwrap();
+        let out = self
+            .ns
+            .try_ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|word| word.split_once('/'))
+            .filter_map(|(address, _)| address.parse::<std::net::Ipv6Addr>().ok())
+            .find(|a| a.segments()[..4] == net.segments()[..4])
+    }
+
+    /// Asks the DNS server `server` (port 53) for the AAAA record of `name`: the address in
+    /// its answer, or why there is none.
+    fn ask_aaaa(&self, server: &str, name: &str) -> Result<std::net::Ipv6Addr, String> {
+        let server: std::net::Ipv6Addr = server.parse().unwrap();
+        // Header: id "me", recursion desired, one question.
+        let mut query = vec![b'm', b'e', 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            query.push(label.len() as u8);
+            query.extend(label.as_bytes());
+        }
+        query.extend([0, 0, 28, 0, 1]); // end of name, AAAA, IN
+        let answer = self.ns.run(|| {
+            let socket = std::net::UdpSocket::bind("[::]:0").map_err(|e| e.to_string())?;
+            socket
+                .set_read_timeout(Some(Duration::from_secs(1)))
+                .map_err(|e| e.to_string())?;
+            socket
+                .send_to(&query, (server, 53))
+                .map_err(|e| format!("send: {e}"))?;
+            let mut buf = [0u8; 512];
+            let n = socket
+                .recv(&mut buf)
+                .map_err(|e| format!("no answer: {e}"))?;
+            Ok::<_, String>(buf[..n].to_vec())
+        })?;
+        aaaa_in(&answer, query.len())
+    }
+}
+
+/// The address of the first answer record of a DNS reply to a one-question AAAA query whose
+/// question ends at `question_end`.
+fn aaaa_in(reply: &[u8], question_end: usize) -> Result<std::net::Ipv6Addr, String> {
+    let u16_at = |at: usize| {
+        reply
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| format!("a reply of {} bytes", reply.len()))
+    };
+    if reply.get(..2) != Some(b"me") || reply.get(2).is_none_or(|b| b & 0x80 == 0) {
+        return Err(format!("not a reply to the query: {reply:02x?}"));
+    }
+    let rcode = u16_at(2)? & 0x0f;
+    if rcode != 0 || u16_at(6)? == 0 {
+        return Err(format!("rcode {rcode}, {} answers", u16_at(6)?));
+    }
+    // The answer's name: a pointer (to the question's), or labels.
+    let mut at = question_end;
+    loop {
+        match reply.get(at) {
+            None => return Err("a reply cut short".into()),
+            Some(b) if b & 0xc0 == 0xc0 => break at += 2,
+            Some(0) => break at += 1,
+            Some(&len) => at += 1 + usize::from(len),
+        }
+    }
+    if u16_at(at)? != 28 || u16_at(at + 8)? != 16 {
+        return Err(format!("not an AAAA record: {reply:02x?}"));
+    }
+    let data: [u8; 16] = reply
+        .get(at + 10..at + 26)
+        .and_then(|d| d.try_into().ok())
+        .ok_or("a record cut short")?;
+    Ok(data.into())
+}
+
+/// The modification time and bytes of `path`.
+fn stamp(path: &Path) -> (std::time::SystemTime, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).unwrap();
+    (modified, bytes)
+}
+
+/// History records of `service` whose note contains `text`.
+fn notes_with(d: &medic_tests::Daemon, service: &str, text: &str) -> Vec<Value> {
+    d.history(service)
+        .into_iter()
+        .filter(|r| r["note"].as_str().unwrap_or("").contains(text))
+        .collect()
+}
+
+/// What the router's medic, dhcpcd and the servers did, for failure messages.
+fn router_state(d: &medic_tests::Daemon, lab: &Lab) -> String {
+    let medic = |args: &[&str]| String::from_utf8_lossy(&d.medic(args).stdout).into_owned();
+    format!(
+        "{}\n--- history dhcp6 ---\n{}--- outputs dhcp6 ---\n{}\n--- logs dnsmasq ---\n{}\
+         --- dnsmasq.conf ---\n{}\n--- dhcpcd.log ---\n{}\n--- hook errors ---\n{}\n{}",
+        d.describe("dnsmasq"),
+        medic(&["history", "dhcp6"]),
+        medic(&["output", "dhcp6", "--json"]),
+        medic(&["logs", "dnsmasq", "-n", "40"]),
+        read(&d.path("dnsmasq.conf")),
+        read(&lab.path("dhcpcd.log")),
+        read(&lab.path("hook-errors")),
+        lab.logs()
+    )
+}
+
+/// Waits until dnsmasq runs (a process other than `old`) on the config rendered from the
+/// delegated `prefix`, and serves the LAN `lan` (a /64, `2001:db8:100:1`) from it: the host
+/// takes an address from its router advertisement, and its DNS answers on the rendered
+/// listen-address with the rendered record. Returns dnsmasq's pid.
+fn wait_serving(
+    d: &medic_tests::Daemon,
+    lab: &Lab,
+    host: &LanHost,
+    prefix: &str,
+    lan: &str,
+    old: Option<u32>,
+) -> u32 {
+    let started = Instant::now();
+    let conf = d.path("dnsmasq.conf");
+    let pid = medic_tests::wait_for(
+        &format!("dnsmasq running on the config rendered from {prefix}/56"),
+        || {
+            let s = d.service("dnsmasq");
+            let pid = s["pid"].as_u64().map(|p| p as u32);
+            let rendered = read(&conf) == dnsmasq_conf(prefix, lan, d.dir.path());
+            (s["condition"] == "ready" && pid != old && rendered).then_some(pid?)
+        },
+        || router_state(d, lab),
+    );
+    let address = medic_tests::wait_for(
+        &format!("the LAN host to take an address in {lan}::/64 from dnsmasq's RA"),
+        || host.address_in(lan),
+        || router_state(d, lab),
+    );
+    let router = format!("{lan}::1");
+    let answer = medic_tests::wait_for(
+        &format!("dnsmasq to answer router.lan on [{router}]:53"),
+        || host.ask_aaaa(&router, "router.lan").ok(),
+        || {
+            format!(
+                "{:?}\n{}",
+                host.ask_aaaa(&router, "router.lan"),
+                router_state(d, lab)
+            )
+        },
+    );
+    assert_eq!(answer.to_string(), router, "the rendered host-record");
+    eprintln!(
+        "dnsmasq (pid {pid}) serves {lan}::/64 ({:?} after the file): the host took {address}, \
+         router.lan is {answer}",
+        started.elapsed()
+    );
+    pid
+}
+
+/// `medic replay --verbose` of the daemon's trace saved now: one line per step, each step
+/// replayed through the kernel to the same effects (a divergence fails the test).
+fn trace_steps(d: &medic_tests::Daemon, lab: &Lab) -> Vec<String> {
+    let file = lab.path("trace");
+    d.medic_ok(&["trace", "save", file.to_str().unwrap()]);
+    let out = medic_tests::medic(&["replay", file.to_str().unwrap(), "--verbose"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the trace does not replay: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter(|l| l.starts_with("step "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn medic_runs_dhcpcd_and_a_dnsmasq_rendered_from_the_delegated_prefix_through_a_renumbering() {
+    let Some(mut lab) = Lab::new("md", &["dhcpd", "radvd", "dhcpcd", "dnsmasq", "unshare"]) else {
+        return;
+    };
+    let Some(ns) = Netns::new("mdhost") else {
+        return;
+    };
+    let started = Instant::now();
+    ns.sysctl("ipv6/conf/all/accept_dad", "0");
+    ns.sysctl("ipv6/conf/default/accept_dad", "0");
+    lab.router.veth_to("lan", &ns, "eth0");
+    let host = LanHost { ns };
+
+    lab.start_radvd();
+    let dhcpd = lab.start_dhcpd6("a", "2001:db8:100::");
+
+    // dhcpcd runs its script with an empty environment: the wrapper names the service and
+    // the daemon's state directory; a run that fails leaves its words in `hook-errors`.
+    let hook = lab.path("dhcpcd-hook");
+    let errors = lab.path("hook-errors");
+    let dnsmasq = find_program("dnsmasq").unwrap();
+    let config = ROUTER_CONFIG
+        .replace("@DHCPCD@", &dhcpcd_under_medic(&lab, &hook))
+        .replace("@DNSMASQ@", &dnsmasq.display().to_string());
+    let mut d = medic_tests::Daemon::prepare(&config);
+    lab.write(
+        "dhcpcd-hook",
+        &format!(
+            "#!/bin/sh\n{} hook dhcpcd --service dhcp6 --state-dir {} \"$@\" 2>> {} || echo \"exit $? for $reason\" >> {}\n",
+            medic_tests::medic_bin().display(),
+            d.state.display(),
+            errors.display(),
+            errors.display(),
+        ),
+    );
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    lab.router.run(|| d.launch());
+
+    let conf = d.path("dnsmasq.conf");
+    let dhcpcd_log = lab.path("dhcpcd.log");
+    let dhcpcd_pid = |d: &medic_tests::Daemon| {
+        Pid::from_raw(d.service_pid("dhcp6").expect("dhcpcd runs") as i32)
+    };
+
+    // (a) The delegation reaches dnsmasq's file, dnsmasq starts on it and serves the LAN on
+    // it: the host takes an address from its router advertisement, and its DNS answers on the
+    // rendered listen-address with the rendered record.
+    let first = wait_serving(&d, &lab, &host, "2001:db8:100::", "2001:db8:100:1", None);
+    assert_eq!(
+        notes_with(&d, "dnsmasq", &format!("rendered {}", conf.display())).len(),
+        1,
+        "rendered before its start\n{}",
+        router_state(&d, &lab)
+    );
+
+    // (b) The ISP renumbers: the server comes back with another pool and no bindings; dhcpcd
+    // renews (SIGUSR1), is told NoBinding, solicits, and publishes the new prefix. dnsmasq's
+    // file is rendered again and dnsmasq restarted on it, and the LAN follows.
+    assert!(lab.procs[dhcpd].stop().is_some(), "dhcpd -6 did not stop");
+    let dhcpd = lab.start_dhcpd6("b", "2001:db8:200::");
+    let leases_b = lab.path("dhcpd6-b.leases");
+    kill(dhcpcd_pid(&d), Signal::SIGUSR1).unwrap();
+    let second = wait_serving(
+        &d,
+        &lab,
+        &host,
+        "2001:db8:200::",
+        "2001:db8:200:1",
+        Some(first),
+    );
+    let restarts = notes_with(
+        &d,
+        "dnsmasq",
+        &format!("rendered {} (outputs changed)", conf.display()),
+    );
+    assert_eq!(restarts.len(), 1, "{}", router_state(&d, &lab));
+    assert_eq!(restarts[0]["heal"], "restart", "{:#}", restarts[0]);
+
+    // (c) A renew that only moves the lifetimes: the server comes back with the same pool and
+    // bindings and other lifetimes (400/700 s; without reusing a young lease, which would
+    // answer with what is left of the old ones). dhcp6's outputs change; dnsmasq's file is
+    // rendered from them (the trace shows the render, answered `Unchanged`) and nothing else
+    // happens.
+    assert!(lab.procs[dhcpd].stop().is_some(), "dhcpd -6 did not stop");
+    let renewing = format!(
+        "dhcp-cache-threshold 0;\n{}",
+        dhcpd6_conf_with("2001:db8:200::", 400, 700)
+    );
+    let dhcpd = lab.start_dhcpd6_with("b2", &renewing, &leases_b);
+    let before = stamp(&conf);
+    kill(dhcpcd_pid(&d), Signal::SIGUSR1).unwrap();
+    medic_tests::wait_for(
+        "dhcp6's outputs with the renewed lifetimes",
+        || {
+            let out = d.medic_ok(&["output", "dhcp6", "--json"]);
+            let map: Value = serde_json::from_str(&out).ok()?;
+            let renewed = json!([{"address": "2001:db8:200::", "length": "56",
+                                  "preferred-s": "400", "valid-s": "700"}]);
+            (map["ipv6"]["prefixes"] == renewed).then_some(())
+        },
+        || router_state(&d, &lab),
+    );
+    let steps = medic_tests::wait_for(
+        "dnsmasq's render of the renewed outputs, unchanged",
+        || {
+            let steps = trace_steps(&d, &lab);
+            let renewed = steps
+                .iter()
+                .rposition(|s| s.contains("SetOutputs") && s.contains("\"700\""))?;
+            steps[renewed..]
+                .iter()
+                .any(|s| s.contains("RenderDone") && s.contains("Unchanged"))
+                .then_some(steps)
+        },
+        || {
+            format!(
+                "{}\n{}",
+                trace_steps(&d, &lab).join("\n"),
+                router_state(&d, &lab)
+            )
+        },
+    );
+    let short = |s: &String| s.chars().take(150).collect::<String>();
+    let last: Vec<String> = steps.iter().rev().take(3).rev().map(short).collect();
+    eprintln!(
+        "{} steps in the trace, replayed identically; the last:\n{}",
+        steps.len(),
+        last.join("\n")
+    );
+    assert_eq!(stamp(&conf), before, "the file is not touched");
+    assert_eq!(d.service_pid("dnsmasq"), Some(second), "no restart");
+    assert_eq!(
+        notes_with(&d, "dnsmasq", "rendered").len(),
+        2,
+        "no render but the first and the renumbering's changed a file\n{}",
+        router_state(&d, &lab)
+    );
+
+    // (d) The server gone: a renew goes unanswered, nothing crashes, the file stays and
+    // dnsmasq serves on.
+    assert!(lab.procs[dhcpd].stop().is_some(), "dhcpd -6 did not stop");
+    let renews = |log: &Path| read(log).matches("broadcasting RENEW6").count();
+    let sent = renews(&dhcpcd_log);
+    let dhcpcd = dhcpcd_pid(&d);
+    kill(dhcpcd, Signal::SIGUSR1).unwrap();
+    medic_tests::wait_for(
+        "an unanswered RENEW6",
+        || (renews(&dhcpcd_log) > sent).then_some(()),
+        || router_state(&d, &lab),
+    );
+    let answer = host.ask_aaaa("2001:db8:200:1::1", "router.lan");
+    assert_eq!(
+        answer.map(|a| a.to_string()),
+        Ok("2001:db8:200:1::1".to_string()),
+        "{}",
+        router_state(&d, &lab)
+    );
+    assert_eq!(d.service_pid("dhcp6"), Some(dhcpcd.as_raw() as u32));
+    assert_eq!(d.service_pid("dnsmasq"), Some(second));
+    assert_eq!(stamp(&conf), before);
+
+    // dhcpcd gives up the lease and exits (SIGALRM: release): the hook publishes an unbound
+    // map, without prefixes. dnsmasq's render fails and keeps the good file; dnsmasq runs on
+    // (blocked while dhcp6 is restarted, not stopped).
+    kill(dhcpcd, Signal::SIGALRM).unwrap();
+    medic_tests::wait_for(
+        "dnsmasq's render of the unbound map to fail",
+        || (!notes_with(&d, "dnsmasq", "the old files stay").is_empty()).then_some(()),
+        || router_state(&d, &lab),
+    );
+    assert_eq!(
+        d.service_pid("dnsmasq"),
+        Some(second),
+        "{}",
+        router_state(&d, &lab)
+    );
+    assert_eq!(stamp(&conf), before);
+    // (The release took the delegated address off `lan` too: nothing answers on it now.)
+
+    assert_eq!(read(&errors), "", "hook errors\n{}", router_state(&d, &lab));
+    eprintln!(
+        "--- history dnsmasq ---\n{}",
+        String::from_utf8_lossy(&d.medic(&["history", "dnsmasq"]).stdout)
+    );
+    eprintln!("all in {:?}", started.elapsed());
 }
