@@ -184,37 +184,78 @@ impl Value {
     }
 }
 
-/// The history line for a change from `old` to `new` (`None` when nothing changed):
-/// `outputs: prefixes 2001:db8:1::/56 → 2001:db8:2::/56`, a new key as `key (none) → v`, a
-/// removed one as `key v → (none)`; at most four keys are shown, then `and N more`.
+/// The history line for a change from `old` to `new` (`None` when nothing changed), naming
+/// each changed leaf by its path: `outputs: prefixes 2001:db8:1::/56 → 2001:db8:2::/56`,
+/// `outputs: ipv6.prefixes[0].address 2001:db8:100:: → 2001:db8:200::`; a new key as
+/// `key (none) → v`, a removed one as `key v → (none)`; a list of strings, or one whose length
+/// changed, is shown whole. At most four paths are shown, in order, then `and N more`.
 pub fn change_note(old: &Outputs, new: &Outputs) -> Option<String> {
-    let mut changed: Vec<(&str, Option<&Value>, Option<&Value>)> = Vec::new();
-    for (key, value) in new {
-        let before = old.get(key);
-        if before != Some(value) {
-            changed.push((key, before, Some(value)));
-        }
-    }
-    for (key, value) in old {
-        if !new.contains_key(key) {
-            changed.push((key, Some(value), None));
-        }
-    }
+    let mut changed = Vec::new();
+    diff_maps(&mut String::new(), old, new, &mut changed);
     if changed.is_empty() {
         return None;
     }
-    changed.sort_by_key(|c| c.0);
     let shown = |v: Option<&Value>| v.map_or_else(|| "(none)".to_string(), Value::short);
     let parts: Vec<String> = changed
         .iter()
         .take(SHOWN_KEYS)
-        .map(|(key, before, after)| format!("{key} {} → {}", shown(*before), shown(*after)))
+        .map(|(path, before, after)| format!("{path} {} → {}", shown(*before), shown(*after)))
         .collect();
     let mut note = format!("outputs: {}", parts.join("; "));
     if changed.len() > SHOWN_KEYS {
         note.push_str(&format!("; and {} more", changed.len() - SHOWN_KEYS));
     }
     Some(note)
+}
+
+/// A changed leaf: its path, the value before and after.
+type Change<'a> = (String, Option<&'a Value>, Option<&'a Value>);
+
+/// Every changed leaf of two maps under `path`, in key order. Maps are bounded in depth and
+/// size (`validate`), so the walk is too.
+fn diff_maps<'a>(
+    path: &mut String,
+    old: &'a BTreeMap<String, Value>,
+    new: &'a BTreeMap<String, Value>,
+    changed: &mut Vec<Change<'a>>,
+) {
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for key in keys {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+        diff_values(path, old.get(key), new.get(key), changed);
+        path.truncate(len);
+    }
+}
+
+fn diff_values<'a>(
+    path: &mut String,
+    old: Option<&'a Value>,
+    new: Option<&'a Value>,
+    changed: &mut Vec<Change<'a>>,
+) {
+    if old == new {
+        return;
+    }
+    match (old, new) {
+        (Some(Value::Map(a)), Some(Value::Map(b))) => diff_maps(path, a, b, changed),
+        // Lists of maps or lists, by index; a list of strings is shown whole (`prefixes
+        // 2001:db8:1::/56 → 2001:db8:2::/56`).
+        (Some(Value::List(a)), Some(Value::List(b)))
+            if a.len() == b.len() && !a.iter().chain(b).all(|v| matches!(v, Value::String(_))) =>
+        {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                diff_values(path, Some(x), Some(y), changed);
+                path.truncate(len);
+            }
+        }
+        _ => changed.push((path.clone(), old, new)),
+    }
 }
 
 impl Kernel {
@@ -381,6 +422,65 @@ mod tests {
             )
         );
         assert_eq!(change_note(&new, &new), None);
+    }
+
+    #[test]
+    fn change_note_names_the_leaves_of_nested_maps_by_path() {
+        let map = |entries: &[(&str, Value)]| {
+            Value::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            )
+        };
+        let prefix = |address: &str, valid: &str| {
+            map(&[
+                ("address", s(address)),
+                ("length", s("56")),
+                ("valid-s", s(valid)),
+            ])
+        };
+        let hook = |address: &str, valid: &str, dns: Vec<Value>| -> Outputs {
+            [
+                (
+                    "ipv6".to_string(),
+                    map(&[
+                        ("dns", Value::List(dns)),
+                        ("prefixes", Value::List(vec![prefix(address, valid)])),
+                    ]),
+                ),
+                ("state".to_string(), s("bound")),
+            ]
+            .into()
+        };
+        let old = hook("2001:db8:100::", "600", vec![s("2001:db8::53")]);
+        let renumbered = hook("2001:db8:200::", "600", vec![s("2001:db8::53")]);
+        assert_eq!(
+            change_note(&old, &renumbered).as_deref(),
+            Some("outputs: ipv6.prefixes[0].address 2001:db8:100:: → 2001:db8:200::")
+        );
+        // A list that grew is shown whole; a lifetime is a leaf like any other.
+        let more = hook(
+            "2001:db8:100::",
+            "700",
+            vec![s("2001:db8::53"), s("2001:db8::54")],
+        );
+        assert_eq!(
+            change_note(&old, &more).as_deref(),
+            Some(
+                "outputs: ipv6.dns 2001:db8::53 → 2001:db8::53, 2001:db8::54; \
+                 ipv6.prefixes[0].valid-s 600 → 700"
+            )
+        );
+        // A map where a string was, and back.
+        let flat: Outputs = [("ipv6".to_string(), s("none"))].into();
+        assert_eq!(
+            change_note(&flat, &old)
+                .as_deref()
+                .map(|n| n.starts_with("outputs: ipv6 none → {")),
+            Some(true)
+        );
     }
 
     #[test]
