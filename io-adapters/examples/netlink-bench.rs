@@ -5,8 +5,8 @@
 //! ```
 //!
 //! Inside a throw-away network namespace, a veth pair `wan` ⇄ `wanpeer`; the bench sets
-//! `wanpeer` down and up FLAPS times through rtnetlink, on the same current-thread tokio
-//! runtime as the watcher (as in the daemon). Each flap measures, from just before the
+//! `wanpeer` down and up FLAPS times through netlink (`netlink::link_set`), on the same
+//! current-thread tokio runtime as the watcher (as in the daemon). Each flap measures, from just before the
 //! request is sent:
 //! * until `netlink::watch` has delivered `Input::LinkChanged { wan, carrier }`;
 //! * until the kernel (`medic_kernel::Kernel`, fed that input at once) has emitted the stop of
@@ -21,7 +21,6 @@ use std::time::{Duration, Instant as StdInstant};
 
 use medic_io::netlink;
 use medic_kernel::{Effect, ExitStatus, Input, Instant, Kernel, ServiceId};
-use rtnetlink::LinkUnspec;
 use tokio::sync::mpsc::Receiver;
 
 const CONFIG: &str = r#"
@@ -235,20 +234,6 @@ async fn bench(flaps: usize) -> Vec<(String, Vec<Duration>)> {
     d.step(Input::Tick, tunnel); // boot
     assert_eq!(d.condition(tunnel), "Ready", "the dependent did not start");
 
-    let (connection, handle, _) = rtnetlink::new_connection().expect("netlink");
-    tokio::spawn(connection);
-    let peer = {
-        use futures::TryStreamExt;
-        let mut links = handle.link().get().match_name("wanpeer").execute();
-        links
-            .try_next()
-            .await
-            .expect("get wanpeer")
-            .expect("wanpeer")
-            .header
-            .index
-    };
-
     let mut delivered = [Vec::new(), Vec::new()];
     let mut decided = [Vec::new(), Vec::new()];
     let mut undecided = [0usize, 0usize];
@@ -257,10 +242,8 @@ async fn bench(flaps: usize) -> Vec<(String, Vec<Duration>)> {
         // Let pending timers (settle, backoff) fire first, as they would in the daemon.
         tokio::time::sleep(Duration::from_millis(2)).await;
         d.tick_if_due(tunnel);
-        let builder = LinkUnspec::new_with_index(peer);
-        let message = if up { builder.up() } else { builder.down() }.build();
         let start = StdInstant::now();
-        let request = tokio::spawn(handle.link().set(message).execute());
+        let request = tokio::spawn(netlink::link_set("wanpeer", up));
         loop {
             let input = next_link(&mut rx, &mut d, tunnel).await;
             let seen = start.elapsed();

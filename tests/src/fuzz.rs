@@ -4,6 +4,7 @@
 //! once crashed on stays a test.
 
 use medic_io::control::{self, Request, Response, MAX_REQUEST_BYTES};
+use medic_io::netlink::codec;
 use medic_kernel::trace::{self, Record, Trace};
 use medic_kernel::{config, Input, Instant, Kernel};
 
@@ -75,4 +76,12 @@ pub fn control_decode(data: &[u8]) {
         }
     }
     let _ = control::decode_body::<Response>(data);
+}
+
+/// `netlink_parse`: a route-netlink datagram, as the link watcher receives it, to the codec.
+/// Every item is a message or what was wrong with it, never a panic, and each takes at least
+/// a message header of the datagram (the last may be the header that did not fit).
+pub fn netlink_parse(data: &[u8]) {
+    let items = codec::messages(data).count();
+    assert!(items <= data.len() / codec::HEADER_LEN + 1);
 }

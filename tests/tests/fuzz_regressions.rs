@@ -45,3 +45,8 @@ fn trace_replay_inputs() {
 fn control_decode_inputs() {
     assert!(run_all("control_decode", fuzz::control_decode) >= 16);
 }
+
+#[test]
+fn netlink_parse_inputs() {
+    assert!(run_all("netlink_parse", fuzz::netlink_parse) >= 8);
+}

@@ -81,6 +81,33 @@ fn link_up_brings_an_administratively_down_link_up() {
 }
 
 #[test]
+fn link_set_takes_a_link_down_and_up_and_refuses_a_name_it_cannot_send() {
+    let Some(ns) = Netns::new("linkset") else {
+        return;
+    };
+    ns.veth_wan();
+    let mut w = ns.watch();
+    ns.link_set("wan", false).expect("link_set wan down");
+    w.wait_for("wan", SOON, |l| l.is_some_and(|l| !l.admin_up));
+    ns.link_set("wan", true).expect("link_set wan up");
+    w.wait_for("wan", SOON, carrier(true));
+
+    let refused = ns.link_set("wan\0x", true).expect_err("a NUL in the name");
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::InvalidInput,
+        "{refused}"
+    );
+    // A name the kernel refuses (longer than IFNAMSIZ) comes back with the kernel's errno:
+    // ERANGE from its attribute policy (EINVAL on kernels that word it so).
+    let long = ns
+        .link_set("a-name-far-too-long", true)
+        .expect_err("too long");
+    let errno = long.raw_os_error();
+    assert!(matches!(errno, Some(libc::ERANGE | libc::EINVAL)), "{long}");
+}
+
+#[test]
 fn a_deleted_link_is_absent_and_comes_back_when_recreated() {
     let Some(ns) = Netns::new("hotplug") else {
         return;

@@ -6,11 +6,13 @@
 //!
 //! Configs from `examples/` and small bad ones, the golden trace and a short run of the kernel
 //! (as trace files and as the plain postcard the trace target also reads), and every control
-//! request and a few answers. Rerun it after a format change and commit the result.
+//! request and a few answers, and route-netlink datagrams captured from a real kernel. Rerun it
+//! after a format change and commit the result.
 
 use std::path::{Path, PathBuf};
 
 use medic_io::control::{self, Request, Response};
+use medic_io::netlink::codec;
 use medic_kernel::trace::{self, Trace};
 use medic_kernel::{config, Effect, ExitStatus, Input, Instant, Kernel, LinkState};
 
@@ -198,5 +200,27 @@ fn main() {
         let frame = control::encode_frame(&answer, control::MAX_RESPONSE_BYTES).expect("encode");
         write(&dir, &format!("answer-{name}"), &frame[4..]);
     }
+    // Datagrams captured from a real kernel (the codec's own test data), and our requests.
+    let dir = out.join("netlink_parse");
+    let captured = root.join("io-adapters/src/netlink/testdata");
+    for name in [
+        "link-dump-0.bin",
+        "link-dump-1.bin",
+        "link-dump-2.bin",
+        "address-dump-0.bin",
+        "address-dump-1.bin",
+    ] {
+        let bytes = std::fs::read(captured.join(name)).expect("read a captured datagram");
+        write(&dir, name, &bytes);
+    }
+    let mut request = Vec::new();
+    codec::dump_request(&mut request, codec::RTM_GETLINK, 1);
+    write(&dir, "request-getlink.bin", &request);
+    request.clear();
+    codec::dump_request(&mut request, codec::RTM_GETADDR, 2);
+    write(&dir, "request-getaddr.bin", &request);
+    request.clear();
+    codec::set_link_request(&mut request, 3, "wan", true).expect("a valid name");
+    write(&dir, "request-link-up.bin", &request);
     println!("seeds written under {}", out.display());
 }

@@ -131,6 +131,11 @@ impl Netns {
         self.run(|| runtime().block_on(netlink::link_up(ifname)))
     }
 
+    /// `netlink::link_set(ifname, up)`, run inside this namespace.
+    pub fn link_set(&self, ifname: &str, up: bool) -> std::io::Result<()> {
+        self.run(|| runtime().block_on(netlink::link_set(ifname, up)))
+    }
+
     /// Start the netlink watcher inside this namespace.
     pub fn watch(&self) -> Watcher {
         self.watch_with(WatchOptions::default())

@@ -1,5 +1,6 @@
-//! Network links through rtnetlink: the state of every link, turned into
-//! [`Input::LinkChanged`], and the `link-up` heal.
+//! Network links through route netlink: the state of every link, turned into
+//! [`Input::LinkChanged`], and the `link-up` heal. The messages are read and written by
+//! medic's own [`codec`]; this module owns the sockets.
 //!
 //! ## Entry points (for the runtime)
 //!
@@ -18,51 +19,46 @@
 //!   disappearing (`link: None`) or being renamed (the old name disappears, the new one
 //!   appears). Nothing is sent when a notification leaves the state the kernel knows unchanged.
 //! * Dropping the [`LinkWatcher`] stops the task; so does dropping the receiver of `tx`.
-//! * [`link_up`] sets a link administratively up by name on a short-lived netlink socket.
+//! * [`link_up`] sets a link administratively up by name on a short-lived netlink socket
+//!   ([`link_set`] sets it up or down).
 //!
 //! ## Keeping in step with the kernel
 //!
-//! Dump replies are requested without being tracked as requests, so the dump and the
-//! notifications arrive on one stream, in the order the kernel queued them: a notification
-//! older than the dump can never overwrite it. When the socket's receive buffer overflows
-//! (`ENOBUFS`, seen as an overrun message) or a dump reports it was interrupted
-//! (`NLM_F_DUMP_INTR`), the watcher dumps again and removes whatever the new dump no longer
-//! shows (mark and sweep by generation), so a lost `RTM_DELLINK` still ends in `link: None`.
-//! If the socket itself fails, the watcher opens a new one after [`RECONNECT_DELAY`] and
-//! dumps again. While a dump runs nothing is sent, so the kernel never sees a half-swept
-//! table.
+//! Dump replies and notifications arrive on the one socket, in the order the kernel queued
+//! them: a notification older than the dump can never overwrite it. When the socket's receive
+//! buffer overflows (`recv` fails with `ENOBUFS`: notifications were lost), a datagram is
+//! truncated, or a dump reports it was interrupted (`NLM_F_DUMP_INTR`), the watcher dumps
+//! again and removes whatever the new dump no longer shows (mark and sweep by generation), so
+//! a lost `RTM_DELLINK` still ends in `link: None`. If the socket itself fails, the watcher
+//! opens a new one after [`RECONNECT_DELAY`] and dumps again. While a dump runs nothing is
+//! sent, so the kernel never sees a half-swept table. A malformed message is logged and
+//! skipped; it never stops the watcher.
 //!
 //! ## What counts as what
 //! * `admin_up`: `IFF_UP`;
 //! * `carrier`: `IFF_LOWER_UP` (a veth whose peer is down, a cable out);
 //! * `ipv4`: any IPv4 address on the link;
 //! * `ipv6_global`: an IPv6 address of scope universe that is neither tentative (duplicate
-//!   address detection still running) nor dadfailed.
+//!   address detection still running) nor dadfailed. The address flags are `IFA_FLAGS`
+//!   (32 bits) when the message carries it, else the header's 8 bits.
 //!
 //! Only `AF_UNSPEC` link messages describe a link: a bridge port's `AF_BRIDGE` `RTM_DELLINK`
 //! (the port leaving a bridge) does not delete the link.
 
+pub mod codec;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::IpAddr;
-use std::pin::Pin;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::channel::mpsc::UnboundedReceiver;
-use futures::StreamExt;
+use codec::Message;
 use medic_kernel::{Input, LinkState};
-use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
-};
-use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
-};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::proto::Connection;
-use rtnetlink::sys::{AsyncSocket, SocketAddr};
-use rtnetlink::{Handle, LinkUnspec, MulticastGroup};
+use nix::sys::socket::{self, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
@@ -74,6 +70,15 @@ pub const RECONNECT_DELAY: Duration = Duration::from_millis(200);
 /// A dump that has not finished after this long is treated as a failed socket. A dump of a
 /// router's few dozen links and addresses takes well under a millisecond.
 const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`link_set`] gives up on a kernel that has not answered after this long (it answers at
+/// once: the request is handled in the `sendmsg` call).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The receive buffer: the kernel fills a dump datagram up to the reader's buffer size, capped
+/// at 32 KiB (`netlink_recvmsg`), and a notification is far smaller. A larger datagram is
+/// truncated (`MSG_TRUNC`) and treated as lost notifications.
+const RECEIVE_BYTES: usize = 32 * 1024;
 
 /// Options of [`watch_with`]. [`watch`] uses the defaults.
 #[derive(Clone, Copy, Debug, Default)]
@@ -187,48 +192,149 @@ pub async fn watch_with(tx: Sender<Input>, options: WatchOptions) -> io::Result<
 }
 
 /// Set the link called `ifname` administratively up (`IFF_UP`), like `ip link set IFNAME up`
-/// but through rtnetlink. Fails with the kernel's error (`ENODEV` when there is no such link).
+/// but through netlink. Fails with the kernel's error (`ENODEV` when there is no such link).
 pub async fn link_up(ifname: &str) -> io::Result<()> {
-    let (connection, handle, _) = rtnetlink::new_connection()?;
-    let request = handle
-        .link()
-        .set(LinkUnspec::new_with_name(ifname).up().build())
-        .execute();
-    tokio::select! {
-        result = request => result.map_err(netlink_error),
-        () = connection => Err(io::Error::other("netlink connection closed")),
+    link_set(ifname, true).await
+}
+
+/// Set the link called `ifname` administratively up or down, like `ip link set IFNAME up|down`:
+/// an `RTM_NEWLINK` naming the link, on a short-lived netlink socket, acknowledged by the
+/// kernel. Fails with the kernel's error (`ENODEV` when there is no such link), or
+/// `InvalidInput` for a name that cannot be sent (a NUL in it, or over 255 bytes).
+pub async fn link_set(ifname: &str, up: bool) -> io::Result<()> {
+    const SEQ: u32 = 1;
+    let mut request = Vec::new();
+    codec::set_link_request(&mut request, SEQ, ifname, up).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{ifname:?} cannot be a link name"),
+        )
+    })?;
+    let mut socket = Socket::open(0)?;
+    socket.send(&request)?;
+    let answer = async {
+        loop {
+            let Received::Datagram(len) = socket.recv().await? else {
+                continue; // no notifications on this socket: nothing to lose
+            };
+            for message in codec::messages(&socket.buffer[..len]) {
+                match message {
+                    Ok((header, Message::Error(code))) if header.seq == SEQ => {
+                        return match code {
+                            0 => Ok(()),
+                            _ => Err(errno(code)),
+                        };
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("netlink: {e}"),
+                }
+            }
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, answer)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the kernel did not answer"))?
+}
+
+/// The error of an `NLMSG_ERROR` message: a negative errno.
+fn errno(code: i32) -> io::Error {
+    match code.checked_neg() {
+        Some(errno) if errno > 0 => io::Error::from_raw_os_error(errno),
+        _ => io::Error::other(format!("netlink error code {code}")),
     }
 }
 
-/// An rtnetlink error as an `io::Error`, keeping the kernel's errno where there is one.
-///
-/// Worded here rather than by rtnetlink's `Display`, which prints an unexpected message with
-/// `{:?}`: that one format string links the `Debug` code of every netlink message type, about
-/// 70 KiB of the router binary. An unexpected reply is named by its message type instead; the
-/// other errors read as rtnetlink words them.
-fn netlink_error(error: rtnetlink::Error) -> io::Error {
-    use rtnetlink::Error as E;
-    match error {
-        E::NetlinkError(message) => match message.code {
-            Some(code) => io::Error::from_raw_os_error(-code.get()),
-            None => io::Error::other(format!("Received a netlink error message {message}")),
-        },
-        E::UnexpectedMessage(message) => io::Error::other(format!(
-            "Received an unexpected message (type {})",
-            message.header.message_type
-        )),
-        E::RequestFailed => io::Error::other("A netlink request failed"),
-        E::NamespaceError(e) => io::Error::other(format!("Namespace error {e}")),
-        // The other variants in rtnetlink's words.
-        E::InvalidHardwareAddress(addr) => io::Error::other(format!(
-            "Received a link message (RTM_GETLINK, RTM_NEWLINK, RTM_SETLINK or RTMGETLINK) \
-             with an invalid hardware address attribute: {addr:?}."
-        )),
-        E::InvalidIp(addr) => io::Error::other(format!("Failed to parse an IP address: {addr:?}")),
-        E::InvalidAddress(ip, mask) => io::Error::other(format!(
-            "Failed to parse a network address (IP and mask): {ip:?}/{mask:?}"
-        )),
-        E::InvalidNla(nla) => io::Error::other(format!("Attempting to set and Invalid NLA: {nla}")),
+/// What [`Socket::recv`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Received {
+    /// A whole datagram of this many bytes, in the socket's buffer.
+    Datagram(usize),
+    /// Datagrams were lost: the receive buffer overflowed (`ENOBUFS`), or this one was larger
+    /// than the buffer (and is dropped).
+    Lost,
+}
+
+/// A nonblocking `NETLINK_ROUTE` socket and its receive buffer.
+struct Socket {
+    fd: AsyncFd<OwnedFd>,
+    buffer: Vec<u8>,
+}
+
+impl Socket {
+    /// A socket subscribed to `groups` (`RTMGRP_*`; 0 for none).
+    fn open(groups: u32) -> io::Result<Socket> {
+        let fd = socket::socket(
+            socket::AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
+        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
+        // SAFETY: the socket is owned by the `AsyncFd` and stays open as long as it.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+        Ok(Socket {
+            fd,
+            buffer: vec![0; RECEIVE_BYTES],
+        })
+    }
+
+    fn set_receive_buffer(&self, bytes: usize) -> io::Result<()> {
+        socket::setsockopt(&self.fd.as_fd(), socket::sockopt::RcvBuf, &bytes)?;
+        Ok(())
+    }
+
+    /// Send one request to the kernel. The kernel handles it within the call, so it does not
+    /// block; `EAGAIN` would be an error like any other.
+    fn send(&self, request: &[u8]) -> io::Result<()> {
+        let sent = socket::sendto(
+            self.fd.as_raw_fd(),
+            request,
+            &NetlinkAddr::new(0, 0),
+            MsgFlags::empty(),
+        )?;
+        if sent != request.len() {
+            return Err(io::Error::other(format!(
+                "netlink: sent {sent} of {} bytes",
+                request.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The next datagram, waiting for one.
+    async fn recv(&mut self) -> io::Result<Received> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            let buffer = &mut self.buffer;
+            match ready.try_io(|fd| receive(fd.get_ref(), buffer)) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// The next datagram if one is queued, without waiting.
+    fn try_recv(&mut self) -> io::Result<Option<Received>> {
+        match receive(self.fd.get_ref(), &mut self.buffer) {
+            Ok(received) => Ok(Some(received)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// One `recv` on the nonblocking socket. With `MSG_TRUNC` the kernel returns the datagram's
+/// real length, so a datagram larger than the buffer is seen, not silently cut.
+fn receive(fd: &OwnedFd, buffer: &mut [u8]) -> io::Result<Received> {
+    let flags = MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT;
+    match socket::recv(fd.as_raw_fd(), buffer, flags) {
+        Ok(len) if len > buffer.len() => {
+            tracing::warn!("netlink: a {len}-byte datagram did not fit the buffer");
+            Ok(Received::Lost)
+        }
+        Ok(len) => Ok(Received::Datagram(len)),
+        Err(nix::errno::Errno::ENOBUFS) => Ok(Received::Lost),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -252,8 +358,6 @@ async fn follow(mut session: Session, table: LinkTable, tx: Sender<Input>, optio
     }
 }
 
-type Messages = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
-
 /// Which dump is running on the socket (the kernel allows one at a time per socket).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -271,14 +375,14 @@ enum Until {
     Closed,
 }
 
-/// One netlink socket: its connection future, a handle to send dump requests, and the single
-/// stream of notifications and dump replies.
+/// One netlink socket subscribed to links and addresses, carrying both the notifications and
+/// the replies to our dump requests.
 struct Session {
-    connection: Pin<Box<Connection<RouteNetlinkMessage>>>,
-    handle: Handle,
-    messages: Messages,
+    socket: Socket,
     phase: Phase,
-    /// Dump again once the running dump completes (an overrun or an interrupted dump).
+    /// The sequence number of the last dump request (for the logs: replies are not matched).
+    seq: u32,
+    /// Dump again once the running dump completes (lost notifications, an interrupted dump).
     dump_again: bool,
     /// The loop's queue was full: some changes are still to be sent once it has room.
     behind: bool,
@@ -286,20 +390,15 @@ struct Session {
 
 impl Session {
     fn open(options: WatchOptions) -> io::Result<Session> {
-        let groups = [
-            MulticastGroup::Link,
-            MulticastGroup::Ipv4Ifaddr,
-            MulticastGroup::Ipv6Ifaddr,
-        ];
-        let (mut connection, handle, messages) = rtnetlink::new_multicast_connection(&groups)?;
+        let groups = codec::RTMGRP_LINK | codec::RTMGRP_IPV4_IFADDR | codec::RTMGRP_IPV6_IFADDR;
+        let socket = Socket::open(groups)?;
         if let Some(bytes) = options.receive_buffer_bytes {
-            connection.socket_mut().socket_mut().set_rx_buf_sz(bytes)?;
+            socket.set_receive_buffer(bytes)?;
         }
         Ok(Session {
-            connection: Box::pin(connection),
-            handle,
-            messages,
+            socket,
             phase: Phase::Idle,
+            seq: 0,
             dump_again: false,
             behind: false,
         })
@@ -310,15 +409,14 @@ impl Session {
     fn start_dump(&mut self, table: &LinkTable) -> io::Result<()> {
         table.lock().generation += 1;
         self.phase = Phase::Links;
-        self.request(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+        self.request(codec::RTM_GETLINK)
     }
 
-    /// Send a dump request whose replies come through `messages`, in order with the
-    /// notifications (untracked, so the connection does not route them to a response stream).
-    fn request(&mut self, message: RouteNetlinkMessage) -> io::Result<()> {
-        let mut request = NetlinkMessage::from(message);
-        request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        self.handle.notify(request).map_err(netlink_error)
+    fn request(&mut self, kind: u16) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut request = Vec::with_capacity(codec::HEADER_LEN + 16);
+        codec::dump_request(&mut request, kind, self.seq);
+        self.socket.send(&request)
     }
 
     async fn serve(
@@ -329,24 +427,24 @@ impl Session {
     ) -> io::Result<()> {
         loop {
             // While the loop's queue is full, wait for room as well as for the socket.
-            let message = if self.behind {
+            let received = if self.behind {
                 tokio::select! {
                     permit = tx.reserve() => match permit {
                         Ok(_) => None,
                         Err(_) => return Ok(()), // nobody listens any more
                     },
-                    message = self.next_message() => Some(message?),
+                    received = self.next_datagram() => Some(received?),
                 }
             } else {
-                Some(self.next_message().await?)
+                Some(self.next_datagram().await?)
             };
-            match message {
-                Some(message) => {
-                    self.handle_message(table, message)?;
+            match received {
+                Some(received) => {
+                    self.handle(table, received)?;
                     // Everything the kernel queued in the same moment is one change: `ip link
                     // del` sends "down" and then "deleted"; the kernel is told only "deleted".
-                    while let Ok((message, _)) = self.messages.try_recv() {
-                        self.handle_message(table, message)?;
+                    while let Some(received) = self.socket.try_recv()? {
+                        self.handle(table, received)?;
                     }
                 }
                 None => self.behind = false,
@@ -379,59 +477,75 @@ impl Session {
         }
     }
 
-    async fn next_message(&mut self) -> io::Result<NetlinkMessage<RouteNetlinkMessage>> {
-        let Session {
-            connection,
-            messages,
-            phase,
-            ..
-        } = self;
-        let wait = async {
-            tokio::select! {
-                // Read what is queued before noticing a closed socket.
-                biased;
-                next = messages.next() => next.map(|(message, _)| message),
-                () = connection => None,
+    /// The next datagram; while a dump runs, for at most [`DUMP_TIMEOUT`].
+    async fn next_datagram(&mut self) -> io::Result<Received> {
+        if self.phase == Phase::Idle {
+            return self.socket.recv().await;
+        }
+        tokio::time::timeout(DUMP_TIMEOUT, self.socket.recv())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "dump did not complete"))?
+    }
+
+    fn handle(&mut self, table: &LinkTable, received: Received) -> io::Result<()> {
+        let len = match received {
+            Received::Datagram(len) => len,
+            Received::Lost => return self.lost(table),
+        };
+        // The buffer is lent out while its messages are handled (they may send a request).
+        let buffer = std::mem::take(&mut self.socket.buffer);
+        let mut result = Ok(());
+        for message in codec::messages(&buffer[..len]) {
+            match message {
+                Ok((header, message)) => {
+                    result = self.handle_message(table, header, message);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => tracing::warn!("netlink: skipping a malformed message: {e}"),
             }
-        };
-        let next = if *phase == Phase::Idle {
-            wait.await
+        }
+        self.socket.buffer = buffer;
+        result
+    }
+
+    /// Notifications were lost: dump again, now or when the running dump completes.
+    fn lost(&mut self, table: &LinkTable) -> io::Result<()> {
+        tracing::warn!("netlink: notifications lost (receive buffer overrun), dumping again");
+        if self.phase == Phase::Idle {
+            self.start_dump(table)
         } else {
-            tokio::time::timeout(DUMP_TIMEOUT, wait)
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "dump did not complete"))?
-        };
-        next.ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "netlink socket closed"))
+            self.dump_again = true;
+            Ok(())
+        }
     }
 
     fn handle_message(
         &mut self,
         table: &LinkTable,
-        message: NetlinkMessage<RouteNetlinkMessage>,
+        header: codec::Header,
+        message: Message,
     ) -> io::Result<()> {
-        if message.header.flags & NLM_F_DUMP_INTR != 0 {
+        if header.flags & codec::NLM_F_DUMP_INTR != 0 {
             // The table changed while the kernel was dumping it: the dump may be inconsistent.
             self.dump_again = true;
         }
-        match message.payload {
-            NetlinkPayload::InnerMessage(inner) => table.lock().apply(inner),
-            NetlinkPayload::Done(_) => self.dump_done(table)?,
-            NetlinkPayload::Overrun(_) => {
-                tracing::warn!("netlink: receive buffer overrun (ENOBUFS), dumping again");
-                if self.phase == Phase::Idle {
-                    self.start_dump(table)?;
-                } else {
-                    self.dump_again = true;
-                }
-            }
+        match message {
+            Message::Done => self.dump_done(table),
+            Message::Overrun => self.lost(table),
             // Notifications never carry errors, and no acks are asked for: this answers a
             // dump request.
-            NetlinkPayload::Error(error) if error.code.is_some() => {
-                return Err(io::Error::other(format!("dump refused: {error}")));
+            Message::Error(code) if code != 0 => Err(io::Error::other(format!(
+                "dump {} refused: {}",
+                header.seq,
+                errno(code)
+            ))),
+            message => {
+                table.lock().apply(message);
+                Ok(())
             }
-            _ => {}
         }
-        Ok(())
     }
 
     fn dump_done(&mut self, table: &LinkTable) -> io::Result<()> {
@@ -439,7 +553,7 @@ impl Session {
             Phase::Links => {
                 table.lock().sweep_links();
                 self.phase = Phase::Addresses;
-                self.request(RouteNetlinkMessage::GetAddress(AddressMessage::default()))
+                self.request(codec::RTM_GETADDR)
             }
             Phase::Addresses => {
                 table.lock().sweep_addresses();
@@ -474,23 +588,26 @@ struct Table {
 #[derive(Debug)]
 struct Link {
     name: String,
-    flags: LinkFlags,
+    /// `IFF_*`.
+    flags: u32,
     seen: u64,
 }
 
 #[derive(Debug)]
 struct Address {
-    flags: AddressFlags,
-    scope: AddressScope,
+    /// `IFA_F_*`.
+    flags: u32,
+    /// `RT_SCOPE_*`.
+    scope: u8,
     seen: u64,
 }
 
 impl Address {
     /// Duplicate address detection has not (or not successfully) finished.
     fn unusable(&self) -> Option<&'static str> {
-        if self.flags.contains(AddressFlags::Dadfailed) {
+        if self.flags & codec::IFA_F_DADFAILED != 0 {
             Some("dadfailed")
-        } else if self.flags.contains(AddressFlags::Tentative) {
+        } else if self.flags & codec::IFA_F_TENTATIVE != 0 {
             Some("tentative")
         } else {
             None
@@ -499,47 +616,38 @@ impl Address {
 }
 
 impl Table {
-    fn apply(&mut self, message: RouteNetlinkMessage) {
+    fn apply(&mut self, message: Message) {
         match message {
-            RouteNetlinkMessage::NewLink(m)
-                if m.header.interface_family == AddressFamily::Unspec =>
-            {
-                let name = m.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::IfName(name) => Some(name.clone()),
-                    _ => None,
-                });
-                let index = m.header.index;
-                let link = self.links.entry(index).or_insert_with(|| Link {
+            Message::NewLink(m) if m.family == codec::AF_UNSPEC => {
+                let link = self.links.entry(m.index).or_insert_with(|| Link {
                     name: String::new(),
-                    flags: LinkFlags::empty(),
+                    flags: 0,
                     seen: 0,
                 });
-                if let Some(name) = name {
+                if let Some(name) = m.name {
                     link.name = name;
                 }
-                link.flags = m.header.flags;
+                link.flags = m.flags;
                 link.seen = self.generation;
             }
-            RouteNetlinkMessage::DelLink(m)
-                if m.header.interface_family == AddressFamily::Unspec =>
-            {
-                let index = m.header.index;
+            Message::DelLink(m) if m.family == codec::AF_UNSPEC => {
+                let index = m.index;
                 self.links.remove(&index);
                 self.addresses.retain(|&(i, _, _), _| i != index);
             }
-            RouteNetlinkMessage::NewAddress(m) => {
-                if let Some(key) = address_key(&m) {
+            Message::NewAddress(m) => {
+                if let Some(ip) = m.ip() {
                     let address = Address {
-                        flags: address_flags(&m),
-                        scope: m.header.scope,
+                        flags: m.flags,
+                        scope: m.scope,
                         seen: self.generation,
                     };
-                    self.addresses.insert(key, address);
+                    self.addresses.insert((m.index, ip, m.prefix_len), address);
                 }
             }
-            RouteNetlinkMessage::DelAddress(m) => {
-                if let Some(key) = address_key(&m) {
-                    self.addresses.remove(&key);
+            Message::DelAddress(m) => {
+                if let Some(ip) = m.ip() {
+                    self.addresses.remove(&(m.index, ip, m.prefix_len));
                 }
             }
             _ => {}
@@ -567,8 +675,8 @@ impl Table {
 
     fn state(&self, index: u32, link: &Link) -> LinkState {
         let mut state = LinkState {
-            admin_up: link.flags.contains(LinkFlags::Up),
-            carrier: link.flags.contains(LinkFlags::LowerUp),
+            admin_up: link.flags & codec::IFF_UP != 0,
+            carrier: link.flags & codec::IFF_LOWER_UP != 0,
             ipv4: false,
             ipv6_global: false,
         };
@@ -576,7 +684,7 @@ impl Table {
             match ip {
                 IpAddr::V4(_) => state.ipv4 = true,
                 IpAddr::V6(_) => {
-                    if address.scope == AddressScope::Universe && address.unusable().is_none() {
+                    if address.scope == codec::RT_SCOPE_UNIVERSE && address.unusable().is_none() {
                         state.ipv6_global = true;
                     }
                 }
@@ -641,71 +749,48 @@ impl Table {
     }
 }
 
-/// (link index, local address, prefix length). For a point-to-point IPv4 address `IFA_LOCAL`
-/// is ours and `IFA_ADDRESS` the peer's; otherwise they are equal or only `IFA_ADDRESS` is set.
-fn address_key(m: &AddressMessage) -> Option<(u32, IpAddr, u8)> {
-    let local = m.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Local(ip) => Some(*ip),
-        _ => None,
-    });
-    let address = m.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Address(ip) => Some(*ip),
-        _ => None,
-    });
-    Some((m.header.index, local.or(address)?, m.header.prefix_len))
-}
-
-/// The full flags: `IFA_FLAGS` when present (32 bits), else the header's 8 bits.
-fn address_flags(m: &AddressMessage) -> AddressFlags {
-    m.attributes
-        .iter()
-        .find_map(|a| match a {
-            AddressAttribute::Flags(flags) => Some(*flags),
-            _ => None,
-        })
-        .unwrap_or_else(|| header_flags(m.header.flags))
-}
-
-fn header_flags(flags: AddressHeaderFlags) -> AddressFlags {
-    AddressFlags::from_bits_retain(u32::from(flags.bits()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn link(index: u32, name: &str, flags: LinkFlags) -> RouteNetlinkMessage {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        m.header.flags = flags;
-        m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        RouteNetlinkMessage::NewLink(m)
+    use codec::{Address as Addr, Link as L, AF_BRIDGE, AF_INET, AF_INET6, AF_UNSPEC};
+    use codec::{IFA_F_PERMANENT, IFA_F_TENTATIVE, IFF_LOWER_UP, IFF_RUNNING, IFF_UP};
+    use codec::{RT_SCOPE_LINK, RT_SCOPE_UNIVERSE};
+
+    fn link(index: u32, name: &str, flags: u32) -> Message {
+        Message::NewLink(L {
+            family: AF_UNSPEC,
+            kind: 1, // ARPHRD_ETHER
+            index,
+            flags,
+            name: Some(name.to_string()),
+        })
     }
 
-    fn del_link(index: u32, family: AddressFamily) -> RouteNetlinkMessage {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        m.header.interface_family = family;
-        RouteNetlinkMessage::DelLink(m)
+    fn del_link(index: u32, family: u8) -> Message {
+        Message::DelLink(L {
+            family,
+            kind: 1,
+            index,
+            flags: 0,
+            name: None,
+        })
     }
 
-    fn address(index: u32, ip: &str, scope: AddressScope, flags: AddressFlags) -> AddressMessage {
+    fn address(index: u32, ip: &str, scope: u8, flags: u32) -> Addr {
         let ip: IpAddr = ip.parse().unwrap();
-        let mut m = AddressMessage::default();
-        m.header.index = index;
-        m.header.family = if ip.is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
-        m.header.prefix_len = 64;
-        m.header.scope = scope;
-        m.attributes.push(AddressAttribute::Address(ip));
-        m.attributes.push(AddressAttribute::Flags(flags));
-        m
+        Addr {
+            family: if ip.is_ipv4() { AF_INET } else { AF_INET6 },
+            prefix_len: 64,
+            flags,
+            scope,
+            index,
+            address: Some(ip),
+            local: None,
+        }
     }
 
-    const UP_CARRIER: LinkFlags = LinkFlags::Up.union(LinkFlags::LowerUp);
+    const UP_CARRIER: u32 = IFF_UP | IFF_LOWER_UP;
 
     fn up(carrier: bool) -> LinkState {
         LinkState {
@@ -721,9 +806,9 @@ mod tests {
         t.apply(link(2, "wan", UP_CARRIER));
         assert_eq!(t.changes(), vec![("wan".into(), Some(up(true)))]);
         // The same state again (say a statistics update): nothing to say.
-        t.apply(link(2, "wan", UP_CARRIER | LinkFlags::Running));
+        t.apply(link(2, "wan", UP_CARRIER | IFF_RUNNING));
         assert_eq!(t.changes(), vec![]);
-        t.apply(link(2, "wan", LinkFlags::Up));
+        t.apply(link(2, "wan", IFF_UP));
         assert_eq!(t.changes(), vec![("wan".into(), Some(up(false)))]);
     }
 
@@ -744,9 +829,9 @@ mod tests {
         let mut t = Table::default();
         t.apply(link(4, "lan1", UP_CARRIER));
         t.changes();
-        t.apply(del_link(4, AddressFamily::Bridge));
+        t.apply(del_link(4, AF_BRIDGE));
         assert_eq!(t.changes(), vec![]);
-        t.apply(del_link(4, AddressFamily::Unspec));
+        t.apply(del_link(4, AF_UNSPEC));
         assert_eq!(t.changes(), vec![("lan1".into(), None)]);
     }
 
@@ -754,48 +839,33 @@ mod tests {
     fn only_a_usable_global_ipv6_address_counts() {
         let mut t = Table::default();
         t.apply(link(2, "wan", UP_CARRIER));
-        let ll = address(2, "fe80::1", AddressScope::Link, AddressFlags::Permanent);
-        t.apply(RouteNetlinkMessage::NewAddress(ll));
-        let tentative = address(
-            2,
-            "2001:db8::1",
-            AddressScope::Universe,
-            AddressFlags::Tentative,
-        );
-        t.apply(RouteNetlinkMessage::NewAddress(tentative));
+        let ll = address(2, "fe80::1", RT_SCOPE_LINK, IFA_F_PERMANENT);
+        t.apply(Message::NewAddress(ll));
+        let tentative = address(2, "2001:db8::1", RT_SCOPE_UNIVERSE, IFA_F_TENTATIVE);
+        t.apply(Message::NewAddress(tentative));
         assert_eq!(t.changes(), vec![("wan".into(), Some(up(true)))]);
         assert_eq!(
             t.view(2).addresses,
             vec!["2001:db8::1/64 (tentative)", "fe80::1/64"]
         );
         // DAD finished: the same address without the tentative flag.
-        let done = address(
-            2,
-            "2001:db8::1",
-            AddressScope::Universe,
-            AddressFlags::Permanent,
-        );
-        t.apply(RouteNetlinkMessage::NewAddress(done.clone()));
+        let done = address(2, "2001:db8::1", RT_SCOPE_UNIVERSE, IFA_F_PERMANENT);
+        t.apply(Message::NewAddress(done.clone()));
         let global = LinkState {
             ipv6_global: true,
             ..up(true)
         };
         assert_eq!(t.changes(), vec![("wan".into(), Some(global))]);
-        t.apply(RouteNetlinkMessage::DelAddress(done));
+        t.apply(Message::DelAddress(done));
         assert_eq!(t.changes(), vec![("wan".into(), Some(up(true)))]);
     }
 
     #[test]
     fn ipv4_and_status_view() {
         let mut t = Table::default();
-        t.apply(link(2, "wan", LinkFlags::Up));
-        let v4 = address(
-            2,
-            "192.0.2.7",
-            AddressScope::Universe,
-            AddressFlags::Permanent,
-        );
-        t.apply(RouteNetlinkMessage::NewAddress(v4));
+        t.apply(link(2, "wan", IFF_UP));
+        let v4 = address(2, "192.0.2.7", RT_SCOPE_UNIVERSE, IFA_F_PERMANENT);
+        t.apply(Message::NewAddress(v4));
         let view = t.view(2);
         assert_eq!(view.state, "up, no carrier");
         assert!(view.link.ipv4);
@@ -810,13 +880,8 @@ mod tests {
         };
         t.apply(link(2, "wan", UP_CARRIER));
         t.apply(link(3, "usb0", UP_CARRIER));
-        let v4 = address(
-            2,
-            "192.0.2.7",
-            AddressScope::Universe,
-            AddressFlags::Permanent,
-        );
-        t.apply(RouteNetlinkMessage::NewAddress(v4));
+        let v4 = address(2, "192.0.2.7", RT_SCOPE_UNIVERSE, IFA_F_PERMANENT);
+        t.apply(Message::NewAddress(v4));
         t.changes();
         // Notifications were lost; the new dump shows wan without its address, no usb0.
         t.generation = 2;
