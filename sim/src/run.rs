@@ -322,6 +322,8 @@ enum Stop {
 impl<S: Supervisor> Sim<S> {
     fn step(&mut self, input: Input) -> bool {
         self.effects.clear();
+        self.timed
+            .before_step(self.now, self.sup.kernel(), &self.world);
         self.sup.step(self.now, input.clone(), &mut self.effects);
         if self.verbose {
             let shown = match &input {

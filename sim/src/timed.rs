@@ -80,7 +80,8 @@ struct Periodic {
     spawned_at: Instant,
     /// When its planned restart is due.
     due: Instant,
-    /// Due now, it would be restarted (ready, needs healthy, wanted), as of the last step.
+    /// Due now, it would be restarted (ready, needs healthy, wanted), as of the step before
+    /// the one that judges it ([`TimedJobs::before_step`]).
     eligible: bool,
 }
 
@@ -97,7 +98,12 @@ pub struct TimedJobs {
     /// When the next `at` time of any service passes (monotonic): nothing to scan before.
     at_wake: Option<Instant>,
     periodic: BTreeMap<ServiceId, Periodic>,
+    /// The earliest `due` in `periodic`: nothing to look at before.
+    next_due: Option<Instant>,
     shutting_down: bool,
+    /// Reused per step: the services touched, and those acted on (heal, operator, file).
+    touched: Vec<ServiceId>,
+    acted: Vec<ServiceId>,
 }
 
 impl TimedJobs {
@@ -167,35 +173,45 @@ impl TimedJobs {
                 self.at_wake = Some(Instant::ZERO);
             }
         }
+        if self.timing.is_empty() {
+            return; // no timed job in the config: nothing to judge
+        }
         self.follow_wall(now, wall, input, k);
-        // What happened to which service in this step.
-        let mut touched: BTreeSet<ServiceId> = BTreeSet::new();
+        // What happened to which service in this step (a handful: a small sorted vector).
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
         if let Some((service, _)) = input.job() {
-            touched.insert(service);
+            touched.push(service);
         }
         if let Input::LinkChanged { ifname, .. } = input {
             for v in k.views() {
                 if matches!(&v.config().kind, Kind::Interface { ifname: i, .. } if i == ifname) {
-                    touched.insert(v.id());
+                    touched.push(v.id());
                 }
             }
         }
         // A heal, an operator's or a watched file's action on a service: not a planned run.
-        let mut acted: BTreeSet<ServiceId> = BTreeSet::new();
+        let mut acted = std::mem::take(&mut self.acted);
+        acted.clear();
         for e in effects {
             if let Some(service) = effect_service(e) {
-                touched.insert(service);
+                touched.push(service);
             }
             if let Effect::Event { service, record } = e {
                 if record.heal.is_some() {
-                    acted.insert(*service);
+                    acted.push(*service);
                 }
             }
         }
-        for (id, t) in self.tracks.iter_mut() {
-            let Some(v) = k.status(*id) else { continue };
-            if v.needs().iter().any(|n| touched.contains(n)) {
-                t.excused = true;
+        touched.sort_unstable();
+        touched.dedup();
+        let touched_any = |ids: &[ServiceId]| ids.iter().any(|n| touched.binary_search(n).is_ok());
+        if !touched.is_empty() {
+            for (id, t) in self.tracks.iter_mut() {
+                let Some(v) = k.status(*id) else { continue };
+                if touched_any(v.needs()) {
+                    t.excused = true;
+                }
             }
         }
         let timed_step = matches!(input, Input::Tick | Input::WallClock(_));
@@ -218,14 +234,17 @@ impl TimedJobs {
             // A stop for its needs (`stop-when-needs-fail`) is theirs, not a planned restart,
             // which the kernel makes only while every need is healthy.
             let needs_touched = k.status(service).is_some_and(|v| {
-                v.needs()
-                    .iter()
-                    .any(|n| touched.contains(n) || k.status(*n).is_none_or(|nv| !nv.healthy()))
+                touched_any(v.needs())
+                    || v.needs()
+                        .iter()
+                        .any(|n| k.status(*n).is_none_or(|nv| !nv.healthy()))
             });
             if timed_step && !acted.contains(&service) && !needs_touched && !self.shutting_down {
                 self.judge_planned_stop(now, wall, k, service, checker);
             }
         }
+        self.touched = touched;
+        self.acted = acted;
         self.judge_periodic_due(now, k, world, &restarting, checker);
         for e in effects {
             let Effect::Spawn { service, job, .. } = e else {
@@ -298,7 +317,27 @@ impl TimedJobs {
                 );
             }
         }
-        self.update_eligible(k, world);
+        self.next_due = self.periodic.values().map(|p| p.due).min();
+    }
+
+    /// Before the step at `now`: the processes whose planned restart is due by then note
+    /// whether it would be made (the state the kernel decides on).
+    pub fn before_step(&mut self, now: Instant, k: &Kernel, world: &World) {
+        if self.next_due.is_none_or(|d| now < d) {
+            return;
+        }
+        let due: Vec<(ServiceId, JobId)> = self
+            .periodic
+            .iter()
+            .filter(|(_, p)| p.due <= now)
+            .map(|(id, p)| (*id, p.job))
+            .collect();
+        for (id, job) in due {
+            let e = self.eligible(k, world, id, job);
+            if let Some(p) = self.periodic.get_mut(&id) {
+                p.eligible = e;
+            }
+        }
     }
 
     /// The world's wall clock at this step: `at` times that passed while it was trusted give a
@@ -418,6 +457,9 @@ impl TimedJobs {
         restarting: &BTreeSet<ServiceId>,
         checker: &mut Checker,
     ) {
+        if self.next_due.is_none_or(|d| now < d) {
+            return;
+        }
         let due: Vec<ServiceId> = self
             .periodic
             .iter()
@@ -467,18 +509,7 @@ impl TimedJobs {
             && v.needs()
                 .iter()
                 .all(|n| k.status(*n).is_some_and(|nv| nv.healthy()))
-            && world.alive(job)
-            && world.running_in_world(id)
-    }
-
-    fn update_eligible(&mut self, k: &Kernel, world: &World) {
-        let ids: Vec<(ServiceId, JobId)> = self.periodic.iter().map(|(i, p)| (*i, p.job)).collect();
-        for (id, job) in ids {
-            let e = self.eligible(k, world, id, job);
-            if let Some(p) = self.periodic.get_mut(&id) {
-                p.eligible = e;
-            }
-        }
+            && world.running_job(job)
     }
 }
 

@@ -954,6 +954,13 @@ impl World {
         }
     }
 
+    /// Whether the process of `job` lives and nobody has asked it to stop.
+    pub fn running_job(&self, job: JobId) -> bool {
+        self.procs
+            .get(&job)
+            .is_some_and(|p| !p.dying && p.stop_deadline.is_none())
+    }
+
     /// Whether `service` has a live process that nobody has asked to stop.
     pub fn running_in_world(&self, service: ServiceId) -> bool {
         self.procs
