@@ -240,3 +240,85 @@ pub fn render_text(
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(t: &str) -> TemplateSource {
+        TemplateSource::Text(t.into())
+    }
+
+    /// A renew moves only `valid-s`: the bytes stay; a change moves them; a partial map and
+    /// an absent publisher fail, except where the template guards it.
+    #[test]
+    fn bytes_follow_the_outputs_minus_lifetimes() {
+        let mut world = OutputsWorld::default();
+        world.set_publishers(["dhcp".to_string()].into());
+        let outputs = |w: &mut OutputsWorld, how| match w.publish("dhcp", how) {
+            Some(Input::SetOutputs { outputs, .. }) => {
+                BTreeMap::from([("dhcp".to_string(), outputs)])
+            }
+            other => panic!("not a publish: {other:?}"),
+        };
+        let needs = text("addr {{ dhcp.addr }}\n");
+        let first = outputs(&mut world, Publish::Change);
+        let renewed = outputs(&mut world, Publish::Renew);
+        assert_ne!(first, renewed, "a renew is a new map");
+        assert_eq!(render_text(&needs, &first), render_text(&needs, &renewed));
+        let changed = outputs(&mut world, Publish::Change);
+        assert_ne!(render_text(&needs, &first), render_text(&needs, &changed));
+        let partial = outputs(&mut world, Publish::Partial);
+        let missing = Err("missing variable dhcp.addr".to_string());
+        assert_eq!(render_text(&needs, &partial), missing);
+        assert_eq!(render_text(&needs, &BTreeMap::new()), missing);
+        let guarded = text("{% if dhcp %}addr {{ dhcp.addr }}{% endif %}\n");
+        assert_eq!(render_text(&guarded, &BTreeMap::new()), Ok("none\n".into()));
+        assert_eq!(render_text(&guarded, &partial), missing);
+    }
+
+    /// The world answers `changed` only when a target's bytes differ from what it last wrote.
+    #[test]
+    fn a_render_is_changed_only_when_bytes_differ() {
+        let mut world = OutputsWorld::default();
+        world.set_publishers(["dhcp".to_string()].into());
+        let template = Template {
+            source: text("addr {{ dhcp.addr }}\n"),
+            target: "/run/x.conf".into(),
+            mode: 0o644,
+            owner: None,
+            group: None,
+            check: None,
+            on_change: medic_kernel::config::OnChange::Reload,
+            debounce: core::time::Duration::ZERO,
+        };
+        let render = |w: &mut OutputsWorld, how, job| {
+            let Some(Input::SetOutputs { outputs, .. }) = w.publish("dhcp", how) else {
+                panic!("not a publish");
+            };
+            let outputs = BTreeMap::from([("dhcp".to_string(), outputs)]);
+            let at = (Instant::ZERO, Instant::ZERO);
+            w.render(
+                ServiceId(1),
+                JobId(job),
+                at,
+                std::slice::from_ref(&template),
+                &outputs,
+            )
+        };
+        let written = RenderResult::Changed(vec!["/run/x.conf".into()]);
+        assert_eq!(render(&mut world, Publish::Change, 1), written);
+        assert_eq!(
+            render(&mut world, Publish::Renew, 2),
+            RenderResult::Unchanged
+        );
+        assert!(!world.last_render(ServiceId(1)).unwrap().changed);
+        assert!(matches!(
+            render(&mut world, Publish::Partial, 3),
+            RenderResult::Failed(_)
+        ));
+        assert!(world.last_render(ServiceId(1)).unwrap().failed);
+        assert_eq!(render(&mut world, Publish::Change, 4), written);
+        assert!(world.last_render(ServiceId(1)).unwrap().changed);
+    }
+}

@@ -558,3 +558,39 @@ fn effect_service(e: &Effect) -> Option<ServiceId> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+    /// 2026-11-30, a Monday, 00:00 UTC.
+    const MONDAY: i64 = 1_795_996_800_000;
+
+    fn at(text: &str) -> AtTime {
+        AtTime::parse(text).expect("an `at` time")
+    }
+
+    #[test]
+    fn the_model_reckons_daily_and_weekly_times() {
+        assert_eq!(
+            next_time(&[at("03:00")], MONDAY + H, 0),
+            Some(MONDAY + 3 * H)
+        );
+        assert_eq!(
+            next_time(&[at("03:00")], MONDAY + 3 * H, 0),
+            Some(MONDAY + 27 * H)
+        );
+        // Local time one hour east of UTC: 03:00 local is 02:00 UTC.
+        assert_eq!(
+            next_time(&[at("03:00")], MONDAY, 3600),
+            Some(MONDAY + 2 * H)
+        );
+        let sunday = MONDAY + 6 * 24 * H + 4 * H + H / 2;
+        assert_eq!(next_time(&[at("Sun 04:30")], MONDAY, 0), Some(sunday));
+        assert_eq!(
+            next_time(&[at("Sun 04:30"), at("12:00")], MONDAY, 0),
+            Some(MONDAY + 12 * H)
+        );
+    }
+}
