@@ -84,7 +84,14 @@ pub enum Property {
     MinimalReplace,
     /// The kernel's own `check_invariants` failed.
     Invariant,
-    /// 10. A oneshot with `every` runs at most once per period (sim/src/timed.rs).
+    /// 8. Once outputs stop changing, every running consumer's last render used the latest
+    ///    outputs within `debounce` + two render latencies (sim/src/fresh.rs).
+    FreshConfig,
+    /// 9. No `on-change` action without a change in rendered bytes, and at most one per
+    ///    `debounce` window per consumer (sim/src/fresh.rs).
+    NoStorms,
+    /// 10. A timed job runs one run at a time, at most once per period, `at` jobs at their
+    ///     wall-clock times only, planned restarts at their period (sim/src/timed.rs).
     Timed,
 }
 
@@ -103,6 +110,8 @@ impl fmt::Display for Property {
             Property::Promptness => "promptness",
             Property::MinimalReplace => "minimal replace",
             Property::Invariant => "kernel invariant",
+            Property::FreshConfig => "8 fresh config",
+            Property::NoStorms => "9 no storms",
             Property::Timed => "10 timed jobs",
         };
         f.write_str(name)
@@ -273,6 +282,9 @@ struct Model {
     // The truth.
     proc: Option<MProc>,
     oneshot_done: bool,
+    /// Its start after needs came back was counted when its render was asked for; the spawn
+    /// that follows is that start.
+    counted_start: bool,
     /// The standing problem (exited, failed, start-timeout, unresponsive, memory-high, a
     /// probe's word), until an observation or a restart ends it.
     problem: Option<Condition>,
@@ -335,6 +347,7 @@ impl Model {
             file_fact_at: None,
             proc: None,
             oneshot_done: false,
+            counted_start: false,
             problem: None,
             ever_started: false,
             kernel_stopping: false,
@@ -962,6 +975,11 @@ impl Checker {
             | Input::CheckDone { service, job, .. }
             | Input::MemorySampled { service, job, .. }
             | Input::CommandDone { service, job, .. } => (*service, *job),
+            // A render answered: a start may wait on it (see `duty`).
+            Input::RenderDone { service, .. } => {
+                self.touch(*service);
+                return;
+            }
             _ => return,
         };
         self.touch(id);
@@ -1128,11 +1146,54 @@ impl Checker {
                 }
             }
             Effect::Event { service, record } => self.on_record(now, k, world, *service, record),
+            // A render before a start: the kernel has decided the start.
+            Effect::Render { service, .. } => {
+                let idle = self.models.get(*service).is_some_and(|m| m.proc.is_none());
+                if idle {
+                    if let Some((property, what)) = self.start_after_needs(now, *service) {
+                        self.blame(property, *service, now, what);
+                    }
+                }
+            }
             _ => {}
         }
         if self.shutting_down {
             self.check_stop_order(now, k, e, world);
         }
+    }
+
+    /// A start after `stop-when-needs-fail` stopped it is an automatic action too: no faster
+    /// than a restart's settle time, doubling while the need flaps. Counted when the kernel
+    /// decides the start: at the spawn, or, with templates, when it asks for the render that
+    /// comes first (counted even when that render fails, as the kernel counts it).
+    fn start_after_needs(&mut self, now: Instant, id: ServiceId) -> Option<(Property, String)> {
+        let m = self.models.get_mut(id)?;
+        if !m.stopped_for_needs {
+            return None;
+        }
+        let mut violation = None;
+        if now < m.start_gate {
+            violation = Some((
+                Property::Settle,
+                format!(
+                    "started again after its needs came back at {now}, before the gate at {} \
+                     ({} such starts since it was last healthy for forgive-after)",
+                    m.start_gate, m.needs_restarts
+                ),
+            ));
+        }
+        m.stopped_for_needs = false;
+        m.counted_start = true;
+        m.needs_restarts = m.needs_restarts.saturating_add(1);
+        m.start_gate = now + model_backoff(RESTART_SETTLE, m.needs_restarts, m.config.max_backoff);
+        m.note(
+            now,
+            format!(
+                "start after needs came back ({}), next gate {}",
+                m.needs_restarts, m.start_gate
+            ),
+        );
+        violation
     }
 
     fn on_spawn(&mut self, now: Instant, k: &Kernel, world: &World, id: ServiceId, job: JobId) {
@@ -1180,32 +1241,10 @@ impl Checker {
             let what = format!("started while {}", wrong.join("; "));
             self.blame(Property::UpstreamFirst, id, now, what);
         }
+        let mut violation = self.start_after_needs(now, id);
         let m = self.models.get_mut(id).expect("model");
-        let mut violation = None;
-        if m.stopped_for_needs {
-            // The start after a need came back is an automatic action too: no faster than a
-            // restart's settle time, doubling while the need flaps.
-            if now < m.start_gate {
-                violation = Some((
-                    Property::Settle,
-                    format!(
-                        "started again after its needs came back at {now}, before the gate at {} \
-                         ({} such starts since it was last healthy for forgive-after)",
-                        m.start_gate, m.needs_restarts
-                    ),
-                ));
-            }
-            m.stopped_for_needs = false;
-            m.needs_restarts = m.needs_restarts.saturating_add(1);
-            m.start_gate =
-                now + model_backoff(RESTART_SETTLE, m.needs_restarts, config.max_backoff);
-            m.note(
-                now,
-                format!(
-                    "start after needs came back ({}), next gate {}",
-                    m.needs_restarts, m.start_gate
-                ),
-            );
+        if violation.is_some() || m.counted_start {
+            m.counted_start = false;
         } else if let Some(problem) = &m.problem {
             violation = Some((
                 Property::BoundedHealing,
@@ -1331,6 +1370,16 @@ impl Checker {
         if record.note.starts_with("retry-after elapsed") {
             self.retry_after(now, k, world, id);
             return;
+        }
+        // Rendered files that changed are a new fact (DESIGN §9); their `on-change` is judged
+        // below as an operator's action is.
+        if record.note.ends_with("(outputs changed)") {
+            m.reset(now, "rendered files changed");
+        }
+        // A planned run of a oneshot (`every`, `at`) ends its being done at once, though its
+        // spawn waits for a render (DESIGN §9: rendered before each start).
+        if record.note.ends_with(": run again") {
+            m.oneshot_done = false;
         }
 
         let Some(heal) = &record.heal else { return };
@@ -1478,7 +1527,7 @@ impl Checker {
         let touched = std::mem::take(&mut self.touched);
         if after_kernel {
             for &id in &touched {
-                self.schedule_duty(k, id);
+                self.schedule_duty(k, world, id);
             }
         }
         self.touched = touched;
@@ -1589,7 +1638,7 @@ impl Checker {
     }
 
     /// What the kernel owes the service now, and from when.
-    fn duty(&self, k: &Kernel, id: ServiceId) -> Option<(Instant, Duty)> {
+    fn duty(&self, k: &Kernel, world: &World, id: ServiceId) -> Option<(Instant, Duty)> {
         let m = self.models.get(id)?;
         if self.shutting_down || !m.wanted || m.removed || !m.needs_ok || m.stopping() {
             return None;
@@ -1613,7 +1662,16 @@ impl Checker {
             } else {
                 Instant::ZERO
             };
-            return Some((m.since.max(gate), Duty::Start));
+            // A service with templates starts once its render succeeded: not while the world's
+            // last render of it failed (the kernel renders again when what it reads changes),
+            // and not before a render in flight answers.
+            let render = match world.outputs.last_render(id) {
+                _ if m.config.templates.is_empty() => Instant::ZERO,
+                Some(r) if r.failed => return None,
+                Some(r) => r.answer_at,
+                None => Instant::ZERO,
+            };
+            return Some((m.since.max(gate).max(render), Duty::Start));
         }
         if transient(&m.condition) || m.given_up {
             return None;
@@ -1628,8 +1686,10 @@ impl Checker {
         Some((m.since.max(m.settle_until).max(m.next_allowed), Duty::Heal))
     }
 
-    fn schedule_duty(&mut self, k: &Kernel, id: ServiceId) {
-        let due = self.duty(k, id).map(|(at, d)| (at + PROMPTNESS_SLACK, d));
+    fn schedule_duty(&mut self, k: &Kernel, world: &World, id: ServiceId) {
+        let due = self
+            .duty(k, world, id)
+            .map(|(at, d)| (at + PROMPTNESS_SLACK, d));
         let m = self.models.get_mut(id).expect("model");
         if m.due == due {
             return;
@@ -1650,11 +1710,11 @@ impl Checker {
         m.due = None;
         // Fresh: the truth may have moved without a step that touched it.
         self.rederive(now, k, world, id, true);
-        let Some((at, duty)) = self.duty(k, id) else {
+        let Some((at, duty)) = self.duty(k, world, id) else {
             return;
         };
         if at + PROMPTNESS_SLACK > now {
-            self.schedule_duty(k, id);
+            self.schedule_duty(k, world, id);
             return;
         }
         let m = self.models.get(id).expect("model");
@@ -1936,7 +1996,8 @@ fn effect_service(e: &Effect) -> Option<ServiceId> {
         | Effect::RunCommand { service, .. }
         | Effect::LinkUp { service, .. }
         | Effect::Event { service, .. }
-        | Effect::Sweep { service, .. } => Some(*service),
+        | Effect::Sweep { service, .. }
+        | Effect::Render { service, .. } => Some(*service),
         _ => None,
     }
 }

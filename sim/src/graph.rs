@@ -3,11 +3,11 @@
 
 use core::fmt::Write as _;
 use core::time::Duration;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use medic_kernel::config::{
-    Action, AtTime, Check, Heal, Kind, LinkReady, MemoryLimit, Probe, Readiness, Reports,
-    ServiceConfig, Signal, VerdictOverride,
+    defaults, Action, AtTime, Check, Heal, Kind, LinkReady, MemoryLimit, OnChange, Probe,
+    Readiness, Reports, ServiceConfig, Signal, Template, TemplateSource, VerdictOverride,
 };
 use medic_kernel::Condition;
 
@@ -203,8 +203,61 @@ fn random_service(rng: &mut Rng, g: &Graph) -> ServiceConfig {
         if rng.ratio(1, 2) {
             s.jitter = pick_ms(rng, &[60_000, 600_000]);
         }
+        s.catch_up = rng.ratio(1, 2);
     }
+    random_templates(rng, g, &mut s);
     s
+}
+
+/// Outputs and templates (DESIGN §9): now and then a service renders files from what earlier
+/// processes publish, reading each through `needs` or `uses`. The world's publishers are the
+/// processes some template reads ([`Graph::publishers`]); what a template renders is the
+/// world's business (`world.rs`, `render_text`): a template whose text begins `{% if P %}`
+/// renders an absent publisher as nothing, the others fail on it.
+fn random_templates(rng: &mut Rng, g: &Graph, s: &mut ServiceConfig) {
+    if matches!(s.kind, Kind::Interface { .. } | Kind::Device { .. }) || !rng.ratio(1, 4) {
+        return;
+    }
+    let publishers: Vec<String> = g
+        .services
+        .iter()
+        .filter(|p| matches!(p.kind, Kind::Process { .. }))
+        .map(|p| p.name.clone())
+        .collect();
+    if publishers.is_empty() {
+        return;
+    }
+    let debounce = pick_ms(rng, &[0, 100, 1_000, 3_000]);
+    for k in 0..rng.range(1, 2) {
+        let p = rng.pick(&publishers).clone();
+        if !s.needs.contains(&p) && !s.uses.contains(&p) {
+            if rng.ratio(1, 2) && !s.after.contains(&p) {
+                s.needs.push(p.clone());
+            } else {
+                s.uses.push(p.clone());
+            }
+        }
+        let text = if s.needs.contains(&p) {
+            format!("addr {{{{ {p}.addr }}}}\n")
+        } else {
+            format!("{{% if {p} %}}addr {{{{ {p}.addr }}}}{{% endif %}}\n")
+        };
+        s.templates.push(Template {
+            source: TemplateSource::Text(text),
+            target: format!("/run/sim/{}.{k}.conf", s.name),
+            mode: defaults::TEMPLATE_MODE,
+            owner: None,
+            group: None,
+            check: None,
+            on_change: *rng.pick(&[
+                OnChange::Reload,
+                OnChange::Reload,
+                OnChange::Restart,
+                OnChange::None,
+            ]),
+            debounce,
+        });
+    }
 }
 
 fn random_overrides(rng: &mut Rng, s: &mut ServiceConfig) {
@@ -354,10 +407,9 @@ impl Graph {
                 1 if g.services.len() > 1 => {
                     let idx = rng.below(g.services.len() as u64) as usize;
                     let name = g.services[idx].name.clone();
-                    let needed = g
-                        .services
-                        .iter()
-                        .any(|s| s.needs.contains(&name) || s.after.contains(&name));
+                    let needed = g.services.iter().any(|s| {
+                        s.needs.contains(&name) || s.after.contains(&name) || s.uses.contains(&name)
+                    });
                     if !needed {
                         g.services.remove(idx);
                     }
@@ -384,6 +436,24 @@ impl Graph {
             render_service(&mut t, s);
         }
         t
+    }
+
+    /// The processes whose outputs some template reads (through `needs` or `uses`): the
+    /// world's publishers.
+    pub fn publishers(&self) -> BTreeSet<String> {
+        let processes: BTreeSet<&str> = self
+            .services
+            .iter()
+            .filter(|s| matches!(s.kind, Kind::Process { .. }))
+            .map(|s| s.name.as_str())
+            .collect();
+        self.services
+            .iter()
+            .filter(|s| !s.templates.is_empty())
+            .flat_map(|s| s.needs.iter().chain(&s.uses))
+            .filter(|n| processes.contains(n.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// The longest chain of `needs`/`after` edges, counted in services.
@@ -488,6 +558,9 @@ fn render_service(t: &mut String, s: &ServiceConfig) {
     if !s.after.is_empty() {
         let _ = writeln!(t, "after = {}", list(&s.after));
     }
+    if !s.uses.is_empty() {
+        let _ = writeln!(t, "uses = {}", list(&s.uses));
+    }
     if s.stop_when_needs_fail {
         let _ = writeln!(t, "stop-when-needs-fail = true");
     }
@@ -573,6 +646,9 @@ fn render_service(t: &mut String, s: &ServiceConfig) {
     if !s.jitter.is_zero() {
         let _ = writeln!(t, "jitter = {}", dur(s.jitter));
     }
+    if s.catch_up {
+        let _ = writeln!(t, "catch-up = true");
+    }
     match s.retry_after {
         None => {
             let _ = writeln!(t, "retry-after = \"never\"");
@@ -593,6 +669,24 @@ fn render_service(t: &mut String, s: &ServiceConfig) {
         if let Some(settle) = o.settle {
             let _ = writeln!(t, "settle = {}", dur(settle));
         }
+    }
+    for tpl in &s.templates {
+        let _ = writeln!(t, "[[service.{}.template]]", s.name);
+        match &tpl.source {
+            TemplateSource::Text(text) => {
+                let _ = writeln!(t, "text = {}", q(text));
+            }
+            TemplateSource::File(path) => {
+                let _ = writeln!(t, "source = {}", q(path));
+            }
+        }
+        let _ = writeln!(t, "target = {}", q(&tpl.target));
+        let on_change = OnChange::ALL
+            .iter()
+            .find(|(_, o)| *o == tpl.on_change)
+            .map_or("reload", |(name, _)| name);
+        let _ = writeln!(t, "on-change = {}", q(on_change));
+        let _ = writeln!(t, "debounce = {}", dur(tpl.debounce));
     }
     t.push('\n');
 }

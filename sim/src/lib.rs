@@ -19,9 +19,11 @@
 pub mod check;
 pub mod crash;
 pub mod devices;
+pub mod fresh;
 pub mod graph;
 pub mod rng;
 pub mod run;
+pub mod templates;
 pub mod timed;
 pub mod world;
 

@@ -12,8 +12,10 @@ use medic_kernel::trace::{self, Trace};
 use medic_kernel::{Effect, Input, Instant, Kernel, LinkState, Operator, ServiceId};
 
 use crate::check::{Checker, Property, Violation};
+use crate::fresh::FreshConfig;
 use crate::graph::{random_graph, Graph, PATHS};
 use crate::rng::Rng;
+use crate::templates::Publish;
 use crate::timed::TimedJobs;
 use crate::world::{Faults, World, LINK_UP};
 use crate::Supervisor;
@@ -55,6 +57,12 @@ pub enum Op {
     BadConfig,
     /// The wall clock is stepped: to a trusted date, an hour back, hours ahead, or to 1970.
     ClockStep(u8),
+    /// A publisher's outputs change (a new address), if its process runs.
+    Publish(u8),
+    /// A publisher renews: only the lifetime `valid-s` moves (no template renders it).
+    Renew(u8),
+    /// A publisher publishes a map without `addr` (the templates that read it fail).
+    PublishPartial(u8),
 }
 
 /// How to run scenarios.
@@ -165,6 +173,10 @@ pub fn parse_script(text: &str) -> Result<Vec<Op>, String> {
             "Reload" => Op::Reload(small(arg)?),
             "Reconfigure" => Op::Reconfigure,
             "BadConfig" => Op::BadConfig,
+            "ClockStep" => Op::ClockStep(small(arg)?),
+            "Publish" => Op::Publish(small(arg)?),
+            "Renew" => Op::Renew(small(arg)?),
+            "PublishPartial" => Op::PublishPartial(small(arg)?),
             _ => return Err(format!("unknown op `{part}`")),
         };
         ops.push(op);
@@ -276,6 +288,8 @@ struct Sim<S: Supervisor> {
     checker: Checker,
     /// Property 10.
     timed: TimedJobs,
+    /// Properties 8 and 9.
+    fresh: FreshConfig,
     graph: Graph,
     trace: Trace,
     now: Instant,
@@ -308,6 +322,8 @@ enum Stop {
 impl<S: Supervisor> Sim<S> {
     fn step(&mut self, input: Input) -> bool {
         self.effects.clear();
+        self.timed
+            .before_step(self.now, self.sup.kernel(), &self.world);
         self.sup.step(self.now, input.clone(), &mut self.effects);
         if self.verbose {
             let shown = match &input {
@@ -337,9 +353,19 @@ impl<S: Supervisor> Sim<S> {
         );
         self.timed.after_step(
             self.now,
+            self.wall_now(),
             &input,
             self.sup.kernel(),
             &self.effects,
+            &self.world,
+            &mut self.checker,
+        );
+        self.fresh.after_step(
+            self.now,
+            &input,
+            self.sup.kernel(),
+            &self.effects,
+            &self.world,
             &mut self.checker,
         );
         self.steps += 1;
@@ -376,11 +402,16 @@ impl<S: Supervisor> Sim<S> {
 
     /// The wall clock as the adapter would read it now.
     fn wall_input(&self) -> Input {
-        Input::WallClock(medic_kernel::WallClock {
+        Input::WallClock(self.wall_now())
+    }
+
+    /// The world's wall clock now.
+    fn wall_now(&self) -> medic_kernel::WallClock {
+        medic_kernel::WallClock {
             unix_ms: self.wall_base + self.now.as_millis() as i64,
             utc_offset_s: 3600,
             host: 0x5eed,
-        })
+        }
     }
 
     /// Makes every interface's link exist in the world (new services after a config change).
@@ -394,6 +425,7 @@ impl<S: Supervisor> Sim<S> {
             .map(|s| (s.id(), s.name().to_string()))
             .collect();
         self.world.set_holders(holders);
+        self.world.set_publishers(self.now, self.graph.publishers());
         for s in self.sup.kernel().views() {
             if let Kind::Interface { ifname, .. } = &s.config().kind {
                 interfaces.insert(s.id(), ifname.clone());
@@ -422,7 +454,8 @@ impl<S: Supervisor> Sim<S> {
             let wd = self.world.next_event();
             let od = self.ops.front().map(|(t, _)| *t);
             let cd = self.checker.next_deadline();
-            let Some(t) = [kd, wd, od, cd].into_iter().flatten().min() else {
+            let fd = self.fresh.next_deadline();
+            let Some(t) = [kd, wd, od, cd, fd].into_iter().flatten().min() else {
                 self.now = self.now.max(end);
                 return Stop::Reached;
             };
@@ -452,10 +485,14 @@ impl<S: Supervisor> Sim<S> {
                 if let Some((_, op)) = self.ops.pop_front() {
                     self.apply_op(op);
                 }
-            } else {
+            } else if cd.is_some_and(|d| d <= t) {
                 // Only the model's own deadline: a duty may have come due with no step.
                 self.checker
                     .on_time(self.now, self.sup.kernel(), &self.world);
+            } else {
+                // A consumer's renders are due to be fresh (property 8), with no step.
+                self.fresh
+                    .on_time(self.now, self.sup.kernel(), &self.world, &mut self.checker);
             }
         }
     }
@@ -538,6 +575,8 @@ impl<S: Supervisor> Sim<S> {
                 let text = next.render();
                 let services = next.services.iter().cloned().map(Arc::new).collect();
                 self.checker.expect_config(services);
+                self.fresh.set_graph(&next);
+                self.timed.set_graph(&next);
                 self.graph = next;
                 self.step(Input::ReplaceConfig { text });
             }
@@ -552,6 +591,25 @@ impl<S: Supervisor> Sim<S> {
                 };
                 self.wall_base = to - now_ms;
                 self.step(self.wall_input());
+            }
+            Op::Publish(i) | Op::Renew(i) | Op::PublishPartial(i) => {
+                let names: Vec<String> = self.world.outputs.publisher_names().cloned().collect();
+                if names.is_empty() {
+                    return;
+                }
+                let name = &names[usize::from(i) % names.len()];
+                // A DHCP client publishes only while it runs.
+                if self.world.groups_of(name) == 0 {
+                    return;
+                }
+                let how = match op {
+                    Op::Publish(_) => Publish::Change,
+                    Op::Renew(_) => Publish::Renew,
+                    _ => Publish::Partial,
+                };
+                if let Some(input) = self.world.outputs.publish(name, how) {
+                    self.step(input);
+                }
             }
             Op::BadConfig => {
                 let text = format!(
@@ -646,11 +704,14 @@ impl<S: Supervisor> Sim<S> {
         w * 2
     }
 
-    /// Every candidate healthy, and no watched-file change still waiting for its debounce
-    /// (the restart it brings is not a fault).
+    /// Every candidate healthy, no watched-file change still waiting for its debounce, and
+    /// no consumer's render still to come after a change of outputs (the reload or restart
+    /// they bring is not a fault).
     fn all_candidates_healthy(&self) -> bool {
         let k = self.sup.kernel();
-        k.views().all(|s| !s.file_change_pending()) && self.checker.all_candidates_healthy(k)
+        k.views().all(|s| !s.file_change_pending())
+            && self.fresh.settled()
+            && self.checker.all_candidates_healthy(k)
     }
 
     fn report_unhealthy(&mut self, why: &str) {
@@ -702,8 +763,9 @@ impl<S: Supervisor> Sim<S> {
                 Stop::Condition => {}
             }
             let before = self.checker.liveness_candidates(self.sup.kernel());
-            // Timed jobs run again, and planned restarts happen, in the quiet window too: they
-            // and what needs them are not held to quiet (their own properties judge them).
+            // Timed jobs run again, planned restarts happen, and late publishers' readers apply
+            // `on-change`, in the quiet window too: they and what needs them are not held to
+            // quiet (their own properties judge them: 8, 9 and 10).
             let timed = timed_and_downstream(self.sup.kernel());
             self.quiet = Some(
                 before
@@ -883,6 +945,26 @@ fn swarm_ops(rng: &mut Rng, faults: &Faults, length: Duration) -> Timed {
             ));
         },
     );
+    // Publishers: bursts of changes (a DHCP client publishes several times in a row), renews
+    // that move only lifetimes, and partial maps made whole again a little later.
+    family(rng, faults.publish_every, &mut ops, &mut |rng, t, ops| {
+        let i = rng.below(256) as u8;
+        match rng.below(4) {
+            0 | 1 => {
+                let mut at = t;
+                for _ in 0..rng.range(1, 4) {
+                    ops.push((at, Op::Publish(i)));
+                    at = at + Duration::from_millis(rng.range(10, 1_500));
+                }
+            }
+            2 => ops.push((t, Op::Renew(i))),
+            _ => {
+                ops.push((t, Op::PublishPartial(i)));
+                let later = Duration::from_millis(rng.range(200, 5_000));
+                ops.push((t + later, Op::Publish(i)));
+            }
+        }
+    });
     // Stable: ops at the same instant keep their drawing order.
     ops.sort_by_key(|(t, _)| *t);
     ops
@@ -913,7 +995,10 @@ pub fn run_with<S: Supervisor>(
     while (graph.services.len() as u32) < opts.min_services {
         graph = random_graph(&mut graph_rng, opts.max_services);
     }
-    let faults = Faults::swarm(&mut rng);
+    let faults = Faults {
+        publish_every: Faults::publish_every(seed),
+        ..Faults::swarm(&mut rng)
+    };
     let repro = script.map(<[Op]>::to_vec);
     run_inner(seed, rng, graph, faults, opts, script, repro, wrap)
 }
@@ -977,7 +1062,8 @@ fn run_inner<S: Supervisor>(
         sup: wrap(kernel),
         world,
         checker,
-        timed: TimedJobs::default(),
+        timed: TimedJobs::new(&graph),
+        fresh: FreshConfig::new(&graph),
         graph,
         trace,
         now: Instant::ZERO,
@@ -1086,14 +1172,18 @@ pub fn check_determinism(seed: u64, opts: &Options, first: &Report) -> Result<()
 /// 2026-11-30, a Monday, 00:00 UTC (Unix ms): the sim's trusted dates start here.
 const SIM_MONDAY: i64 = 1_795_996_800_000;
 
-/// The services with `every`, `restart-every` or `at`, and every service that needs one of
-/// them, directly or not.
+/// The services with `every`, `restart-every` or `at`, or with templates (a publisher that
+/// comes up late publishes, and its readers render again and apply `on-change`), and every
+/// service that needs one of them, directly or not.
 fn timed_and_downstream(k: &Kernel) -> BTreeSet<ServiceId> {
     let mut found: BTreeSet<ServiceId> = k
         .views()
         .filter(|v| {
             let c = v.config();
-            c.every.is_some() || c.restart_every.is_some() || !c.at.is_empty()
+            c.every.is_some()
+                || c.restart_every.is_some()
+                || !c.at.is_empty()
+                || !c.templates.is_empty()
         })
         .map(|v| v.id())
         .collect();

@@ -17,6 +17,7 @@ use medic_kernel::{
 
 use crate::graph::CUSTOM_CONDITIONS;
 use crate::rng::Rng;
+use crate::templates::{OutputsWorld, Publish};
 
 /// Which faults a seed switches on, and how often (swarm testing: each seed a different mix).
 /// Rates are per mille; intervals are mean gaps between injected events.
@@ -52,10 +53,21 @@ pub struct Faults {
     pub operator_every: Option<Duration>,
     /// Mean gap between config replacements.
     pub reconfigure_every: Option<Duration>,
+    /// Mean gap between publishers' output events (bursts of changes, renews, partial maps).
+    pub publish_every: Option<Duration>,
 }
 
 impl Faults {
-    /// A random mix: each kind on with probability one half, at a random rate.
+    /// How often publishers' outputs change, for `seed`: from a stream of its own, so that
+    /// the rest of a seed's draws (and so the golden traces) did not move when it came.
+    pub fn publish_every(seed: u64) -> Option<Duration> {
+        let mut rng = Rng::new(seed ^ 0x7075_626c_6973_6821);
+        rng.ratio(3, 4)
+            .then(|| Duration::from_millis(*rng.pick(&[1_000, 10_000, 60_000])))
+    }
+
+    /// A random mix: each kind on with probability one half, at a random rate (all but
+    /// `publish_every`: see [`Faults::publish_every`]).
     pub fn swarm(rng: &mut Rng) -> Faults {
         let rate = |rng: &mut Rng, menu: &[u64]| {
             if rng.ratio(1, 2) {
@@ -94,6 +106,7 @@ impl Faults {
             file_every: every(rng, &[500, 10_000, 60_000]),
             operator_every: every(rng, &[5_000, 30_000, 120_000]),
             reconfigure_every: every(rng, &[30_000, 300_000]),
+            publish_every: None,
         }
     }
 }
@@ -177,6 +190,12 @@ enum Event {
     LinkUp { ifname: String },
     /// A driver was loaded: an absent link appears (down, as a fresh link is).
     LinkPresent { ifname: String },
+    /// A publisher publishes (after its spawn, if it still runs; or before liveness).
+    Publish {
+        name: String,
+        how: Publish,
+        only_if_running: bool,
+    },
 }
 
 /// A oneshot whose command succeeded and that has not been undone yet.
@@ -211,6 +230,8 @@ pub struct World {
     stop_deadlines: BTreeSet<(Instant, JobId)>,
     /// The kernel said shutdown is complete.
     pub shutdown_complete: bool,
+    /// Publishers, rendered files and renders (DESIGN §9).
+    pub outputs: OutputsWorld,
 }
 
 /// A link with everything up.
@@ -223,6 +244,9 @@ pub const LINK_UP: LinkState = LinkState {
 
 /// Total RAM of the simulated machine.
 pub const TOTAL_RAM: u64 = 256 << 20;
+
+/// The longest a render takes, in whole milliseconds ([`crate::templates::RENDER_LATENCY_MAX`]).
+const RENDER_LATENCY_MAX_MS: u64 = crate::templates::RENDER_LATENCY_MAX.as_millis() as u64;
 
 /// The latest SIGKILL takes to end a group.
 pub const KILL_LATENCY: Duration = Duration::from_millis(1);
@@ -272,6 +296,7 @@ impl World {
             crash_token: 0,
             stop_deadlines: BTreeSet::new(),
             shutdown_complete: false,
+            outputs: OutputsWorld::default(),
         }
     }
 
@@ -411,6 +436,16 @@ impl World {
                     l.admin_up = true;
                 }
             }),
+            Event::Publish {
+                name,
+                how,
+                only_if_running,
+            } => {
+                if only_if_running && self.groups_of(&name) == 0 {
+                    return None;
+                }
+                self.outputs.publish(&name, how)
+            }
             Event::LinkPresent { ifname } => self.set_link(&ifname, |l| {
                 if l.is_none() {
                     *l = Some(LinkState {
@@ -577,15 +612,21 @@ impl World {
             Effect::Event { .. } | Effect::Notice { .. } | Effect::Sweep { .. } => {}
             Effect::ShutdownComplete => self.shutdown_complete = true,
             Effect::Adopt { job, was, .. } => self.adopt(*was, *job),
-            // The simulated world writes no files: every render finds its bytes unchanged.
-            // (The generated configs have no templates yet; DESIGN §9's properties 8 and 9
-            // are for the sim's next step.)
-            Effect::Render { service, job, .. } => {
-                let at = now + self.latency(1);
+            // Rendered as the adapter would (see `templates.rs`).
+            Effect::Render {
+                service,
+                job,
+                templates,
+                outputs,
+            } => {
+                let at = now + self.latency(RENDER_LATENCY_MAX_MS);
+                let result = self
+                    .outputs
+                    .render(*service, *job, (now, at), templates, outputs);
                 let input = Input::RenderDone {
                     service: *service,
                     job: *job,
-                    result: medic_kernel::RenderResult::Unchanged,
+                    result,
                 };
                 self.at(at, Event::Input(input));
             }
@@ -643,6 +684,16 @@ impl World {
             answer_at,
             Event::Input(Input::Spawned { service, job, pid }),
         );
+        if self.outputs.is_publisher(&config.name) {
+            // A DHCP client publishes what it has soon after it starts.
+            let at = now + self.latency(300);
+            let publish = Event::Publish {
+                name: config.name.clone(),
+                how: Publish::Again,
+                only_if_running: true,
+            };
+            self.at(at, publish);
+        }
         match &config.kind {
             Kind::Oneshot { .. } => {
                 let fail = self.rng.ratio(f.oneshot_fail, 1000);
@@ -744,7 +795,10 @@ impl World {
         self.events.retain(|_, e| {
             matches!(
                 e,
-                Event::Exit { .. } | Event::LinkUp { .. } | Event::LinkPresent { .. }
+                Event::Exit { .. }
+                    | Event::LinkUp { .. }
+                    | Event::LinkPresent { .. }
+                    | Event::Publish { .. }
             )
         });
         self.oneshots_up.clear();
@@ -802,6 +856,21 @@ impl World {
     /// void, ready soon, no leak, no hang, probes healthy). Links are not touched here.
     pub fn faults_off(&mut self, now: Instant) {
         self.faults = Faults::default();
+        // No map is left partial, and every running publisher has published: every template
+        // can render.
+        let (partial, silent) = self.outputs.partial_or_silent();
+        for (name, only_if_running) in partial
+            .into_iter()
+            .map(|n| (n, false))
+            .chain(silent.into_iter().map(|n| (n, true)))
+        {
+            let publish = Event::Publish {
+                name,
+                how: Publish::Again,
+                only_if_running,
+            };
+            self.at(now, publish);
+        }
         self.crash_token += 1;
         for t in self.traits.values_mut() {
             t.crash_loop = false;
@@ -869,6 +938,36 @@ impl World {
                     .is_some_and(|up| up.abandoned_at.is_none_or(|at| now < at)))
     }
 
+    /// The publishers of the config in force ([`crate::graph::Graph::publishers`]): a
+    /// running process that has just become one publishes soon, as it would after a spawn.
+    pub fn set_publishers(&mut self, now: Instant, names: BTreeSet<String>) {
+        for name in self.outputs.set_publishers(names) {
+            if self.groups_of(&name) > 0 {
+                let at = now + self.latency(300);
+                let publish = Event::Publish {
+                    name,
+                    how: Publish::Again,
+                    only_if_running: true,
+                };
+                self.at(at, publish);
+            }
+        }
+    }
+
+    /// Whether the process of `job` lives and nobody has asked it to stop.
+    pub fn running_job(&self, job: JobId) -> bool {
+        self.procs
+            .get(&job)
+            .is_some_and(|p| !p.dying && p.stop_deadline.is_none())
+    }
+
+    /// Whether `service` has a live process that nobody has asked to stop.
+    pub fn running_in_world(&self, service: ServiceId) -> bool {
+        self.procs
+            .values()
+            .any(|p| p.service == service && !p.dying && p.stop_deadline.is_none())
+    }
+
     /// Whether the live process of `service` is ready in the world (its readiness has come), or
     /// `None` when it has no live process.
     pub fn ready_in_world(&self, service: ServiceId, now: Instant) -> Option<bool> {
@@ -886,6 +985,7 @@ impl World {
         for (id, name) in &holders {
             if self.holders.get(id).is_some_and(|old| old != name) {
                 self.oneshots_up.remove(id);
+                self.outputs.forget(*id);
                 for p in self.procs.values_mut() {
                     if p.service == *id && p.name != *name {
                         p.service = ServiceId(u32::MAX);
