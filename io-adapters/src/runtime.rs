@@ -377,9 +377,11 @@ impl Runtime {
             Ok(w) => self.links = Some(w),
             Err(e) => tracing::warn!("netlink unavailable ({e}): interface services stay absent"),
         }
+        let mut link_facts = self.links.as_ref().map(|w| w.table().facts());
         while let Ok(input) = link_rx.try_recv() {
             self.feed(input);
         }
+        self.publish_interfaces();
         // Before the first tick boots anything: what a crashed predecessor left running is
         // adopted or stopped.
         self.take_over();
@@ -439,6 +441,12 @@ impl Runtime {
                         None => { pending().await; unreachable!() }
                     }
                 } => Woke::ClockStepped(stepped),
+                Ok(()) = async {
+                    match link_facts.as_mut() {
+                        Some(f) => f.changed().await,
+                        None => { pending().await; unreachable!() }
+                    }
+                } => Woke::LinkFacts,
                 paths = async {
                     match self.watcher.as_mut() {
                         Some(w) => w.changed().await,
@@ -471,7 +479,10 @@ impl Runtime {
                     tracing::warn!("clock steps cannot be followed any more ({e})");
                     steps = None;
                 }
+                Woke::LinkFacts => {}
             }
+            // After any wake: a link's facts, an operator's start, a new config.
+            self.publish_interfaces();
         }
         self.cleanup();
         self.save_state();
@@ -483,6 +494,39 @@ impl Runtime {
         let _ = tokio::time::timeout(FLUSH_AT_EXIT, connections.finished()).await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+
+    /// Interface services publish their link's facts as outputs (DESIGN §9: `ifname`,
+    /// `ifindex`, `mtu`, `mac`, `ipv4`, `ipv6`; netlink::LinkTable::outputs), fed to the
+    /// kernel as [`Input::SetOutputs`] — traced like any input, so a replay renders the same —
+    /// whenever they differ from what the kernel holds. A service the operator stopped is left
+    /// without (stopping clears a service's outputs) until it is started again; nothing is
+    /// published once the daemon shuts down.
+    fn publish_interfaces(&mut self) {
+        let Some(links) = self.links.as_ref().map(|w| w.table()) else {
+            return;
+        };
+        if self.shutting_down || self.done {
+            return;
+        }
+        let mut changed = Vec::new();
+        for view in self.kernel.views() {
+            let medic_kernel::config::Kind::Interface { ifname, .. } = &view.config().kind else {
+                continue;
+            };
+            if !view.wanted() {
+                continue;
+            }
+            let outputs = links.outputs(ifname);
+            let held = self.kernel.outputs(view.name());
+            if held.map_or(outputs.is_empty(), |h| *h == outputs) {
+                continue;
+            }
+            changed.push((view.name().to_string(), outputs));
+        }
+        for (service, outputs) in changed {
+            self.feed(Input::SetOutputs { service, outputs });
+        }
     }
 
     /// Binds the control socket and serves it on a task of its own: the calls it hands over,
@@ -2237,6 +2281,8 @@ enum Woke {
     Files(io::Result<Vec<String>>),
     Deadline,
     ClockStepped(io::Result<()>),
+    /// A link's facts (addresses, MTU, MAC) may have changed: see `publish_interfaces`.
+    LinkFacts,
 }
 
 /// Reads a template check's stdout and stderr as they come into one [`render::CheckOutput`]
