@@ -897,7 +897,7 @@ mod tests {
     #[test]
     fn an_interfaces_outputs_are_its_facts_and_its_usable_addresses() {
         let links = LinkTable::default();
-        let mut facts = links.facts();
+        let facts = links.facts();
         assert_eq!(links.outputs("wan"), Outputs::new(), "no such link: empty");
         {
             let mut t = links.lock();
