@@ -574,7 +574,12 @@ impl World {
                 self.watched.remove(path);
             }
             // The world's process group ends with its leader: nothing is left to sweep.
-            Effect::Event { .. } | Effect::Notice { .. } | Effect::Sweep { .. } => {}
+            // The simulated world keeps no secret store and no config file.
+            Effect::Event { .. }
+            | Effect::Notice { .. }
+            | Effect::Sweep { .. }
+            | Effect::DropSecret { .. }
+            | Effect::ConfigRolledBack => {}
             Effect::ShutdownComplete => self.shutdown_complete = true,
             Effect::Adopt { job, was, .. } => self.adopt(*was, *job),
             // The simulated world writes no files: every render finds its bytes unchanged.
