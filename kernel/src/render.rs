@@ -117,7 +117,12 @@ impl Kernel {
         }
     }
 
-    fn ask_render(&mut self, id: ServiceId, purpose: RenderPurpose, out: &mut Vec<Effect>) {
+    pub(crate) fn ask_render(
+        &mut self,
+        id: ServiceId,
+        purpose: RenderPurpose,
+        out: &mut Vec<Effect>,
+    ) {
         let job = self.new_job();
         let outputs = self.outputs_read_by(id);
         let secrets = self.secrets_read_by(id);
@@ -157,6 +162,7 @@ impl Kernel {
             }
             return;
         }
+        let rendered = !matches!(result, RenderResult::Failed(_));
         match (purpose, result) {
             (RenderPurpose::Start, RenderResult::Failed(why)) => {
                 let note = format!("render failed: {why}; not started");
@@ -178,6 +184,12 @@ impl Kernel {
             (RenderPurpose::Refresh, RenderResult::Changed(targets)) => {
                 self.rendered_changed(id, &targets, out)
             }
+        }
+        // A refresh of a service that does not run (a secret changed meanwhile): its files
+        // are rendered from what it reads now, ready for its next start.
+        let slot = &mut self.slots[id.index()];
+        if purpose == RenderPurpose::Refresh && rendered && slot.running().is_none() {
+            slot.render.ready_for_start = true;
         }
         self.mark(id);
     }

@@ -310,12 +310,13 @@ impl Kernel {
     }
 
     /// Secret `name` changed (a new generation, removed, rolled back): each service that copies
-    /// it gets `note` in its history and renders again at once (a running one), or afresh
-    /// before its start.
+    /// it gets `note` in its history and its copies are made again at once (no debounce: a push
+    /// is one deliberate act), whether it runs or not: a rolled-back key must leave the disk
+    /// even while its consumer is down. A running consumer then gets its `on-change`; one that
+    /// does not run is rendered afresh before its next start.
     fn secret_changed(&mut self, name: &str, note: String, out: &mut Vec<Effect>) {
         for id in self.consumers(name) {
             self.note(id, note.clone(), out);
-            let running = self.slots[id.index()].running().is_some();
             let slot = &mut self.slots[id.index()];
             if slot.removed || self.shutting_down {
                 continue;
@@ -323,15 +324,14 @@ impl Kernel {
             slot.render.ready_for_start = false;
             slot.render.failed = None;
             slot.render.waiting_secret = None;
-            match slot.render.in_flight {
-                Some(_) => slot.render.again = true,
-                // At once (no debounce: a push is one deliberate act); a render the outputs
-                // scheduled is no longer needed.
-                None if running => {
-                    self.timers.clear(&mut slot.timers, id, Timer::Render);
-                    self.on_render_timer(id, out);
-                }
-                None => {}
+            let ever_started = slot.ever_started;
+            if slot.render.in_flight.is_some() {
+                slot.render.again = true;
+            } else if ever_started && self.missing_secret(id).is_none() {
+                // A render the outputs scheduled is no longer needed.
+                let slot = &mut self.slots[id.index()];
+                self.timers.clear(&mut slot.timers, id, Timer::Render);
+                self.ask_render(id, crate::render::RenderPurpose::Refresh, out);
             }
             self.mark(id);
         }

@@ -454,3 +454,27 @@ fn the_deadline_survives_a_snapshot_and_replays() {
     assert_eq!(copy.next_deadline(), w.kernel.next_deadline());
     assert_eq!(copy.secrets(), w.kernel.secrets());
 }
+
+#[test]
+fn a_rolled_back_key_leaves_the_disk_even_while_its_consumer_is_down() {
+    let mut w = running();
+    push(&mut w, "authorized-keys", 2, Some(1_000));
+    answer(&mut w, "dropbear", changed(&[KEYS]));
+    w.operator(medic_kernel::Operator::Stop("dropbear".into()));
+    assert!(!w.is_running("dropbear"));
+    let before = renders(&w, "dropbear").len();
+    w.wait(1_000);
+    let asked = renders(&w, "dropbear");
+    assert_eq!(
+        asked.len(),
+        before + 1,
+        "copied again though it does not run"
+    );
+    assert_eq!(asked[before].2["authorized-keys"], 1);
+    answer(&mut w, "dropbear", changed(&[KEYS]));
+    assert!(!w.is_running("dropbear"), "not started by the copy");
+    // Its next start needs no other render: the files are ready.
+    w.operator(medic_kernel::Operator::Start("dropbear".into()));
+    assert!(w.is_running("dropbear"));
+    assert_eq!(renders(&w, "dropbear").len(), before + 1);
+}

@@ -22,6 +22,7 @@ pub mod devices;
 pub mod graph;
 pub mod rng;
 pub mod run;
+pub mod secrets;
 pub mod timed;
 pub mod world;
 
