@@ -280,6 +280,13 @@ fn an_unconfirmed_push_rolls_back_and_a_confirmed_one_stays() {
     assert!(said.contains("waits for `medic confirm`"), "{said}");
     let reload = d.medic(&["reload-config"]);
     assert_eq!(reload.status.code(), Some(1));
+    let reexec = d.medic(&["reexec"]);
+    assert_eq!(reexec.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&reexec.stderr);
+    assert!(
+        said.contains("reexec refused") && said.contains("medic confirm"),
+        "{said}"
+    );
     // The deadline passes: the first value is back, app is reloaded again, the history says.
     wait_copy(&d, &one);
     wait_history(
