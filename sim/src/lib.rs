@@ -24,6 +24,7 @@ pub mod graph;
 pub mod rng;
 pub mod run;
 pub mod templates;
+pub mod secrets;
 pub mod timed;
 pub mod world;
 

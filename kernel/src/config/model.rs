@@ -43,6 +43,8 @@ pub struct DaemonConfig {
     /// `clock-trusted-after`: the service whose readiness means the wall clock is right (an
     /// NTP client). `None`: the clock is trusted once it reads a date after medic was made.
     pub clock_trusted_after: Option<String>,
+    /// `secrets-dir`: where pushed secrets are kept (DESIGN §10). `None`: `STATE_DIR/secrets`.
+    pub secrets_dir: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -53,6 +55,7 @@ impl Default for DaemonConfig {
             history_len: 64,
             base_dir: None,
             clock_trusted_after: None,
+            secrets_dir: None,
         }
     }
 }
@@ -159,6 +162,10 @@ pub enum TemplateSource {
     File(String),
     /// `text`: written in the config.
     Text(String),
+    /// `[service.NAME.secret.SECRET]`: the bytes of a pushed secret (DESIGN §10), copied as
+    /// they are (no template language), read by the adapter from its store at the generation
+    /// the kernel names. The kernel never sees the bytes.
+    Secret(String),
 }
 
 /// One `[[service.NAME.template]]`.
@@ -566,6 +573,8 @@ pub mod defaults {
     pub const RENDER_DEBOUNCE: Duration = Duration::from_secs(1);
     /// A template's `mode`.
     pub const TEMPLATE_MODE: u32 = 0o644;
+    /// A secret's copy's `mode`: only its owner reads it.
+    pub const SECRET_MODE: u32 = 0o600;
     /// probe `every`.
     pub const PROBE_EVERY: Duration = Duration::from_secs(10);
     /// probe `timeout`.

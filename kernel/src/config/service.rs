@@ -26,7 +26,7 @@ pub(super) struct Parsed {
 }
 
 /// Every key of a service table.
-const KEYS: [&str; 36] = [
+const KEYS: [&str; 37] = [
     "run",
     "oneshot",
     "interface",
@@ -63,6 +63,7 @@ const KEYS: [&str; 36] = [
     "on",
     "uses",
     "template",
+    "secret",
 ];
 
 /// Every key of a `[[service.NAME.template]]`.
@@ -78,6 +79,9 @@ const TEMPLATE_KEYS: [&str; 9] = [
     "debounce",
 ];
 
+/// Every key of a `[service.NAME.secret.SECRET]`.
+const SECRET_KEYS: [&str; 5] = ["target", "mode", "owner", "group", "on-change"];
+
 /// The keys that choose the kind.
 const KIND_KEYS: [&str; 4] = ["run", "oneshot", "interface", "device"];
 /// The keys of a readiness or probe check.
@@ -92,7 +96,7 @@ const DEVICE: u8 = 8;
 fn kinds_of(key: &str) -> u8 {
     match key {
         "stop" | "every" => ONESHOT,
-        "template" => PROCESS | ONESHOT,
+        "template" | "secret" => PROCESS | ONESHOT,
         "at" | "jitter" | "catch-up" => PROCESS | ONESHOT,
         "restart-every" => PROCESS,
         "ready-when" => INTERFACE,
@@ -162,6 +166,7 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
     let mut s = ServiceConfig::new(name, Kind::Process { argv: Vec::new() });
     let (mut needs, mut after, mut uses, mut on) = (Vec::new(), Vec::new(), Vec::new(), None);
     let mut catch_up_at = None;
+    let mut secret_copies = Vec::new();
     for (k, v) in entries(table) {
         let f = Field::new(k.get_ref(), place, v);
         if !KEYS.contains(&f.key) {
@@ -229,6 +234,7 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
             }
             "uses" => uses = cx.array(f, "service names", reference).unwrap_or_default(),
             "template" => s.templates = templates(cx, f),
+            "secret" => secret_copies = secrets(cx, f),
             _ => on = Some(f), // "on", read once the rest of the service is known
         }
     }
@@ -241,6 +247,9 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
             format!("`catch-up` in {place} needs `at`: only wall-clock times can be missed"),
         );
     }
+    // A secret's copy is rendered with the templates (before each start, atomically, with
+    // its mode), after them.
+    s.templates.extend(secret_copies);
     s.needs = needs.iter().map(|(n, _)| n.clone()).collect();
     s.after = after.iter().map(|(n, _)| n.clone()).collect();
     s.uses = uses.iter().map(|(n, _)| n.clone()).collect();
@@ -333,6 +342,78 @@ fn templates(cx: &mut Ctx, f: Field) -> Vec<Template> {
             t.source = source;
             t.target = target;
             found.push(t);
+        }
+    }
+    found
+}
+
+/// `[service.NAME.secret.SECRET]`: a copy of a pushed secret at `target` (DESIGN §10), kept
+/// as a [`Template`] whose source is the secret (mode 0600 by default; no `check`).
+fn secrets(cx: &mut Ctx, f: Field) -> Vec<Template> {
+    let Some(table) = cx.table(
+        f,
+        "tables like [service.NAME.secret.authorized-keys] with a `target`",
+    ) else {
+        return Vec::new();
+    };
+    let place = sub_place(f.place, "secret");
+    let all = entries(table);
+    if all.len() > MAX_TEMPLATES {
+        cx.invalid::<()>(
+            f,
+            format_args!("{} secrets; at most {MAX_TEMPLATES} per service", all.len()),
+        );
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for (name, value) in all {
+        let secret: &str = name.get_ref();
+        if !crate::outputs::valid_key(secret) {
+            cx.error(
+                name.span().start,
+                format!("secret name `{secret}` is not valid: 1 to 64 of a-z, 0-9, `_` and `-`"),
+            );
+            continue;
+        }
+        let place = sub_place(&place, secret);
+        let f = Field::new(secret, &place, value);
+        let Some(table) = cx.table(
+            f,
+            "a table like { target = \"/root/.ssh/authorized_keys\" }",
+        ) else {
+            continue;
+        };
+        let mut t = Template {
+            source: TemplateSource::Secret(secret.to_string()),
+            target: String::new(),
+            mode: defaults::SECRET_MODE,
+            owner: None,
+            group: None,
+            check: None,
+            on_change: OnChange::Reload,
+            debounce: defaults::RENDER_DEBOUNCE,
+        };
+        let mut target = None;
+        for (k, v) in entries(table) {
+            let f = Field::new(k.get_ref(), &place, v);
+            match f.key {
+                "target" => target = cx.path(f),
+                "mode" => set(&mut t.mode, file_mode(cx, f)),
+                "owner" => t.owner = account(cx, f),
+                "group" => t.group = account(cx, f),
+                "on-change" => set(&mut t.on_change, cx.choice(f, &OnChange::ALL)),
+                _ => cx.unknown_key(k, &place, &SECRET_KEYS),
+            }
+        }
+        match target {
+            Some(target) => {
+                t.target = target;
+                found.push(t);
+            }
+            None => cx.error(
+                f.at(),
+                format!("{place} has no `target`: name the file the secret is copied to"),
+            ),
         }
     }
     found
