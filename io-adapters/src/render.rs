@@ -53,6 +53,13 @@ pub fn environment() -> Environment<'static> {
     env.add_filter("subnet", subnet);
     env.add_filter("host", host);
     env.add_filter("join", join);
+    // Replaced, for a template that names its `secrets`, by one that gives their values.
+    env.add_function("secret", |name: String| -> Result<String, Error> {
+        Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("secret(\"{name}\"): name it in the template's `secrets = [...]` first"),
+        ))
+    });
     env
 }
 
@@ -229,6 +236,16 @@ pub fn render_text(
     env: &Environment<'static>,
     text: &str,
     outputs: &BTreeMap<String, Outputs>,
+) -> Result<String, String> {
+    render_with(env, text, outputs, describe)
+}
+
+/// [`render_text`], its errors worded by `describe`.
+fn render_with(
+    env: &Environment<'static>,
+    text: &str,
+    outputs: &BTreeMap<String, Outputs>,
+    describe: fn(&minijinja::Error) -> String,
 ) -> Result<String, String> {
     let template = env.template_from_str(text).map_err(|e| describe(&e))?;
     let rendered = template.render(variables(outputs)).map_err(|e| {
@@ -535,8 +552,66 @@ fn stage_one(
             return write_if_changed(bytes, t, tag);
         }
     };
-    let rendered = render_text(env, &text, outputs)?;
+    if t.secrets.is_empty() {
+        let rendered = render_text(env, &text, outputs)?;
+        return write_if_changed(rendered.into_bytes(), t, tag);
+    }
+    // A template that reads secrets: `secret("NAME")` gives the bytes of each it names, as
+    // text. What it says when it fails may quote a value it was given, so no more than the
+    // line and the kind of error is said (never a secret's bytes).
+    let mut values = BTreeMap::new();
+    for name in &t.secrets {
+        let generation = secrets
+            .generations
+            .get(name)
+            .ok_or_else(|| format!("waiting for secret {name}"))?;
+        let path = crate::secrets::path_of(&secrets.dir, name, *generation);
+        let bytes = read_limited(&path)
+            .map_err(|e| format!("cannot read secret {name} generation {generation}: {e}"))?
+            .ok_or_else(|| {
+                format!("secret {name} generation {generation} is no longer in the store")
+            })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            format!("secret {name} generation {generation} is not UTF-8 text: a template cannot read it (copy it with [service.X.secret.{name}])")
+        })?;
+        values.insert(name.clone(), text);
+    }
+    let mut env = env.clone();
+    let values = std::sync::Arc::new(values);
+    env.add_function(
+        "secret",
+        move |name: String| -> Result<String, minijinja::Error> {
+            values.get(&name).cloned().ok_or_else(|| {
+                minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("secret(\"{name}\"): not one of this template's `secrets`"),
+                )
+            })
+        },
+    );
+    let rendered = render_with(&env, &text, outputs, describe_without_values)?;
     write_if_changed(rendered.into_bytes(), t, tag)
+}
+
+/// A render error of a template that reads secrets: its kind and line, never its message
+/// (which may quote a value, a secret's among them).
+fn describe_without_values(e: &minijinja::Error) -> String {
+    let kind = match e.kind() {
+        ErrorKind::UndefinedError => "a variable or attribute is undefined",
+        ErrorKind::SyntaxError => "syntax error",
+        ErrorKind::UnknownFilter => "unknown filter",
+        ErrorKind::UnknownFunction => "unknown function",
+        ErrorKind::InvalidOperation => "invalid operation",
+        ErrorKind::MissingArgument | ErrorKind::TooManyArguments => "wrong number of arguments",
+        ErrorKind::CannotUnpack | ErrorKind::BadSerialization => "a value of the wrong kind",
+        _ => "render error",
+    };
+    match e.line() {
+        Some(line) => {
+            format!("line {line}: {kind} (details withheld: this template reads secrets)")
+        }
+        None => format!("{kind} (details withheld: this template reads secrets)"),
+    }
 }
 
 /// A candidate for `t`'s target holding `bytes`, unless the target already holds them.
@@ -794,6 +869,7 @@ mod tests {
             group: None,
             check,
             on_change: OnChange::Reload,
+            secrets: Vec::new(),
             debounce: std::time::Duration::from_secs(1),
         }
     }

@@ -302,7 +302,7 @@ impl Kernel {
                 .config
                 .templates
                 .iter()
-                .any(|t| matches!(t.source, crate::config::TemplateSource::Secret(_)));
+                .any(|t| t.secrets_read().next().is_some());
             if copies && self.slots[id.index()].running().is_some() {
                 self.on_render_timer(id, out);
             }

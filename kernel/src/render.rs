@@ -213,12 +213,17 @@ impl Kernel {
             OnChange::Restart if running => Some(Heal::Restart),
             _ => None,
         };
-        let secret = slot.config.templates.iter().any(|t| {
-            targets.contains(&t.target)
-                && matches!(t.source, crate::config::TemplateSource::Secret(_))
-        });
-        let why = if secret {
+        let changed = || {
+            slot.config
+                .templates
+                .iter()
+                .filter(|t| targets.contains(&t.target))
+        };
+        let why = if changed().any(|t| matches!(t.source, crate::config::TemplateSource::Secret(_)))
+        {
             "a secret changed"
+        } else if changed().any(|t| !t.secrets.is_empty()) {
+            "outputs or a secret changed"
         } else {
             "outputs changed"
         };

@@ -24,7 +24,7 @@ use core::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, TemplateSource};
+use crate::config::Config;
 use crate::kernel::Kernel;
 use crate::protocol::{Effect, ServiceId};
 use crate::time::Instant;
@@ -109,7 +109,7 @@ impl Kernel {
                     .config
                     .templates
                     .iter()
-                    .any(|t| matches!(&t.source, TemplateSource::Secret(s) if s == name))
+                    .any(|t| t.secrets_read().any(|s| s == name))
             })
             .collect()
     }
@@ -343,10 +343,8 @@ impl Kernel {
             .config
             .templates
             .iter()
-            .find_map(|t| match &t.source {
-                TemplateSource::Secret(s) if !self.secrets.contains_key(s) => Some(s.as_str()),
-                _ => None,
-            })
+            .flat_map(|t| t.secrets_read())
+            .find(|s| !self.secrets.contains_key(*s))
     }
 
     /// The generation of each secret `id` copies (those that exist).
@@ -355,10 +353,8 @@ impl Kernel {
             .config
             .templates
             .iter()
-            .filter_map(|t| match &t.source {
-                TemplateSource::Secret(s) => Some((s.clone(), *self.secrets.get(s)?)),
-                _ => None,
-            })
+            .flat_map(|t| t.secrets_read())
+            .filter_map(|s| Some((s.to_string(), *self.secrets.get(s)?)))
             .collect()
     }
 }

@@ -55,7 +55,8 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   `Input::SecretSet`, `Input::SecretRemoved`, `Input::ApplyConfig`, `Input::Confirm`;
 ///   `Effect::Render` names the secrets' generations; `Effect::DropSecret`,
 ///   `Effect::ConfigRolledBack`; the snapshot keeps the secrets' generations, the change
-///   waiting for its confirmation and a render's `waiting_secret`.
+///   waiting for its confirmation and a render's `waiting_secret`; a template's `secrets`
+///   (the secrets its text reads with `secret("NAME")`).
 pub const FORMAT_VERSION: u32 = 6;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.

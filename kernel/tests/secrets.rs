@@ -478,3 +478,83 @@ fn a_rolled_back_key_leaves_the_disk_even_while_its_consumer_is_down() {
     assert!(w.is_running("dropbear"));
     assert_eq!(renders(&w, "dropbear").len(), before + 1);
 }
+
+/// A template that names secrets in `secrets` reads them (`{{ secret("wg-key") }}`): its
+/// service waits for them, its render carries their generations, a new generation renders it
+/// again at once; its target defaults to 0600 unless a mode is given.
+#[test]
+fn a_template_that_reads_secrets_waits_for_them_and_follows_their_generations() {
+    let config = r#"
+        [service.wg]
+        run = ["/usr/bin/wg-daemon"]
+        reload = { signal = "HUP" }
+        [[service.wg.template]]
+        text = "PrivateKey = {{ secret(\"wg-key\") }}\n"
+        target = "/run/wg/wg0.conf"
+        secrets = ["wg-key", "wg-key", "psk"]
+        [[service.wg.template]]
+        text = "PresharedKey = {{ secret(\"psk\") }}\n"
+        target = "/run/wg/psk.conf"
+        secrets = ["psk"]
+        mode = "0640"
+    "#;
+    let parsed = parse(config, "wg.toml").unwrap();
+    let wg = parsed.service("wg").unwrap();
+    assert_eq!(wg.templates[0].secrets, ["wg-key", "psk"], "each once");
+    assert_eq!(
+        wg.templates[0].mode, 0o600,
+        "a file holding a secret is 0600"
+    );
+    assert_eq!(wg.templates[1].mode, 0o640, "unless told");
+    let bad = r#"
+        [service.x]
+        run = ["/bin/x"]
+        [[service.x.template]]
+        text = "x"
+        target = "/tmp/x"
+        secrets = ["Bad.Name"]
+    "#;
+    let errors = parse(bad, "bad.toml").unwrap_err().to_string();
+    assert!(
+        errors.contains("`Bad.Name` is not a secret name"),
+        "{errors}"
+    );
+
+    let mut w = World::new(config).boot();
+    assert_eq!(w.condition("wg"), "waiting");
+    assert!(renders(&w, "wg").is_empty());
+    assert_eq!(
+        w.kernel.status(w.id("wg")).unwrap().waiting_secret(),
+        Some("wg-key")
+    );
+    push(&mut w, "wg-key", 1, None);
+    assert!(renders(&w, "wg").is_empty(), "psk is missing still");
+    push(&mut w, "psk", 1, None);
+    let asked = renders(&w, "wg");
+    assert_eq!(asked.len(), 1);
+    let expected: BTreeMap<String, u64> = [("psk".into(), 1), ("wg-key".into(), 1)]
+        .into_iter()
+        .collect();
+    assert_eq!(asked[0].2, expected, "the generations, never the bytes");
+    answer(
+        &mut w,
+        "wg",
+        changed(&["/run/wg/wg0.conf", "/run/wg/psk.conf"]),
+    );
+    assert!(w.is_running("wg"));
+    let job = w.job("wg");
+    push(&mut w, "wg-key", 2, None);
+    let asked = renders(&w, "wg");
+    assert_eq!(asked.len(), 2, "rendered again at once");
+    assert_eq!(asked[1].2["wg-key"], 2);
+    answer(&mut w, "wg", changed(&["/run/wg/wg0.conf"]));
+    assert_eq!(w.job("wg"), job, "reloaded, not restarted");
+    assert_eq!(reloads(&w, "wg"), 1);
+    let history = w.history("wg");
+    assert!(
+        history
+            .iter()
+            .any(|l| l.contains("rendered /run/wg/wg0.conf (outputs or a secret changed)")),
+        "{history:?}"
+    );
+}

@@ -256,6 +256,7 @@ fn random_templates(rng: &mut Rng, g: &Graph, s: &mut ServiceConfig) {
                 OnChange::None,
             ]),
             debounce,
+            secrets: Vec::new(),
         });
     }
 }

@@ -23,8 +23,8 @@ pub mod fresh;
 pub mod graph;
 pub mod rng;
 pub mod run;
-pub mod templates;
 pub mod secrets;
+pub mod templates;
 pub mod timed;
 pub mod world;
 

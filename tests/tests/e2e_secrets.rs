@@ -247,6 +247,105 @@ fn a_pushed_secret_is_copied_reloads_its_consumer_and_leaks_nowhere() {
     assert_eq!(d.condition("app"), "ready");
 }
 
+/// A template reads a secret it names in `secrets` (DESIGN §10: `{{ secret("NAME") }}`): it
+/// waits for it, renders it into a 0600 file, renders again on a new generation; and a
+/// template whose render fails on a secret says where, never what (a filter's message would
+/// quote the value it was given).
+#[test]
+fn a_template_reads_a_secret_and_its_errors_never_quote_it() {
+    let d = Daemon::start(
+        r#"
+[service.wg]
+run = ["/bin/sh", "-c", "trap 'echo reload >> @DIR@/reloads' HUP; while :; do sleep 0.05; done"]
+reload = { signal = "HUP" }
+[[service.wg.template]]
+text = "[Interface]\nPrivateKey = {{ secret(\"wg-key\") }}\n"
+target = "@DIR@/wg.conf"
+secrets = ["wg-key"]
+
+[service.leaky]
+run = ["/bin/sh", "-c", "exec sleep 1000"]
+[[service.leaky.template]]
+text = "address {{ secret(\"wg-key\") | host(1) }}\n"
+target = "@DIR@/leaky.conf"
+secrets = ["wg-key"]
+
+[service.undeclared]
+run = ["/bin/sh", "-c", "exec sleep 1000"]
+[[service.undeclared.template]]
+text = "{{ secret(\"wg-key\") }}\n"
+target = "@DIR@/undeclared.conf"
+"#,
+    );
+    wait_history(&d, "wg", "waiting for secret wg-key");
+    let first = random_hex();
+    push(&d, "wg-key", &first, &[]);
+    d.wait_condition("wg", "ready");
+    assert_eq!(
+        d.read("wg.conf"),
+        format!("[Interface]\nPrivateKey = {first}\n")
+    );
+    let mode = std::fs::metadata(d.path("wg.conf"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(
+        mode, 0o600,
+        "a file a secret is rendered into is 0600 by default"
+    );
+    wait_history(&d, "leaky", "details withheld: this template reads secrets");
+    assert_eq!(d.condition("leaky"), "waiting");
+    wait_history(&d, "undeclared", "name it in the template's `secrets");
+
+    let second = random_hex();
+    push(&d, "wg-key", &second, &[]);
+    wait_for(
+        "wg.conf rendered with the new generation, and wg reloaded",
+        || (d.read("wg.conf").contains(&second) && reloads(&d) == 1).then_some(()),
+        || d.describe("wg"),
+    );
+    wait_history(&d, "wg", "outputs or a secret changed");
+    // The failed render of the new generation was written too: then search everything.
+    wait_for(
+        "leaky's render of generation 2 to fail",
+        || {
+            (d.history("leaky")
+                .iter()
+                .filter(|r| {
+                    r["note"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("details withheld")
+                })
+                .count()
+                >= 2)
+                .then_some(())
+        },
+        || d.describe("leaky"),
+    );
+    for (name, args) in [
+        ("status.txt", vec!["status"]),
+        ("status.json", vec!["status", "--json"]),
+        ("leaky.txt", vec!["status", "leaky"]),
+        ("history.json", vec!["history", "leaky", "--json"]),
+        ("events.json", vec!["events", "--json"]),
+    ] {
+        std::fs::write(d.path(name), d.medic_ok(&args)).unwrap();
+    }
+    let trace = d.path("trace.bin");
+    d.medic_ok(&["trace", "save", trace.to_str().unwrap()]);
+    assert_eq!(
+        files_containing(d.dir.path(), second.as_bytes()),
+        vec![
+            PathBuf::from("state/secrets/wg-key.2"),
+            PathBuf::from("wg.conf")
+        ],
+        "the value is only in the store and the file rendered from it"
+    );
+    assert!(!d.log().contains(&second));
+}
+
 #[test]
 fn an_unconfirmed_push_rolls_back_and_a_confirmed_one_stays() {
     let mut d = Daemon::start(CONFIG);

@@ -187,6 +187,23 @@ pub struct Template {
     pub on_change: OnChange,
     /// `debounce`: outputs that change closer than this are rendered once (default 1 s).
     pub debounce: Duration,
+    /// `secrets`: the secrets the template reads with `secret("NAME")` (DESIGN §10); the
+    /// service waits for them, and the target's mode defaults to 0600.
+    pub secrets: Vec<String>,
+}
+
+impl Template {
+    /// Every secret this template reads: the one it copies (`[service.X.secret.NAME]`), or
+    /// those its text names in `secrets`.
+    pub fn secrets_read(&self) -> impl Iterator<Item = &str> + '_ {
+        let copied = match &self.source {
+            TemplateSource::Secret(name) => Some(name.as_str()),
+            _ => None,
+        };
+        copied
+            .into_iter()
+            .chain(self.secrets.iter().map(String::as_str))
+    }
 }
 
 /// One `at` time: `"03:00"` every day, `"Sun 04:30"` once a week.

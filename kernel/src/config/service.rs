@@ -67,7 +67,7 @@ const KEYS: [&str; 37] = [
 ];
 
 /// Every key of a `[[service.NAME.template]]`.
-const TEMPLATE_KEYS: [&str; 9] = [
+const TEMPLATE_KEYS: [&str; 10] = [
     "source",
     "text",
     "target",
@@ -77,6 +77,7 @@ const TEMPLATE_KEYS: [&str; 9] = [
     "check",
     "on-change",
     "debounce",
+    "secrets",
 ];
 
 /// Every key of a `[service.NAME.secret.SECRET]`.
@@ -315,14 +316,20 @@ fn templates(cx: &mut Ctx, f: Field) -> Vec<Template> {
             check: None,
             on_change: OnChange::Reload,
             debounce: defaults::RENDER_DEBOUNCE,
+            secrets: Vec::new(),
         };
         let mut target = None;
+        let mut mode_given = false;
         for (k, v) in entries(table) {
             let f = Field::new(k.get_ref(), &place, v);
             match f.key {
                 "source" | "text" => {} // read above
                 "target" => target = cx.path(f),
-                "mode" => set(&mut t.mode, file_mode(cx, f)),
+                "mode" => {
+                    mode_given = true;
+                    set(&mut t.mode, file_mode(cx, f));
+                }
+                "secrets" => t.secrets = secret_names(cx, f),
                 "owner" => t.owner = account(cx, f),
                 "group" => t.group = account(cx, f),
                 "check" => t.check = cx.argv(f),
@@ -341,10 +348,36 @@ fn templates(cx: &mut Ctx, f: Field) -> Vec<Template> {
         if let Some(source) = source {
             t.source = source;
             t.target = target;
+            // A file that holds a secret is readable by its owner only, unless told.
+            if !t.secrets.is_empty() && !mode_given {
+                t.mode = 0o600;
+            }
             found.push(t);
         }
     }
     found
+}
+
+/// `secrets = ["wg-key", …]`: names of secrets (`[a-z0-9_-]`, 1 to 64 bytes), each once.
+fn secret_names(cx: &mut Ctx, f: Field) -> Vec<String> {
+    let names = cx.array(f, "secret names", |cx, f| {
+        let name = cx.string(f)?;
+        if crate::outputs::valid_key(&name) {
+            Some(name)
+        } else {
+            cx.invalid(
+                f,
+                format_args!("`{name}` is not a secret name: 1 to 64 of a-z, 0-9, `_` and `-`"),
+            )
+        }
+    });
+    let mut seen: Vec<String> = Vec::new();
+    for name in names.unwrap_or_default() {
+        if !seen.contains(&name) {
+            seen.push(name);
+        }
+    }
+    seen
 }
 
 /// `[service.NAME.secret.SECRET]`: a copy of a pushed secret at `target` (DESIGN §10), kept
@@ -392,6 +425,7 @@ fn secrets(cx: &mut Ctx, f: Field) -> Vec<Template> {
             check: None,
             on_change: OnChange::Reload,
             debounce: defaults::RENDER_DEBOUNCE,
+            secrets: Vec::new(),
         };
         let mut target = None;
         for (k, v) in entries(table) {
