@@ -231,11 +231,11 @@ pub enum Response {
     /// The answer to [`Request::Output`].
     Outputs(medic_kernel::Outputs),
     /// The answer to [`Request::Image`].
+    Image(ImageInfo),
     /// The answer to [`Request::SecretList`], by name.
     Secrets(Vec<SecretRow>),
     /// The answer to [`Request::Pending`].
     Pending(Option<PendingRow>),
-    Image(ImageInfo),
 }
 
 /// The program image that answers ([`Request::Image`]). Fields only ever grow at the end.
