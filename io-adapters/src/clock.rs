@@ -120,6 +120,14 @@ impl Steps {
     }
 }
 
+/// Far away on the wall clock: in 36,812 (2^40 s) where `time_t` has 64 bits; where it has 32
+/// (armv7 musl, as the `libc` crate declares it), its largest value, in 2038 — not `2^40`
+/// cast down to 0, which would disarm the timer and so never see the clock set.
+#[cfg(target_pointer_width = "64")]
+const FAR_AWAY: libc::time_t = 1 << 40;
+#[cfg(not(target_pointer_width = "64"))]
+const FAR_AWAY: libc::time_t = libc::time_t::MAX;
+
 /// Sets the timer far away, to be cancelled (and read as ECANCELED) when the clock is set.
 fn arm(fd: &OwnedFd) -> io::Result<()> {
     let spec = libc::itimerspec {
@@ -128,7 +136,7 @@ fn arm(fd: &OwnedFd) -> io::Result<()> {
             tv_nsec: 0,
         },
         it_value: libc::timespec {
-            tv_sec: (1_i64 << 40) as libc::time_t,
+            tv_sec: FAR_AWAY,
             tv_nsec: 0,
         },
     };
