@@ -32,7 +32,10 @@ impl Kernel {
             let up = slot.running().is_some()
                 || (slot.oneshot_done && slot.stop_command == StopCommand::Idle);
             if slot.config.stop_when_needs_fail && up {
-                self.slots[id.index()].medical.stopped_for_needs = true;
+                let planned = self.needs_down_as_planned(id);
+                let medical = &mut self.slots[id.index()].medical;
+                medical.stopped_for_needs = true;
+                medical.needs_planned = planned;
                 self.stop_service(id, AfterStop::Nothing);
                 self.advance_stop(id, out);
                 self.mark(id);
@@ -88,6 +91,35 @@ impl Kernel {
             }
             Plan::Heal(heal, settle) => self.intervene(id, heal, settle, out),
         }
+    }
+
+    /// Whether every unhealthy need of `id` is down only for a planned restart or run: its
+    /// own (made, its condition still transient), or, for a need blocked by its own needs,
+    /// theirs, all the way up. Judged when `stop-when-needs-fail` stops `id`; a need that
+    /// fails for real after that is not seen (at most one uncounted start per plan, and plans
+    /// come no faster than their period).
+    fn needs_down_as_planned(&self, id: ServiceId) -> bool {
+        let unhealthy = |s: &crate::service::Slot| -> Vec<ServiceId> {
+            s.needs
+                .iter()
+                .copied()
+                .filter(|n| !self.slots[n.index()].healthy)
+                .collect()
+        };
+        let mut seen = vec![false; self.slots.len()];
+        let mut stack = unhealthy(&self.slots[id.index()]);
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut seen[n.index()], true) {
+                continue;
+            }
+            let s = &self.slots[n.index()];
+            if s.unhealthy_needs > 0 {
+                stack.extend(unhealthy(s));
+            } else if !(s.planned && s.condition.is_transient()) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Whether everything `id` is ordered `after` has been tried.

@@ -50,7 +50,9 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   `uses` and `template` in a service's definition; `Input::SetOutputs`, `Input::RenderDone`,
 ///   `Effect::Render`, `Timer::Render`; the snapshot keeps every service's outputs and render
 ///   state, the state file each service's outputs.
-pub const FORMAT_VERSION: u32 = 5;
+/// * 6: a slot keeps whether it is in a planned restart or run (`planned`), the medical record
+///   whether its stop for needs was for such a plan only (`needs_planned`).
+pub const FORMAT_VERSION: u32 = 6;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
