@@ -93,33 +93,15 @@ impl Kernel {
         }
     }
 
-    /// Whether every unhealthy need of `id` is down only for a planned restart or run: its
-    /// own (made, its condition still transient), or, for a need blocked by its own needs,
-    /// theirs, all the way up. Judged when `stop-when-needs-fail` stops `id`; a need that
-    /// fails for real after that is not seen (at most one uncounted start per plan, and plans
-    /// come no faster than their period).
+    /// Whether the needs of `id` are down for a planned restart or run: one of them, or one
+    /// upstream of them, is in one (made, and its condition not yet past it). Judged when
+    /// `stop-when-needs-fail` stops `id`, from the plans alone, whatever else is down at the
+    /// same time: at most one uncounted start per plan, and plans come no faster than their
+    /// period.
     fn needs_down_as_planned(&self, id: ServiceId) -> bool {
-        let unhealthy = |s: &crate::service::Slot| -> Vec<ServiceId> {
-            s.needs
-                .iter()
-                .copied()
-                .filter(|n| !self.slots[n.index()].healthy)
-                .collect()
-        };
-        let mut seen = vec![false; self.slots.len()];
-        let mut stack = unhealthy(&self.slots[id.index()]);
-        while let Some(n) = stack.pop() {
-            if std::mem::replace(&mut seen[n.index()], true) {
-                continue;
-            }
-            let s = &self.slots[n.index()];
-            if s.unhealthy_needs > 0 {
-                stack.extend(unhealthy(s));
-            } else if !(s.planned && s.condition.is_transient()) {
-                return false;
-            }
-        }
-        true
+        self.closure(id, |s| &s.needs)
+            .iter()
+            .any(|n| self.slots[n.index()].planned)
     }
 
     /// Whether everything `id` is ordered `after` has been tried.
@@ -322,6 +304,7 @@ impl Kernel {
         });
         slot.problem = None;
         slot.problem_note.clear();
+        slot.render.owed.clear(); // the new process reads the files as they are
         slot.ever_started = true;
         slot.probe_failures = 0;
         slot.ready_poll_every = defaults::READY_POLL_FIRST;

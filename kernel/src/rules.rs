@@ -30,7 +30,7 @@ pub(crate) struct Medical {
     pub relapsed: bool,
     /// Stopped by `stop-when-needs-fail`; its next start waits for `start_gate`.
     pub stopped_for_needs: bool,
-    /// That stop was for needs down only for a planned restart or run (`restart-every`,
+    /// That stop was for needs down for a planned restart or run (`restart-every`,
     /// `every`, `at`, upstream or theirs): the start after it is not counted.
     pub needs_planned: bool,
     /// Starts after a need came back, since the service was last healthy for `forgive-after`.

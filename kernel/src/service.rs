@@ -119,7 +119,8 @@ pub(crate) struct Slot {
     /// The condition, as last derived.
     pub condition: Condition,
     /// In a planned restart or run (`restart-every`, `every`, `at`) since it was made, until
-    /// its condition is no longer transient: what needs it is down for a plan, not a failure.
+    /// its condition changes to one that is not transient: what needs it, directly or not, is
+    /// down for a plan, not a failure.
     pub planned: bool,
     /// When `condition` began.
     pub since: Instant,

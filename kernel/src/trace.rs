@@ -51,7 +51,8 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   `Effect::Render`, `Timer::Render`; the snapshot keeps every service's outputs and render
 ///   state, the state file each service's outputs.
 /// * 6: a slot keeps whether it is in a planned restart or run (`planned`), the medical record
-///   whether its stop for needs was for such a plan only (`needs_planned`).
+///   whether its stop for needs was for such a plan only (`needs_planned`); the render state
+///   the targets whose `on-change` a thrown-away answer left owed (`owed`).
 pub const FORMAT_VERSION: u32 = 6;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.

@@ -278,8 +278,8 @@ struct Model {
     /// That stop was for needs down only for a planned restart or run (theirs or upstream):
     /// the start after it is not counted (the kernel's `needs_planned`).
     needs_planned: bool,
-    /// In a planned restart or run (its history said so), until its condition is not
-    /// transient.
+    /// In a planned restart or run (its history said so), until its condition changes to one
+    /// that is not transient.
     planned: bool,
     needs_restarts: u32,
     start_gate: Instant,
@@ -1554,34 +1554,21 @@ impl Checker {
         self.touched.clear();
     }
 
-    /// Whether every unhealthy one of `needs` is down only for a planned restart or run: its
-    /// own, or, for one blocked by its needs, theirs, all the way up.
+    /// Whether `needs` are down for a planned restart or run: one of them, or one upstream
+    /// of them, is in one (the kernel's rule: from the plans alone).
     fn needs_down_as_planned(&self, k: &Kernel, needs: &[ServiceId]) -> bool {
-        let unhealthy = |needs: &[ServiceId]| -> Vec<ServiceId> {
-            needs
-                .iter()
-                .copied()
-                .filter(|n| self.models.get(*n).is_some_and(|m| !m.healthy))
-                .collect()
-        };
         let mut seen = BTreeSet::new();
-        let mut stack = unhealthy(needs);
+        let mut stack = needs.to_vec();
         while let Some(n) = stack.pop() {
             if !seen.insert(n) {
                 continue;
             }
-            let Some(m) = self.models.get(n) else {
-                continue;
-            };
-            if !m.needs_ok {
-                stack.extend(unhealthy(
-                    k.status(n).map(|v| v.needs()).unwrap_or_default(),
-                ));
-            } else if !(m.planned && m.condition.is_transient()) {
-                return false;
+            if self.models.get(n).is_some_and(|m| m.planned) {
+                return true;
             }
+            stack.extend_from_slice(k.status(n).map(|v| v.needs()).unwrap_or_default());
         }
-        true
+        false
     }
 
     fn rederive(&mut self, now: Instant, k: &Kernel, world: &World, id: ServiceId, after: bool) {

@@ -13,7 +13,9 @@
 //! * **9, no storms.** An `on-change` action (a reload signal or command, or the stop of a
 //!   restart, delivered to a live process in the step that takes a render's answer) only after
 //!   a render whose bytes really changed in the world, and never two for one consumer closer
-//!   than its `debounce`.
+//!   than its `debounce`. A render that changed bytes but whose answer the kernel threw away
+//!   (what it reads changed meanwhile) owes its action to the answer after it, whatever that
+//!   answer: that action is judged as the changed render's, once.
 //!
 //! The latest outputs are what the publishers published ([`Input::SetOutputs`]), and empty
 //! where the kernel cleared them ("outputs cleared" in the publisher's history: stopped by the
@@ -52,6 +54,9 @@ pub struct FreshConfig {
     due_of: BTreeMap<String, Instant>,
     /// Each consumer's last `on-change` action.
     last_action: BTreeMap<String, Instant>,
+    /// Consumers whose bytes a render changed in the world with no `on-change` action in the
+    /// step of its answer (until one, or a spawn, which reads the files as they are).
+    unapplied: BTreeSet<String>,
     shutting_down: bool,
 }
 
@@ -137,8 +142,22 @@ impl FreshConfig {
                 }
             }
         }
-        if let Input::RenderDone { service, job, .. } = input {
-            self.judge_action(now, k, world, effects, *service, *job, checker);
+        for e in effects {
+            if let Effect::Spawn { service, .. } = e {
+                self.unapplied.remove(k.name(*service));
+            }
+        }
+        if let Input::RenderDone {
+            service,
+            job,
+            result,
+        } = input
+        {
+            // The world's answer: the world's record of that render may already be the next
+            // one's, asked in this step when the kernel threw this answer away.
+            let wrote = matches!(result, medic_kernel::RenderResult::Changed(_));
+            let answer = (*service, *job, wrote);
+            self.judge_action(now, k, world, effects, answer, checker);
         }
     }
 
@@ -220,16 +239,15 @@ impl FreshConfig {
         }
     }
 
-    /// Property 9 in the step that takes the answer of render `job` of `service`.
-    #[allow(clippy::too_many_arguments)]
+    /// Property 9 in the step that takes the answer of render `job` of `service` (`wrote`: the
+    /// answer says the world changed files).
     fn judge_action(
         &mut self,
         now: Instant,
         k: &Kernel,
         world: &World,
         effects: &[Effect],
-        service: medic_kernel::ServiceId,
-        job: medic_kernel::JobId,
+        (service, job, wrote): (medic_kernel::ServiceId, medic_kernel::JobId, bool),
         checker: &mut Checker,
     ) {
         let action = effects.iter().find_map(|e| match e {
@@ -249,10 +267,17 @@ impl FreshConfig {
             } if *s == service => Some(format!("{p:?} command")),
             _ => None,
         });
-        let Some(action) = action else { return };
         let name = k.name(service).to_string();
         let render = world.outputs.last_render(service).filter(|r| r.job == job);
-        if !render.is_some_and(|r| r.changed) {
+        let changed = render.is_some_and(|r| r.changed);
+        let Some(action) = action else {
+            if changed || wrote {
+                self.unapplied.insert(name);
+            }
+            return;
+        };
+        let owed = self.unapplied.remove(&name);
+        if !changed && !owed {
             let what = format!(
                 "on-change ({action}) after a render whose bytes did not change in the world"
             );
