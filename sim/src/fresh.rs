@@ -9,7 +9,10 @@
 //!   then done again at once, which takes a second one. ("Running": a live process in the
 //!   world that nobody has asked to stop, and that the kernel is not stopping; a consumer that
 //!   starts later renders before its start.) A last render that failed counts: the latest
-//!   outputs may be ones no template can render.
+//!   outputs may be ones no template can render. And a running consumer whose files the world
+//!   changed (a target with an `on-change` other than `none`) has had an `on-change` action
+//!   since, or a spawn: else it runs on files it was never told of (a render answer the kernel
+//!   threw away had replaced them).
 //! * **9, no storms.** An `on-change` action (a reload signal or command, or the stop of a
 //!   restart, delivered to a live process in the step that takes a render's answer) only after
 //!   a render whose bytes really changed in the world, and never two for one consumer closer
@@ -39,6 +42,8 @@ struct Consumer {
     debounce: Duration,
     /// What it reads: `needs`, then `uses`.
     reads: Vec<String>,
+    /// The targets whose change the process must hear of (`on-change` not `none`).
+    acts_on: BTreeSet<String>,
 }
 
 /// The checker of properties 8 and 9.
@@ -57,6 +62,9 @@ pub struct FreshConfig {
     /// Consumers whose bytes a render changed in the world with no `on-change` action in the
     /// step of its answer (until one, or a spawn, which reads the files as they are).
     unapplied: BTreeSet<String>,
+    /// Consumers whose files (with an `on-change`) the world changed, and since when, with no
+    /// `on-change` action since (until one, or a spawn).
+    untold: BTreeMap<String, Instant>,
     shutting_down: bool,
 }
 
@@ -88,6 +96,12 @@ impl FreshConfig {
                     .min()
                     .unwrap_or_default(),
                 reads,
+                acts_on: s
+                    .templates
+                    .iter()
+                    .filter(|t| t.on_change != medic_kernel::config::OnChange::None)
+                    .map(|t| t.target.clone())
+                    .collect(),
             };
             self.consumers.insert(s.name.clone(), consumer);
         }
@@ -145,6 +159,7 @@ impl FreshConfig {
         for e in effects {
             if let Effect::Spawn { service, .. } = e {
                 self.unapplied.remove(k.name(*service));
+                self.untold.remove(k.name(*service));
             }
         }
         if let Input::RenderDone {
@@ -157,7 +172,33 @@ impl FreshConfig {
             // one's, asked in this step when the kernel threw this answer away.
             let wrote = matches!(result, medic_kernel::RenderResult::Changed(_));
             let answer = (*service, *job, wrote);
-            self.judge_action(now, k, world, effects, answer, checker);
+            let acted = self.judge_action(now, k, world, effects, answer, checker);
+            let name = k.name(*service).to_string();
+            let must_hear = match (result, self.consumers.get(&name)) {
+                (medic_kernel::RenderResult::Changed(targets), Some(c)) => {
+                    targets.iter().any(|t| c.acts_on.contains(t))
+                }
+                _ => false,
+            };
+            // A spawn in this step reads the files as they are now.
+            let spawned = effects
+                .iter()
+                .any(|e| matches!(e, Effect::Spawn { service: s, .. } if s == service));
+            if acted || spawned {
+                self.untold.remove(&name);
+            } else if must_hear && !self.untold.contains_key(&name) {
+                self.untold.insert(name.clone(), now);
+                let debounce = self
+                    .consumers
+                    .get(&name)
+                    .map_or(Duration::ZERO, |c| c.debounce);
+                let at = now + debounce + RENDER_LATENCY_MAX * 2;
+                let at = self.due_of.get(&name).map_or(at, |old| at.max(*old));
+                if let Some(old) = self.due_of.insert(name.clone(), at) {
+                    self.due.remove(&(old, name.clone()));
+                }
+                self.due.insert((at, name));
+            }
         }
     }
 
@@ -216,6 +257,13 @@ impl FreshConfig {
                     .filter(|p| r.outputs.get(*p) != self.latest.get(*p))
                     .collect(),
             };
+            if let Some(since) = self.untold.get(&name) {
+                let what = format!(
+                    "runs on files it was never told of: the world changed them at {since} \
+                     (a target with an on-change), and no on-change came since"
+                );
+                checker.report(Property::FreshConfig, Some(id), &name, at, what);
+            }
             if let Some(p) = stale.first() {
                 let rendered = world.outputs.last_render(id).map_or_else(
                     || "it never rendered".to_string(),
@@ -249,7 +297,7 @@ impl FreshConfig {
         effects: &[Effect],
         (service, job, wrote): (medic_kernel::ServiceId, medic_kernel::JobId, bool),
         checker: &mut Checker,
-    ) {
+    ) -> bool {
         let action = effects.iter().find_map(|e| match e {
             Effect::Signal {
                 service: s,
@@ -274,7 +322,7 @@ impl FreshConfig {
             if changed || wrote {
                 self.unapplied.insert(name);
             }
-            return;
+            return false;
         };
         let owed = self.unapplied.remove(&name);
         if !changed && !owed {
@@ -297,5 +345,6 @@ impl FreshConfig {
                 checker.report(Property::NoStorms, Some(service), &name, now, what);
             }
         }
+        true
     }
 }
