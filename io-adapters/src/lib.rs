@@ -41,6 +41,7 @@ pub mod process;
 pub mod reexec;
 pub mod render;
 pub mod runtime;
+pub mod secrets;
 pub mod statedir;
 pub mod statefile;
 pub mod terminal;

@@ -53,6 +53,13 @@ pub fn environment() -> Environment<'static> {
     env.add_filter("subnet", subnet);
     env.add_filter("host", host);
     env.add_filter("join", join);
+    // Replaced, for a template that names its `secrets`, by one that gives their values.
+    env.add_function("secret", |name: String| -> Result<String, Error> {
+        Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("secret(\"{name}\"): name it in the template's `secrets = [...]` first"),
+        ))
+    });
     env
 }
 
@@ -229,6 +236,16 @@ pub fn render_text(
     env: &Environment<'static>,
     text: &str,
     outputs: &BTreeMap<String, Outputs>,
+) -> Result<String, String> {
+    render_with(env, text, outputs, describe)
+}
+
+/// [`render_text`], its errors worded by `describe`.
+fn render_with(
+    env: &Environment<'static>,
+    text: &str,
+    outputs: &BTreeMap<String, Outputs>,
+    describe: fn(&minijinja::Error) -> String,
 ) -> Result<String, String> {
     let template = env.template_from_str(text).map_err(|e| describe(&e))?;
     let rendered = template.render(variables(outputs)).map_err(|e| {
@@ -461,18 +478,39 @@ fn read_limited(path: &Path) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
-/// Renders every template and writes a candidate for each target whose bytes change. On any
-/// failure the candidates already written are removed and nothing else is touched; `Err` says
-/// which target and why. `tag` makes the candidates' names unique (the render's job).
+/// Where the copies of secrets come from (DESIGN §10): the store's directory and the
+/// generation of each secret the kernel named.
+#[derive(Clone, Debug, Default)]
+pub struct SecretFiles {
+    /// `secrets-dir`.
+    pub dir: PathBuf,
+    /// The generation of each secret, by name.
+    pub generations: BTreeMap<String, u64>,
+}
+
+/// [`stage_with`] for templates that copy no secret.
 pub fn stage(
     templates: &[Template],
     outputs: &BTreeMap<String, Outputs>,
     tag: u64,
 ) -> Result<Vec<Candidate>, String> {
+    stage_with(templates, outputs, &SecretFiles::default(), tag)
+}
+
+/// Renders every template (a secret's copy: reads its bytes from the store) and writes a
+/// candidate for each target whose bytes change. On any failure the candidates already written
+/// are removed and nothing else is touched; `Err` says which target and why (never a secret's
+/// bytes). `tag` makes the candidates' names unique (the render's job).
+pub fn stage_with(
+    templates: &[Template],
+    outputs: &BTreeMap<String, Outputs>,
+    secrets: &SecretFiles,
+    tag: u64,
+) -> Result<Vec<Candidate>, String> {
     let env = environment();
     let mut staged = Vec::new();
     for t in templates {
-        match stage_one(&env, t, outputs, tag) {
+        match stage_one(&env, t, outputs, secrets, tag) {
             Ok(Some(c)) => staged.push(c),
             Ok(None) => {}
             Err(why) => {
@@ -488,6 +526,7 @@ fn stage_one(
     env: &Environment<'static>,
     t: &Template,
     outputs: &BTreeMap<String, Outputs>,
+    secrets: &SecretFiles,
     tag: u64,
 ) -> Result<Option<Candidate>, String> {
     let text = match &t.source {
@@ -498,11 +537,88 @@ fn stage_one(
                 .ok_or_else(|| format!("{path} does not exist"))?;
             String::from_utf8(bytes).map_err(|_| format!("{path} is not UTF-8 text"))?
         }
+        TemplateSource::Secret(name) => {
+            let generation = secrets
+                .generations
+                .get(name)
+                .ok_or_else(|| format!("waiting for secret {name}"))?;
+            let path = crate::secrets::path_of(&secrets.dir, name, *generation);
+            // Only the name and generation are said: never the bytes.
+            let bytes = read_limited(&path)
+                .map_err(|e| format!("cannot read secret {name} generation {generation}: {e}"))?
+                .ok_or_else(|| {
+                    format!("secret {name} generation {generation} is no longer in the store")
+                })?;
+            return write_if_changed(bytes, t, tag);
+        }
     };
-    let rendered = render_text(env, &text, outputs)?;
+    if t.secrets.is_empty() {
+        let rendered = render_text(env, &text, outputs)?;
+        return write_if_changed(rendered.into_bytes(), t, tag);
+    }
+    // A template that reads secrets: `secret("NAME")` gives the bytes of each it names, as
+    // text. What it says when it fails may quote a value it was given, so no more than the
+    // line and the kind of error is said (never a secret's bytes).
+    let mut values = BTreeMap::new();
+    for name in &t.secrets {
+        let generation = secrets
+            .generations
+            .get(name)
+            .ok_or_else(|| format!("waiting for secret {name}"))?;
+        let path = crate::secrets::path_of(&secrets.dir, name, *generation);
+        let bytes = read_limited(&path)
+            .map_err(|e| format!("cannot read secret {name} generation {generation}: {e}"))?
+            .ok_or_else(|| {
+                format!("secret {name} generation {generation} is no longer in the store")
+            })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            format!("secret {name} generation {generation} is not UTF-8 text: a template cannot read it (copy it with [service.X.secret.{name}])")
+        })?;
+        values.insert(name.clone(), text);
+    }
+    let mut env = env.clone();
+    let values = std::sync::Arc::new(values);
+    env.add_function(
+        "secret",
+        move |name: String| -> Result<String, minijinja::Error> {
+            values.get(&name).cloned().ok_or_else(|| {
+                minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("secret(\"{name}\"): not one of this template's `secrets`"),
+                )
+            })
+        },
+    );
+    let rendered = render_with(&env, &text, outputs, describe_without_values)?;
+    write_if_changed(rendered.into_bytes(), t, tag)
+}
+
+/// A render error of a template that reads secrets: its kind and line, never its message
+/// (which may quote a value, a secret's among them).
+fn describe_without_values(e: &minijinja::Error) -> String {
+    let kind = match e.kind() {
+        ErrorKind::UndefinedError => "a variable or attribute is undefined",
+        ErrorKind::SyntaxError => "syntax error",
+        ErrorKind::UnknownFilter => "unknown filter",
+        ErrorKind::UnknownFunction => "unknown function",
+        ErrorKind::InvalidOperation => "invalid operation",
+        ErrorKind::MissingArgument | ErrorKind::TooManyArguments => "wrong number of arguments",
+        ErrorKind::CannotUnpack | ErrorKind::BadSerialization => "a value of the wrong kind",
+        _ => "render error",
+    };
+    match e.line() {
+        Some(line) => {
+            format!("line {line}: {kind} (details withheld: this template reads secrets)")
+        }
+        None => format!("{kind} (details withheld: this template reads secrets)"),
+    }
+}
+
+/// A candidate for `t`'s target holding `bytes`, unless the target already holds them.
+fn write_if_changed(bytes: Vec<u8>, t: &Template, tag: u64) -> Result<Option<Candidate>, String> {
     let target = Path::new(&t.target);
     // A target that cannot be read is replaced: what it holds is not known to be right.
-    if read_limited(target).ok().flatten().as_deref() == Some(rendered.as_bytes()) {
+    if read_limited(target).ok().flatten().as_deref() == Some(bytes.as_slice()) {
         return Ok(None);
     }
     let dir = target
@@ -515,7 +631,7 @@ fn stage_one(
     // `/run` is a tmpfs: the directory of a target there is gone after every boot.
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let temp = dir.join(format!(".{name}.medic-{tag}"));
-    write_candidate(&temp, rendered.as_bytes(), t).map_err(|e| {
+    write_candidate(&temp, &bytes, t).map_err(|e| {
         let _ = fs::remove_file(&temp);
         format!("cannot write {}: {e}", temp.display())
     })?;
@@ -753,6 +869,7 @@ mod tests {
             group: None,
             check,
             on_change: OnChange::Reload,
+            secrets: Vec::new(),
             debounce: std::time::Duration::from_secs(1),
         }
     }

@@ -161,6 +161,32 @@ enum Event {
         job: JobId,
         staged: Result<Vec<crate::render::Candidate>, String>,
     },
+    /// A secret was written into the store off the loop (`medic secret set`).
+    SecretStored {
+        name: String,
+        generation: u64,
+        confirm_within: Option<Duration>,
+        written: io::Result<crate::secrets::Version>,
+        reply: mpsc::Sender<Response>,
+    },
+    /// The config file of a `medic apply`, read off the loop.
+    ApplyRead {
+        path: PathBuf,
+        confirm_within: Option<Duration>,
+        text: io::Result<String>,
+        reply: mpsc::Sender<Response>,
+    },
+}
+
+/// The secret store and the pushes under way (DESIGN §10).
+struct Secrets {
+    store: crate::secrets::Store,
+    /// A `medic secret set`, `secret rm` or `apply` is being written or read off the loop:
+    /// one at a time, so that what the kernel is told is what the store holds.
+    busy: bool,
+    /// While a `medic apply --confirm-within` waits: the config file and text before it,
+    /// which a roll-back puts back.
+    applied_over: Option<(PathBuf, String)>,
 }
 
 /// A read of the config file under way, off the loop.
@@ -225,6 +251,11 @@ pub struct Runtime {
     reexec_go: Option<PathBuf>,
     /// This program image: when it began, and the `execve`s it survived ([`Request::Image`]).
     image: ImageInfo,
+    /// Secrets and confirm-or-roll-back.
+    secrets: Secrets,
+    /// The kernel went back to an earlier config while carrying out effects: follow it once
+    /// the round is done ([`Runtime::config_changed`]).
+    config_changed_pending: bool,
 }
 
 /// A `medic reexec` waiting for `BINARY daemon --check-state` to answer.
@@ -306,6 +337,20 @@ impl Runtime {
         let trace = TraceRing::new(&setup.config_text, setup.config.daemon.trace_size_bytes);
         let daemon = setup.config.daemon.clone();
         let (survival, origin) = Survival::read(&setup.state_dir, setup.handover);
+        let secrets_dir = match &setup.config.daemon.secrets_dir {
+            Some(dir) => PathBuf::from(dir),
+            None => setup.state_dir.join("secrets"),
+        };
+        let (store, said) = crate::secrets::Store::open(&secrets_dir);
+        for line in said {
+            tracing::warn!("{line}");
+        }
+        if let Some(why) = store.refused() {
+            tracing::error!(
+                "secrets-dir refused: {why}; `medic secret` commands fail and services that \
+                 copy a secret wait"
+            );
+        }
         let runtime = Runtime {
             kernel: Kernel::new(setup.config),
             trace,
@@ -344,6 +389,12 @@ impl Runtime {
                 failed_execs: 0,
                 last_failure: None,
             },
+            secrets: Secrets {
+                store,
+                busy: false,
+                applied_over: None,
+            },
+            config_changed_pending: false,
         };
         Ok((runtime, rx))
     }
@@ -377,12 +428,25 @@ impl Runtime {
             Ok(w) => self.links = Some(w),
             Err(e) => tracing::warn!("netlink unavailable ({e}): interface services stay absent"),
         }
+        let mut link_facts = self.links.as_ref().map(|w| w.table().facts());
         while let Ok(input) = link_rx.try_recv() {
             self.feed(input);
         }
+        self.publish_interfaces();
         // Before the first tick boots anything: what a crashed predecessor left running is
         // adopted or stopped.
         self.take_over();
+        // The secrets in the store, before the first tick (so services that copy one start).
+        let stored: Vec<(String, u64)> = (self.secrets.store.entries().iter())
+            .map(|(name, e)| (name.clone(), e.current.generation))
+            .collect();
+        for (name, generation) in stored {
+            self.feed(Input::SecretSet {
+                name,
+                generation,
+                confirm_within: None,
+            });
+        }
         // The wall clock too, for `at` times; then every step of it.
         let host = clock::host_number();
         self.feed(Input::WallClock(clock::read(host)));
@@ -397,6 +461,9 @@ impl Runtime {
         loop {
             while let Some(input) = self.queue.pop_front() {
                 self.feed(input);
+            }
+            if self.config_changed_pending {
+                self.config_changed();
             }
             self.children.run_sweeps();
             if self.survival.dirty {
@@ -439,6 +506,12 @@ impl Runtime {
                         None => { pending().await; unreachable!() }
                     }
                 } => Woke::ClockStepped(stepped),
+                Ok(()) = async {
+                    match link_facts.as_mut() {
+                        Some(f) => f.changed().await,
+                        None => { pending().await; unreachable!() }
+                    }
+                } => Woke::LinkFacts,
                 paths = async {
                     match self.watcher.as_mut() {
                         Some(w) => w.changed().await,
@@ -471,7 +544,10 @@ impl Runtime {
                     tracing::warn!("clock steps cannot be followed any more ({e})");
                     steps = None;
                 }
+                Woke::LinkFacts => {}
             }
+            // After any wake: a link's facts, an operator's start, a new config.
+            self.publish_interfaces();
         }
         self.cleanup();
         self.save_state();
@@ -483,6 +559,39 @@ impl Runtime {
         let _ = tokio::time::timeout(FLUSH_AT_EXIT, connections.finished()).await;
         tracing::info!("shutdown complete");
         Ok(())
+    }
+
+    /// Interface services publish their link's facts as outputs (DESIGN §9: `ifname`,
+    /// `ifindex`, `mtu`, `mac`, `ipv4`, `ipv6`; netlink::LinkTable::outputs), fed to the
+    /// kernel as [`Input::SetOutputs`] — traced like any input, so a replay renders the same —
+    /// whenever they differ from what the kernel holds. A service the operator stopped is left
+    /// without (stopping clears a service's outputs) until it is started again; nothing is
+    /// published once the daemon shuts down.
+    fn publish_interfaces(&mut self) {
+        let Some(links) = self.links.as_ref().map(|w| w.table()) else {
+            return;
+        };
+        if self.shutting_down || self.done {
+            return;
+        }
+        let mut changed = Vec::new();
+        for view in self.kernel.views() {
+            let medic_kernel::config::Kind::Interface { ifname, .. } = &view.config().kind else {
+                continue;
+            };
+            if !view.wanted() {
+                continue;
+            }
+            let outputs = links.outputs(ifname);
+            let held = self.kernel.outputs(view.name());
+            if held.map_or(outputs.is_empty(), |h| *h == outputs) {
+                continue;
+            }
+            changed.push((view.name().to_string(), outputs));
+        }
+        for (service, outputs) in changed {
+            self.feed(Input::SetOutputs { service, outputs });
+        }
     }
 
     /// Binds the control socket and serves it on a task of its own: the calls it hands over,
@@ -685,6 +794,19 @@ impl Runtime {
                 job,
                 staged,
             } => self.render_staged(service, job, staged),
+            Event::SecretStored {
+                name,
+                generation,
+                confirm_within,
+                written,
+                reply,
+            } => self.secret_stored(name, generation, confirm_within, written, reply),
+            Event::ApplyRead {
+                path,
+                confirm_within,
+                text,
+                reply,
+            } => self.apply_read(path, confirm_within, text, reply),
             Event::AdoptedEnded(job) => {
                 if let Some(service) = self.children.adopted_ended(job) {
                     let status = ExitStatus::Unknown;
@@ -708,6 +830,17 @@ impl Runtime {
             Some(_) => "medic reload-config",
             None => "SIGHUP",
         };
+        if let Some(pending) = self.kernel.pending() {
+            let why = format!(
+                "{who} ignored: {} waits for `medic confirm`; confirm it or let it roll back first",
+                pending.describe()
+            );
+            tracing::warn!("{why}");
+            if let Some(reply) = reply {
+                let _ = reply.try_send(Response::Error(why));
+            }
+            return;
+        }
         if let Some(read) = self.config_read.as_mut() {
             if !read.again {
                 tracing::warn!(
@@ -778,11 +911,7 @@ impl Runtime {
                     )),
                 };
                 self.feed(Input::ReplaceConfig { text });
-                self.follow_devices();
-                self.warn_daemon_keys();
-                // The captured output of services no longer in the config goes with them.
-                let kernel = &self.kernel;
-                self.logs.retain(|name, _| kernel.lookup(name).is_some());
+                self.config_changed();
                 answer
             }
             Err(e) => {
@@ -800,6 +929,16 @@ impl Runtime {
             };
             self.start_config_read(who, read.next_clients);
         }
+    }
+
+    /// After the kernel took a new config: devices are followed as it says, `[daemon]` keys
+    /// it changes are named, the captured output of services no longer in it goes.
+    fn config_changed(&mut self) {
+        self.config_changed_pending = false;
+        self.follow_devices();
+        self.warn_daemon_keys();
+        let kernel = &self.kernel;
+        self.logs.retain(|name, _| kernel.lookup(name).is_some());
     }
 
     /// `[daemon]` keys take effect at startup only: after a reload, says which ones the
@@ -982,7 +1121,10 @@ impl Runtime {
                 job,
                 templates,
                 outputs,
-            } => self.render(*service, *job, templates, outputs),
+                secrets,
+            } => self.render(*service, *job, templates, outputs, secrets),
+            Effect::DropSecret { name, generation } => self.drop_secret(name, *generation),
+            Effect::ConfigRolledBack => self.config_rolled_back(),
         }
     }
 
@@ -995,14 +1137,19 @@ impl Runtime {
         job: JobId,
         templates: &[medic_kernel::config::Template],
         outputs: &BTreeMap<String, medic_kernel::Outputs>,
+        secrets: &BTreeMap<String, u64>,
     ) {
         let tx = self.tx.clone();
         let (templates, outputs) = (templates.to_vec(), outputs.clone());
+        let secrets = crate::render::SecretFiles {
+            dir: self.secrets.store.dir().to_path_buf(),
+            generations: secrets.clone(),
+        };
         let spawned = std::thread::Builder::new()
             .name("medic-render".into())
             .stack_size(RENDER_STACK)
             .spawn(move || {
-                let staged = crate::render::stage(&templates, &outputs, job.0);
+                let staged = crate::render::stage_with(&templates, &outputs, &secrets, job.0);
                 let _ = tx.blocking_send(Event::RenderStaged {
                     service,
                     job,
@@ -1627,6 +1774,40 @@ impl Runtime {
             Request::ReloadConfig => return self.reload_config(Some(reply)),
             Request::Reexec { binary } => return self.start_reexec(binary.clone(), reply),
             Request::Image => Response::Image(self.image.clone()),
+            Request::SecretSet {
+                name,
+                bytes,
+                confirm_within_ms,
+            } => {
+                let within = confirm_within_ms.map(Duration::from_millis);
+                return self.secret_set(name, &bytes.0, within, reply);
+            }
+            Request::SecretRemove { name } => self.secret_remove(name),
+            Request::SecretList => Response::Secrets(
+                (self.secrets.store.entries().iter())
+                    .map(|(name, e)| control::SecretRow {
+                        name: name.clone(),
+                        size: e.current.size,
+                        generation: e.current.generation,
+                        set_at_unix_ms: e.current.set_at_unix_ms,
+                        unconfirmed: e.current.unconfirmed,
+                    })
+                    .collect(),
+            ),
+            Request::Apply {
+                path,
+                confirm_within_ms,
+            } => {
+                let within = confirm_within_ms.map(Duration::from_millis);
+                return self.apply(PathBuf::from(path), within, reply);
+            }
+            Request::Confirm => self.confirm(),
+            Request::Pending => {
+                Response::Pending(self.kernel.pending().map(|p| control::PendingRow {
+                    what: p.describe(),
+                    deadline_ms: p.deadline.as_millis(),
+                }))
+            }
             Request::Output { service } => match self.kernel.lookup(service) {
                 Some(_) => {
                     Response::Outputs(self.kernel.outputs(service).cloned().unwrap_or_default())
@@ -1974,6 +2155,302 @@ impl Runtime {
     }
 }
 
+// ----- secrets and confirm-or-roll-back (DESIGN §10) ------------------------------------------
+
+impl Runtime {
+    /// Why a push (`secret set`, `secret rm`, `apply`) cannot be taken now, if it cannot.
+    fn push_refusal(&self) -> Option<String> {
+        if let Some(pending) = self.kernel.pending() {
+            return Some(format!(
+                "{} waits for `medic confirm`; one change at a time: confirm it, or let it roll \
+                 back, then push again; nothing changed",
+                pending.describe()
+            ));
+        }
+        if self.secrets.busy {
+            return Some(
+                "another `medic secret set`, `secret rm` or `apply` is under way; try again; \
+                 nothing changed"
+                    .into(),
+            );
+        }
+        if self.shutting_down {
+            return Some("the daemon is shutting down; nothing changed".into());
+        }
+        None
+    }
+
+    /// `medic secret set`: checked here (the client hears why), written off the loop, then
+    /// told to the kernel ([`Runtime::secret_stored`]).
+    fn secret_set(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        confirm_within: Option<Duration>,
+        reply: mpsc::Sender<Response>,
+    ) {
+        let refuse = |why: String| {
+            let _ = reply.try_send(Response::Error(why));
+        };
+        if !crate::secrets::valid_name(name) {
+            return refuse(format!(
+                "`{name}` is not a secret name: 1 to 64 of a-z, 0-9, `_` and `-`; nothing changed"
+            ));
+        }
+        if bytes.len() > crate::secrets::MAX_SECRET_BYTES {
+            return refuse(format!(
+                "the secret is {} bytes; at most {} are taken; nothing changed",
+                bytes.len(),
+                crate::secrets::MAX_SECRET_BYTES
+            ));
+        }
+        if let Some(why) = self.secrets.store.refused() {
+            return refuse(format!("the secrets directory is refused: {why}"));
+        }
+        let fresh = !self.secrets.store.entries().contains_key(name);
+        if fresh && self.secrets.store.entries().len() >= crate::secrets::MAX_SECRETS {
+            return refuse(format!(
+                "the store holds {} secrets already; remove one first",
+                crate::secrets::MAX_SECRETS
+            ));
+        }
+        if let Some(why) = self.push_refusal() {
+            return refuse(why);
+        }
+        let generation = self.secrets.store.next_generation(name);
+        let dir = self.secrets.store.dir().to_path_buf();
+        let (tx, name, bytes) = (self.tx.clone(), name.to_string(), bytes.to_vec());
+        let error_reply = reply.clone();
+        let spawned = std::thread::Builder::new()
+            .name("medic-secret".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let unconfirmed = confirm_within.is_some();
+                let written = crate::secrets::write(&dir, &name, generation, &bytes, unconfirmed);
+                let _ = tx.blocking_send(Event::SecretStored {
+                    name,
+                    generation,
+                    confirm_within,
+                    written,
+                    reply,
+                });
+            });
+        match spawned {
+            Ok(_) => self.secrets.busy = true,
+            Err(e) => {
+                let _ = error_reply.try_send(Response::Error(format!(
+                    "cannot start a thread to write the secret: {e}; nothing changed"
+                )));
+            }
+        }
+    }
+
+    /// A secret is in the store: the kernel hears its new generation.
+    fn secret_stored(
+        &mut self,
+        name: String,
+        generation: u64,
+        confirm_within: Option<Duration>,
+        written: io::Result<crate::secrets::Version>,
+        reply: mpsc::Sender<Response>,
+    ) {
+        self.secrets.busy = false;
+        let answer = match written {
+            Ok(version) => {
+                self.secrets.store.stored(&name, version);
+                tracing::info!(
+                    "secret {name}: generation {generation} stored ({} bytes){}",
+                    version.size,
+                    match confirm_within {
+                        Some(d) =>
+                            format!(", rolled back unless confirmed within {} ms", d.as_millis()),
+                        None => String::new(),
+                    }
+                );
+                self.feed(Input::SecretSet {
+                    name,
+                    generation,
+                    confirm_within,
+                });
+                Response::Done
+            }
+            Err(e) => Response::Error(format!(
+                "cannot write secret {name} into {}: {e}; nothing changed",
+                self.secrets.store.dir().display()
+            )),
+        };
+        let _ = reply.try_send(answer);
+    }
+
+    /// `medic secret rm`.
+    fn secret_remove(&mut self, name: &str) -> Response {
+        if !self.secrets.store.entries().contains_key(name) {
+            return Response::Error(format!("no secret called `{name}`"));
+        }
+        if let Some(why) = self.push_refusal() {
+            return Response::Error(why);
+        }
+        self.feed(Input::SecretRemoved {
+            name: name.to_string(),
+        });
+        // The kernel dropped it (Effect::DropSecret); one it never knew goes too.
+        if let Some(e) = self.secrets.store.entries().get(name).copied() {
+            self.drop_secret(name, e.current.generation);
+        }
+        tracing::info!("secret {name}: removed");
+        Response::Done
+    }
+
+    /// [`Effect::DropSecret`]: the store forgets that generation; its files go off the loop.
+    fn drop_secret(&mut self, name: &str, generation: u64) {
+        self.secrets.store.dropped(name, generation);
+        let (dir, name) = (self.secrets.store.dir().to_path_buf(), name.to_string());
+        let spawned = std::thread::Builder::new()
+            .name("medic-secret".into())
+            .stack_size(64 * 1024)
+            .spawn(move || crate::secrets::remove_files(&dir, &name, generation));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a thread to remove an old secret file: {e}");
+        }
+    }
+
+    /// `medic confirm`.
+    fn confirm(&mut self) -> Response {
+        let Some(pending) = self.kernel.pending().cloned() else {
+            return Response::Error("nothing waits for a confirmation".into());
+        };
+        self.feed(Input::Confirm);
+        tracing::info!("medic confirm: {} is final", pending.describe());
+        match pending.change {
+            medic_kernel::secrets::Change::Secret {
+                name, generation, ..
+            } => {
+                self.secrets.store.confirmed(&name, generation);
+                let dir = self.secrets.store.dir().to_path_buf();
+                let spawned = std::thread::Builder::new()
+                    .name("medic-secret".into())
+                    .stack_size(64 * 1024)
+                    .spawn(move || crate::secrets::remove_marker(&dir, &name, generation));
+                if let Err(e) = spawned {
+                    tracing::warn!("cannot start a thread to mark the secret confirmed: {e}");
+                }
+            }
+            medic_kernel::secrets::Change::Config { .. } => self.secrets.applied_over = None,
+        }
+        Response::Done
+    }
+
+    /// `medic apply FILE`: the file is read off the loop ([`Runtime::apply_read`]).
+    fn apply(
+        &mut self,
+        path: PathBuf,
+        confirm_within: Option<Duration>,
+        reply: mpsc::Sender<Response>,
+    ) {
+        if !path.is_absolute() {
+            let why = format!("{} is not an absolute path", path.display());
+            let _ = reply.try_send(Response::Error(why));
+            return;
+        }
+        if let Some(why) = self.push_refusal() {
+            let _ = reply.try_send(Response::Error(why));
+            return;
+        }
+        if self.config_read.is_some() {
+            let why = "a config read (SIGHUP) is under way; try again".to_string();
+            let _ = reply.try_send(Response::Error(why));
+            return;
+        }
+        match offloop::read_config(path.clone()) {
+            Ok(rx) => {
+                self.secrets.busy = true;
+                let tx = self.tx.clone();
+                tokio::task::spawn_local(async move {
+                    let text = rx.await.unwrap_or_else(|_| {
+                        Err(io::Error::other(
+                            "the reading thread ended without a result",
+                        ))
+                    });
+                    let _ = tx
+                        .send(Event::ApplyRead {
+                            path,
+                            confirm_within,
+                            text,
+                            reply,
+                        })
+                        .await;
+                });
+            }
+            Err(e) => {
+                let why = format!("cannot start a thread to read {}: {e}", path.display());
+                let _ = reply.try_send(Response::Error(why));
+            }
+        }
+    }
+
+    /// The text of a `medic apply`: validated here (the client hears every problem), then
+    /// fed; it is the daemon's config file from now on, and with `confirm_within` the file
+    /// and text before it are kept for a roll-back.
+    fn apply_read(
+        &mut self,
+        path: PathBuf,
+        confirm_within: Option<Duration>,
+        text: io::Result<String>,
+        reply: mpsc::Sender<Response>,
+    ) {
+        self.secrets.busy = false;
+        let shown = path.display().to_string();
+        let text = match text {
+            Ok(text) => text,
+            Err(e) => {
+                let why = format!("cannot read {shown}: {e}; nothing changed");
+                let _ = reply.try_send(Response::Error(why));
+                return;
+            }
+        };
+        let base = self.kernel.config().daemon.base_dir.clone();
+        if let Err(errors) = medic_kernel::config::parse_in(&text, &shown, base.as_deref()) {
+            let why = format!("{errors}\n{shown} does not validate; nothing changed");
+            let _ = reply.try_send(Response::Error(why));
+            return;
+        }
+        if let Some(why) = self.push_refusal() {
+            let _ = reply.try_send(Response::Error(why));
+            return;
+        }
+        crate::users::forget();
+        let before = (
+            std::mem::replace(&mut self.config_path, path),
+            std::mem::replace(&mut self.config_text, text.clone()),
+        );
+        if confirm_within.is_some() {
+            self.secrets.applied_over = Some(before);
+        }
+        tracing::info!("medic apply: {shown} is the config now");
+        self.feed(Input::ApplyConfig {
+            text,
+            confirm_within,
+        });
+        self.config_changed();
+        let _ = reply.try_send(Response::Done);
+    }
+
+    /// [`Effect::ConfigRolledBack`]: the config file and text before `medic apply` are the
+    /// daemon's again.
+    fn config_rolled_back(&mut self) {
+        if let Some((path, text)) = self.secrets.applied_over.take() {
+            tracing::warn!(
+                "medic apply was not confirmed in time: {} is the config again",
+                path.display()
+            );
+            self.config_path = path;
+            self.config_text = text;
+        }
+        // After this round of effects: devices and logs follow the config now in force.
+        self.config_changed_pending = true;
+    }
+}
+
 // ----- upgrading in place (DESIGN §13, crate::reexec) ------------------------------------------
 
 impl Runtime {
@@ -1991,6 +2468,11 @@ impl Runtime {
         }
         if let Some(why) = self.reexec_refusal() {
             return refuse(why);
+        }
+        if let Some(pending) = self.kernel.pending() {
+            // The new binary would take the applied config as final, or roll a pushed secret
+            // back at once: confirm first, or let it roll back.
+            return refuse(format!("{} waits for `medic confirm`", pending.describe()));
         }
         let binary = match binary {
             Some(b) if Path::new(&b).is_absolute() => PathBuf::from(b),
@@ -2237,6 +2719,8 @@ enum Woke {
     Files(io::Result<Vec<String>>),
     Deadline,
     ClockStepped(io::Result<()>),
+    /// A link's facts (addresses, MTU, MAC) may have changed: see `publish_interfaces`.
+    LinkFacts,
 }
 
 /// Reads a template check's stdout and stderr as they come into one [`render::CheckOutput`]

@@ -43,6 +43,10 @@ pub struct Kernel {
     pub(crate) watches: BTreeMap<String, Vec<(ServiceId, FileAction)>>,
     /// What each service publishes (DESIGN §9), by service name.
     pub(crate) outputs: BTreeMap<String, crate::outputs::Outputs>,
+    /// The generation in force of every secret (DESIGN §10): never its bytes.
+    pub(crate) secrets: BTreeMap<String, u64>,
+    /// The change waiting for `medic confirm`, with its deadline.
+    pub(crate) pending: Option<crate::secrets::Pending>,
     pub(crate) timers: Timers,
     next_job: u64,
     pub(crate) now: Instant,
@@ -89,6 +93,8 @@ impl Kernel {
             wall: None,
             clock_trusted: false,
             outputs: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            pending: None,
             dirty: VecDeque::new(),
             queued: Vec::new(),
         };
@@ -161,7 +167,11 @@ impl Kernel {
         if !self.booted {
             return Some(Instant::ZERO);
         }
-        self.timers.next()
+        let confirm = self.pending.as_ref().map(|p| p.deadline);
+        match (self.timers.next(), confirm) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether shutdown has finished (every process gone or abandoned, every stop command run).
@@ -192,6 +202,7 @@ impl Kernel {
                     self.boot(out);
                 }
                 self.fire_timers(out);
+                self.roll_back_if_due(out);
             }
             Input::Spawned { service, job, pid } => self.on_spawned(service, job, pid),
             Input::SpawnFailed {
@@ -243,6 +254,17 @@ impl Kernel {
                 job,
                 result,
             } => self.on_render_done(service, job, result, out),
+            Input::SecretSet {
+                name,
+                generation,
+                confirm_within,
+            } => self.on_secret_set(name, generation, confirm_within, out),
+            Input::SecretRemoved { name } => self.on_secret_removed(name, out),
+            Input::ApplyConfig {
+                text,
+                confirm_within,
+            } => self.on_apply_config(&text, confirm_within, out),
+            Input::Confirm => self.on_confirm(out),
         }
         if self.booted {
             self.settle_dirty(out);
@@ -270,6 +292,20 @@ impl Kernel {
             let id = self.order[i];
             self.slots[id.index()].since = self.now;
             self.mark(id);
+        }
+        // A process adopted from a previous daemon may hold a copy of a secret that is no
+        // longer in force (a push that daemon never saw confirmed is rolled back by the store
+        // at start): its copies are made again, which changes nothing when they are right.
+        for i in 0..self.order.len() {
+            let id = self.order[i];
+            let copies = self.slots[id.index()]
+                .config
+                .templates
+                .iter()
+                .any(|t| t.secrets_read().next().is_some());
+            if copies && self.slots[id.index()].running().is_some() {
+                self.on_render_timer(id, out);
+            }
         }
     }
 

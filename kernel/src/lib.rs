@@ -44,12 +44,20 @@
 //!   templates and the outputs they read, [`Input::RenderDone`] says changed, unchanged or
 //!   failed. The adapter renders off its loop; the kernel keeps one render per service in
 //!   flight.
+//! * **Secrets** (DESIGN §10) are `(name, generation)` only: [`Input::SecretSet`],
+//!   [`Input::SecretRemoved`]; a service's copies of them are rendered with its templates
+//!   ([`Effect::Render`] names the generations, the adapter reads the bytes from its store).
+//!   A push or a config applied with `confirm_within` ([`Input::ApplyConfig`]) is rolled back
+//!   at its deadline unless [`Input::Confirm`] comes first; one such change waits at a time.
+//!   [`Effect::DropSecret`] tells the store when a generation is no longer needed.
 //! * **Invariants**: [`Kernel::check_invariants`] may be called after any step.
 //!
 //! ## Bounds
 //! * history: `history-size` records per service (default 64), oldest dropped;
 //! * timers: at most one of each kind per service (thirteen kinds);
 //! * outputs: [`outputs::limits`] per service; one render in flight per service;
+//! * secrets: one generation in force per name, and at most one change waiting for its
+//!   confirmation (one deadline);
 //! * one process per service, at most one readiness poll and one probe in flight;
 //! * effects per step: proportional to the services the input touches (a config replacement
 //!   or shutdown touches all).
@@ -76,6 +84,7 @@ mod render;
 mod replace;
 mod rules;
 mod schedule;
+pub mod secrets;
 mod service;
 mod snapshot;
 mod stop;

@@ -232,6 +232,36 @@ pub enum Input {
         /// What it did.
         result: RenderResult,
     },
+    /// A secret was stored (`medic secret set`, DESIGN §10): `name` is at `generation` now.
+    /// Only the name and the number: the bytes stay in the adapter's store. With
+    /// `confirm_within`, the previous generation is kept and comes back unless
+    /// [`Input::Confirm`] arrives within that time. Refused with a [`Effect::Notice`] while
+    /// another change waits for its confirmation.
+    SecretSet {
+        /// The secret's name (`[a-z0-9_-]`, at most 64 bytes).
+        name: String,
+        /// Its new generation (1 for the first value; one more for each push).
+        generation: u64,
+        /// Roll back unless confirmed within this.
+        confirm_within: Option<Duration>,
+    },
+    /// A secret was removed (`medic secret rm`): services that copy it do not start until it
+    /// is pushed again; running ones go on with the copy they have.
+    SecretRemoved {
+        /// The secret's name.
+        name: String,
+    },
+    /// A new config text to apply (`medic apply`): as [`Input::ReplaceConfig`], and with
+    /// `confirm_within` the config in force before is restored unless [`Input::Confirm`]
+    /// arrives within that time.
+    ApplyConfig {
+        /// The whole TOML text.
+        text: String,
+        /// Roll back unless confirmed within this.
+        confirm_within: Option<Duration>,
+    },
+    /// `medic confirm`: the change waiting for its confirmation is final.
+    Confirm,
 }
 
 /// What a render did (DESIGN §9).
@@ -278,7 +308,11 @@ impl Input {
             | Input::WallClock(_)
             | Input::Resume(_)
             | Input::Devices(_)
-            | Input::SetOutputs { .. } => None,
+            | Input::SetOutputs { .. }
+            | Input::SecretSet { .. }
+            | Input::SecretRemoved { .. }
+            | Input::ApplyConfig { .. }
+            | Input::Confirm => None,
         }
     }
 }
@@ -484,5 +518,20 @@ pub enum Effect {
         /// The outputs of the services it reads (`needs` and `uses`), by service name; a
         /// service that publishes nothing is absent.
         outputs: BTreeMap<String, crate::outputs::Outputs>,
+        /// The generation of each secret its templates copy (DESIGN §10): the adapter reads
+        /// those bytes from its store. Never the bytes themselves.
+        secrets: BTreeMap<String, u64>,
     },
+    /// The store may forget this generation of a secret: superseded by a confirmed one, or
+    /// an unconfirmed one rolled back. Nothing reads it any more.
+    DropSecret {
+        /// The secret's name.
+        name: String,
+        /// The generation to forget.
+        generation: u64,
+    },
+    /// A config applied with `confirm_within` was not confirmed: the kernel is back on the
+    /// config it had before (the adapter, which kept that config's file and text, makes them
+    /// its own again: SIGHUP reads that file, a reexec hands over that text).
+    ConfigRolledBack,
 }

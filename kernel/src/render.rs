@@ -42,6 +42,8 @@ pub(crate) struct RenderState {
     pub ready_for_start: bool,
     /// The last render before a start failed, with why: no start until something changes.
     pub failed: Option<String>,
+    /// A secret it copies does not exist: no start until it is pushed (DESIGN §10).
+    pub waiting_secret: Option<String>,
     /// Targets a thrown-away `changed` answer replaced while the process ran: their
     /// `on-change` is owed, applied with the next answer (each a target of a template: bounded
     /// by them). Cleared by a spawn, which reads the files as they are.
@@ -52,10 +54,19 @@ impl Kernel {
     /// Whether `id` may start now. A service with templates is rendered first: this asks for
     /// the render and says no until it has succeeded.
     pub(crate) fn rendered_for_start(&mut self, id: ServiceId, out: &mut Vec<Effect>) -> bool {
-        let slot = &mut self.slots[id.index()];
-        if slot.config.templates.is_empty() {
+        if self.slots[id.index()].config.templates.is_empty() {
             return true;
         }
+        if let Some(secret) = self.missing_secret(id).map(str::to_string) {
+            let slot = &mut self.slots[id.index()];
+            if slot.render.waiting_secret.as_ref() != Some(&secret) {
+                slot.render.waiting_secret = Some(secret.clone());
+                self.note(id, format!("waiting for secret {secret}"), out);
+            }
+            return false;
+        }
+        let slot = &mut self.slots[id.index()];
+        slot.render.waiting_secret = None;
         let render = &mut slot.render;
         if render.ready_for_start {
             render.ready_for_start = false;
@@ -102,13 +113,26 @@ impl Kernel {
         if slot.render.in_flight.is_some() {
             slot.render.again = true;
         } else if slot.running().is_some() && !self.shutting_down {
+            if let Some(secret) = self.missing_secret(id) {
+                // Removed, or rolled back to none: the copy it has stays (a router must not
+                // lose its ssh keys because one was removed from the store).
+                let note = format!("secret {secret} is gone: its copy stays as it is");
+                self.note(id, note, out);
+                return;
+            }
             self.ask_render(id, RenderPurpose::Refresh, out);
         }
     }
 
-    fn ask_render(&mut self, id: ServiceId, purpose: RenderPurpose, out: &mut Vec<Effect>) {
+    pub(crate) fn ask_render(
+        &mut self,
+        id: ServiceId,
+        purpose: RenderPurpose,
+        out: &mut Vec<Effect>,
+    ) {
         let job = self.new_job();
         let outputs = self.outputs_read_by(id);
+        let secrets = self.secrets_read_by(id);
         let slot = &mut self.slots[id.index()];
         slot.render.in_flight = Some((job, purpose));
         slot.render.again = false;
@@ -117,6 +141,7 @@ impl Kernel {
             job,
             templates: slot.config.templates.clone(),
             outputs,
+            secrets,
         });
     }
 
@@ -154,6 +179,7 @@ impl Kernel {
             }
             return;
         }
+        let rendered = !matches!(result, RenderResult::Failed(_));
         match (purpose, result) {
             (RenderPurpose::Start, RenderResult::Failed(why)) => {
                 let note = format!("render failed: {why}; not started");
@@ -196,6 +222,12 @@ impl Kernel {
                 self.rendered_changed(id, &owed, out)
             }
         }
+        // A refresh of a service that does not run (a secret changed meanwhile): its files
+        // are rendered from what it reads now, ready for its next start.
+        let slot = &mut self.slots[id.index()];
+        if purpose == RenderPurpose::Refresh && rendered && slot.running().is_none() {
+            slot.render.ready_for_start = true;
+        }
         self.mark(id);
     }
 
@@ -230,7 +262,21 @@ impl Kernel {
             OnChange::Restart if running => Some(Heal::Restart),
             _ => None,
         };
-        let note = format!("rendered {} (outputs changed)", targets.join(", "));
+        let changed = || {
+            slot.config
+                .templates
+                .iter()
+                .filter(|t| targets.contains(&t.target))
+        };
+        let why = if changed().any(|t| matches!(t.source, crate::config::TemplateSource::Secret(_)))
+        {
+            "a secret changed"
+        } else if changed().any(|t| !t.secrets.is_empty()) {
+            "outputs or a secret changed"
+        } else {
+            "outputs changed"
+        };
+        let note = format!("rendered {} ({why})", targets.join(", "));
         self.record(id, condition, heal.clone(), None, note, out);
         match heal {
             Some(Heal::Restart) => {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{self, Kind};
+use crate::config::{self, Config, Kind};
 use crate::graph;
 use crate::kernel::Kernel;
 use crate::protocol::{Effect, JobId, ServiceId};
@@ -13,18 +13,31 @@ use crate::timers;
 
 impl Kernel {
     pub(crate) fn on_replace_config(&mut self, text: &str, out: &mut Vec<Effect>) {
+        if let Some(new) = self.parse_config(text, out) {
+            self.replace_with(new, "definition changed", out);
+        }
+    }
+
+    /// A new config text, validated (paths resolved as the config in force resolved them);
+    /// `None`, with a notice saying why, when it does not validate.
+    pub(crate) fn parse_config(&self, text: &str, out: &mut Vec<Effect>) -> Option<Config> {
         let base = self.config.daemon.base_dir.clone();
-        let new = match config::parse_in(text, "config", base.as_deref()) {
-            Ok(c) => c,
+        match config::parse_in(text, "config", base.as_deref()) {
+            Ok(c) => Some(c),
             Err(errors) => {
                 out.push(Effect::Notice {
                     message: format!(
                         "new config refused: it does not validate; nothing changed:\n{errors}"
                     ),
                 });
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// Puts `new` in force, touching only what changed; each changed service's history says
+    /// `why`.
+    pub(crate) fn replace_with(&mut self, new: Config, why: &str, out: &mut Vec<Effect>) {
         let old_paths: BTreeSet<String> = self.watches.keys().cloned().collect();
         let history_len = new.daemon.history_len;
         let mut new_order = Vec::with_capacity(new.services.len());
@@ -71,7 +84,7 @@ impl Kernel {
         self.rebuild_indexes();
         self.rematch_devices(out);
         for id in changed {
-            self.note(id, "definition changed".into(), out);
+            self.note(id, why.to_string(), out);
             self.new_fact(id);
             self.restart(id);
         }

@@ -50,10 +50,17 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   `uses` and `template` in a service's definition; `Input::SetOutputs`, `Input::RenderDone`,
 ///   `Effect::Render`, `Timer::Render`; the snapshot keeps every service's outputs and render
 ///   state, the state file each service's outputs.
-/// * 6: a slot keeps whether it is in a planned restart or run (`planned`), the medical record
-///   whether its stop for needs was for such a plan only (`needs_planned`); the render state
-///   the targets whose `on-change` a thrown-away answer left owed (`owed`).
-pub const FORMAT_VERSION: u32 = 6;
+/// * 6: secrets and confirm-or-roll-back (DESIGN §10): `[daemon] secrets-dir`,
+///   `TemplateSource::Secret` (a service's `[service.X.secret.NAME]` copies);
+///   `Input::SecretSet`, `Input::SecretRemoved`, `Input::ApplyConfig`, `Input::Confirm`;
+///   `Effect::Render` names the secrets' generations; `Effect::DropSecret`,
+///   `Effect::ConfigRolledBack`; the snapshot keeps the secrets' generations, the change
+///   waiting for its confirmation and a render's `waiting_secret`; a template's `secrets`
+///   (the secrets its text reads with `secret("NAME")`).
+/// * 7: a slot keeps whether it is in a planned restart or run (`planned`), the medical record
+///   whether its stop for needs was for such a plan (`needs_planned`); the render state the
+///   targets whose `on-change` a thrown-away answer left owed (`owed`).
+pub const FORMAT_VERSION: u32 = 7;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

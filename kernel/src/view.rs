@@ -183,6 +183,11 @@ impl<'a> ServiceView<'a> {
         self.slot.render.failed.as_deref()
     }
 
+    /// The secret it waits for before it may start (DESIGN §10), if any.
+    pub fn waiting_secret(&self) -> Option<&str> {
+        self.slot.render.waiting_secret.as_deref()
+    }
+
     /// A render of its templates is under way.
     pub fn rendering(&self) -> bool {
         self.slot.render.in_flight.is_some()

@@ -256,6 +256,7 @@ fn random_templates(rng: &mut Rng, g: &Graph, s: &mut ServiceConfig) {
                 OnChange::None,
             ]),
             debounce,
+            secrets: Vec::new(),
         });
     }
 }
@@ -671,15 +672,15 @@ fn render_service(t: &mut String, s: &ServiceConfig) {
         }
     }
     for tpl in &s.templates {
+        let source = match &tpl.source {
+            TemplateSource::Text(text) => format!("text = {}", q(text)),
+            TemplateSource::File(path) => format!("source = {}", q(path)),
+            // A secret's copy: the generated graphs declare no secrets (sim/src/secrets.rs
+            // writes its own configs), so there is none to write back.
+            TemplateSource::Secret(_) => continue,
+        };
         let _ = writeln!(t, "[[service.{}.template]]", s.name);
-        match &tpl.source {
-            TemplateSource::Text(text) => {
-                let _ = writeln!(t, "text = {}", q(text));
-            }
-            TemplateSource::File(path) => {
-                let _ = writeln!(t, "source = {}", q(path));
-            }
-        }
+        let _ = writeln!(t, "{source}");
         let _ = writeln!(t, "target = {}", q(&tpl.target));
         let on_change = OnChange::ALL
             .iter()

@@ -23,6 +23,7 @@ pub mod fresh;
 pub mod graph;
 pub mod rng;
 pub mod run;
+pub mod secrets;
 pub mod templates;
 pub mod timed;
 pub mod world;

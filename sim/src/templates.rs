@@ -290,6 +290,7 @@ mod tests {
             group: None,
             check: None,
             on_change: medic_kernel::config::OnChange::Reload,
+            secrets: Vec::new(),
             debounce: core::time::Duration::ZERO,
         };
         let render = |w: &mut OutputsWorld, how, job| {

@@ -620,7 +620,12 @@ impl World {
                 self.watched.remove(path);
             }
             // The world's process group ends with its leader: nothing is left to sweep.
-            Effect::Event { .. } | Effect::Notice { .. } | Effect::Sweep { .. } => {}
+            // The simulated world keeps no secret store and no config file.
+            Effect::Event { .. }
+            | Effect::Notice { .. }
+            | Effect::Sweep { .. }
+            | Effect::DropSecret { .. }
+            | Effect::ConfigRolledBack => {}
             Effect::ShutdownComplete => self.shutdown_complete = true,
             Effect::Adopt { job, was, .. } => self.adopt(*was, *job),
             // Rendered as the adapter would (see `templates.rs`).
@@ -629,6 +634,8 @@ impl World {
                 job,
                 templates,
                 outputs,
+                // The generated graphs have no secrets (sim/src/secrets.rs judges those).
+                secrets: _,
             } => {
                 let at = now + self.latency(RENDER_LATENCY_MAX_MS);
                 let result = self

@@ -302,3 +302,87 @@ fn a_flapping_link_only_blocks_a_dependent_that_keeps_running() {
     assert_eq!(starts(&d), 1);
     assert_eq!(heals(&d, "app"), Vec::<Value>::new());
 }
+
+/// An interface publishes its link's facts as outputs (DESIGN §9), and a template that reads
+/// them renders again when an address comes and goes: `medic output wan --json` shows
+/// `ifname`, `ifindex`, `mtu`, `mac`, `ipv4` and the usable global `ipv6` addresses.
+#[test]
+fn an_interface_publishes_its_addresses_and_a_template_follows_them() {
+    let Some(ns) = Netns::new("dout") else {
+        return;
+    };
+    ns.veth_wan();
+    ns.ip(&["link", "set", "wan", "mtu", "1400"]);
+    let extra = r#"
+uses = ["wan"]
+reload = { signal = "HUP" }
+[[service.app.template]]
+text = "mtu {{ wan.mtu }} mac {{ wan.mac }}\nv4 {{ wan.ipv4 | join(\",\") }}\nv6 {{ wan.ipv6 | join(\",\") }}\n"
+target = "@DIR@/app.conf"
+debounce = "50ms"
+"#;
+    let d = start(&ns, extra);
+    d.wait_condition("app", "ready");
+    let outputs = |d: &Daemon| -> Value {
+        serde_json::from_str(&d.medic_ok(&["output", "wan", "--json"])).expect("json")
+    };
+    let first = outputs(&d);
+    assert_eq!(first["ifname"], "wan", "{first}");
+    assert_eq!(first["mtu"], "1400", "{first}");
+    let mac = first["mac"].as_str().expect("a mac").to_string();
+    assert_eq!(mac.len(), 17, "aa:bb:cc:dd:ee:ff: {first}");
+    assert!(
+        first["ifindex"].as_str().unwrap().parse::<u32>().is_ok(),
+        "{first}"
+    );
+    assert_eq!(first["ipv4"], serde_json::json!([]), "{first}");
+    assert_eq!(
+        d.read("app.conf"),
+        format!("mtu 1400 mac {mac}\nv4 \nv6 \n"),
+        "rendered before the start"
+    );
+
+    // Addresses come: a tentative IPv6 address is not usable yet, a link-local never is.
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "wan"]);
+    ns.ip(&["addr", "add", "2001:db8::1/64", "dev", "wan", "nodad"]);
+    let want = format!("mtu 1400 mac {mac}\nv4 192.0.2.1/24\nv6 2001:db8::1/64\n");
+    wait_for(
+        "the template rendered with the new addresses",
+        || (d.read("app.conf") == want).then_some(()),
+        || format!("{}\n{}", d.read("app.conf"), d.describe("app")),
+    );
+    let history: Vec<String> = d
+        .history("wan")
+        .iter()
+        .filter_map(|r| r["note"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        history
+            .iter()
+            .any(|n| n.contains("ipv6 (none) → 2001:db8::1/64")
+                || n.contains("ipv6  → 2001:db8::1/64")),
+        "the history names the change: {history:?}"
+    );
+
+    // A second global address and a new MTU change no link state the kernel is told (it
+    // already has a global address): only the facts, and the template follows them.
+    ns.ip(&["addr", "add", "2001:db8::2/64", "dev", "wan", "nodad"]);
+    ns.ip(&["link", "set", "wan", "mtu", "1280"]);
+    let want = format!("mtu 1280 mac {mac}\nv4 192.0.2.1/24\nv6 2001:db8::1/64,2001:db8::2/64\n");
+    wait_for(
+        "the template rendered with the second address and the new MTU",
+        || (d.read("app.conf") == want).then_some(()),
+        || format!("{}\n{}", d.read("app.conf"), d.describe("app")),
+    );
+
+    // The addresses go: rendered again.
+    ns.ip(&["addr", "del", "2001:db8::1/64", "dev", "wan"]);
+    ns.ip(&["addr", "del", "2001:db8::2/64", "dev", "wan"]);
+    let want = format!("mtu 1280 mac {mac}\nv4 192.0.2.1/24\nv6 \n");
+    wait_for(
+        "the template rendered without the removed address",
+        || (d.read("app.conf") == want).then_some(()),
+        || format!("{}\n{}", d.read("app.conf"), d.describe("app")),
+    );
+    assert_eq!(outputs(&d)["ipv6"], serde_json::json!([]));
+}

@@ -313,3 +313,52 @@ fn a_full_queue_to_the_loop_loses_no_change() {
         "the queue of 2 never filled up, so this proves nothing"
     );
 }
+
+/// What an interface publishes (`LinkTable::outputs`) follows an address or an MTU that
+/// changes no [`LinkState`]: the watcher announces it through `LinkTable::facts`, which is
+/// what wakes the daemon's loop to publish it.
+#[test]
+fn a_second_address_or_a_new_mtu_is_announced_as_facts_without_a_link_change() {
+    let Some(ns) = Netns::new("facts") else {
+        return;
+    };
+    ns.veth_wan();
+    ns.ip(&["addr", "add", "2001:db8::1/64", "dev", "wan", "nodad"]);
+    let w = ns.watch();
+    let wan = w.initial_state("wan").expect("wan in the initial dump");
+    assert!(wan.ipv6_global, "{wan:?}");
+    let mut facts = w.table.facts();
+    let announced = |facts: &mut tokio::sync::watch::Receiver<u64>,
+                     table: &medic_io::netlink::LinkTable,
+                     what: &str,
+                     want: &dyn Fn(&medic_kernel::Outputs) -> bool| {
+        let start = Instant::now();
+        loop {
+            if facts.has_changed().expect("the watcher runs") {
+                facts.borrow_and_update();
+                if want(&table.outputs("wan")) {
+                    return;
+                }
+            }
+            assert!(
+                start.elapsed() < SOON,
+                "{what} not announced: {:?}",
+                table.outputs("wan")
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let text = |s: &str| medic_kernel::Value::String(s.into());
+    ns.ip(&["addr", "add", "2001:db8::2/64", "dev", "wan", "nodad"]);
+    announced(&mut facts, &w.table, "the second address", &|o| {
+        o.get("ipv6")
+            == Some(&medic_kernel::Value::List(vec![
+                text("2001:db8::1/64"),
+                text("2001:db8::2/64"),
+            ]))
+    });
+    ns.ip(&["link", "set", "wan", "mtu", "1280"]);
+    announced(&mut facts, &w.table, "the new MTU", &|o| {
+        o.get("mtu") == Some(&text("1280"))
+    });
+}

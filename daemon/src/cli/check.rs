@@ -128,6 +128,8 @@ pub fn template_problems(config: &Config, path: &Path) -> Vec<String> {
             let (file, text) = match &t.source {
                 TemplateSource::Text(text) => (path.display().to_string(), Ok(text.clone())),
                 TemplateSource::File(source) => (source.clone(), read_template(source)),
+                // A secret's copy is its bytes as they are: nothing to parse.
+                TemplateSource::Secret(_) => continue,
             };
             let place = format!("[service.{}] template {}", service.name, i + 1);
             let checked = text.and_then(|text| medic_io::render::check_text(&text, &readable));

@@ -206,6 +206,27 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 }
             }
         }
+        Command::Secret(command) => super::secret::run(command).await,
+        Command::Confirm { target } => match ask(&target, Request::Confirm).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other)),
+        },
+        Command::Apply {
+            file,
+            confirm_within,
+            target,
+        } => {
+            let path = absolute(&file)?.display().to_string();
+            let confirm_within_ms = confirm_within.map(super::secret::millis);
+            let request = Request::Apply {
+                path,
+                confirm_within_ms,
+            };
+            match ask(&target, request).await? {
+                Response::Done => Ok(()),
+                other => Err(unexpected(other)),
+            }
+        }
         Command::Daemon { .. }
         | Command::Check { .. }
         | Command::Replay { .. }
@@ -361,7 +382,7 @@ fn no_answer(socket: &std::path::Path, shown: &str) -> Failure {
 }
 
 /// Whether a failure is an older daemon's answer to a request it does not know.
-fn is_unknown_request(f: &Failure) -> bool {
+pub(super) fn is_unknown_request(f: &Failure) -> bool {
     f.status == EXIT_FAILED && f.message.starts_with("bad request: undecodable")
 }
 
@@ -456,15 +477,30 @@ async fn status(
         );
         return Ok(());
     }
+    // A daemon older than confirm-or-roll-back has nothing pending.
+    let pending = match ask(target, Request::Pending).await {
+        Ok(Response::Pending(pending)) => pending,
+        _ => None,
+    };
     match json {
         Some(JsonShape::V1) => emit(&format::status_json(&services, &devices, &clock)),
-        Some(JsonShape::V2) => emit(&format::status_json_v2(info, &services, &devices, &clock)),
+        Some(JsonShape::V2) => emit(&format::status_json_v2(
+            info,
+            &services,
+            &devices,
+            &clock,
+            pending.as_ref(),
+        )),
         None => {
             let (colour, fit) = (format::colour_stdout(), format::terminal_width());
             print!(
                 "{}",
                 format::status_table(info, &services, &clock, colour, fit)
             );
+            if let Some(p) = &pending {
+                let what = medic_io::terminal::sanitize(&p.what);
+                emit(&super::secret::pending_line(&what, p.deadline_ms, &clock));
+            }
         }
     }
     Ok(())
@@ -479,7 +515,7 @@ fn last_word(why: &str, what: &str) -> String {
 }
 
 /// Prints one line and flushes, so a follower sees it at once.
-fn emit(line: &str) {
+pub(super) fn emit(line: &str) {
     let mut out = std::io::stdout().lock();
     // SIGPIPE is at its default for the client: a closed pipe ends the process quietly.
     let _ = writeln!(out, "{line}");
@@ -487,7 +523,7 @@ fn emit(line: &str) {
 }
 
 /// `path` made absolute against the current directory (the daemon has its own).
-fn absolute(path: &Path) -> Result<PathBuf, Failure> {
+pub(super) fn absolute(path: &Path) -> Result<PathBuf, Failure> {
     std::path::absolute(path)
         .map_err(|e| Failure::failed(format!("cannot make {} absolute: {e}", path.display())))
 }
@@ -505,7 +541,7 @@ fn client_failure(e: ClientError) -> Failure {
 }
 
 /// Sends one request and returns its answer; an error answer is a failure (exit 1).
-async fn ask(target: &Target, request: Request) -> Result<Response, Failure> {
+pub(super) async fn ask(target: &Target, request: Request) -> Result<Response, Failure> {
     let socket = socket_path(target)?;
     match control::request(&socket, request).await {
         Ok(Response::Error(message)) => Err(Failure::failed(message)),
@@ -622,7 +658,7 @@ async fn stream(
 }
 
 /// An answer that does not fit the request: a daemon of another version, most likely.
-fn unexpected(response: Response) -> Failure {
+pub(super) fn unexpected(response: Response) -> Failure {
     Failure::failed(format!(
         "the daemon answered {response:?}, which does not fit the request; is it running the \
          same version of medic?"

@@ -383,7 +383,15 @@ pub fn status_json_v2(
     rows: &[ServiceStatus],
     devices: &[DeviceStatus],
     clock: &Clock,
+    pending: Option<&medic_io::control::PendingRow>,
 ) -> String {
+    /// The change waiting for `medic confirm`.
+    #[derive(Serialize)]
+    struct Pending<'a> {
+        what: &'a str,
+        deadline_ms: u64,
+        deadline: Option<String>,
+    }
     #[derive(Serialize)]
     struct Daemon<'a> {
         #[serde(flatten)]
@@ -394,6 +402,7 @@ pub fn status_json_v2(
     struct V2<'a> {
         daemon: Option<Daemon<'a>>,
         services: Vec<ServiceJson<'a>>,
+        pending: Option<Pending<'a>>,
     }
     to_json(&V2 {
         daemon: info.map(|info| Daemon {
@@ -404,6 +413,11 @@ pub fn status_json_v2(
             .iter()
             .map(|s| service_json(s, devices, clock))
             .collect(),
+        pending: pending.map(|p| Pending {
+            what: &p.what,
+            deadline_ms: p.deadline_ms,
+            deadline: clock.rfc3339(p.deadline_ms),
+        }),
     })
 }
 
@@ -793,7 +807,7 @@ mod tests {
         let text = status_json(&rows, &[], &clock);
         assert!(text.starts_with(r#"[{"name":"dnsmasq","kind":"process""#));
         let v2: Value =
-            serde_json::from_str(&status_json_v2(Some(&info()), &rows, &[], &clock)).unwrap();
+            serde_json::from_str(&status_json_v2(Some(&info()), &rows, &[], &clock, None)).unwrap();
         assert_eq!(v2["services"], value, "v2 holds the same objects");
         assert_eq!(v2["daemon"]["pid"], 42);
         assert_eq!(v2["daemon"]["config_path"], "/etc/medic.toml");

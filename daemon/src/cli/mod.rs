@@ -11,6 +11,7 @@ mod format;
 mod hook;
 mod output;
 mod replay;
+mod secret;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -411,6 +412,44 @@ pub enum Command {
     },
     #[command(subcommand)]
     Trace(TraceCommand),
+    /// Push, remove and list secrets (ssh keys, WireGuard keys): `secret set|rm|list`.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Make final the change waiting for its confirmation (`--confirm-within`).
+    #[command(
+        long_about = "Make final the change waiting for its confirmation: a secret \
+        pushed or a config applied with --confirm-within. Without it, the change is rolled \
+        back at its deadline (`medic status` shows it). Exit 1 when nothing waits."
+    )]
+    Confirm {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Validate a config file and apply the difference, as SIGHUP does.
+    #[command(
+        long_about = "Validate FILE and apply the difference as SIGHUP does: only \
+        services whose definition changed are restarted, removed ones stopped, new ones \
+        started. FILE is the daemon's config file from then on (SIGHUP and `medic \
+        reload-config` read it; medic does not write your config file: copy FILE there to \
+        keep it across a restart of the daemon). A FILE that does not validate changes \
+        nothing (exit 1, every problem listed). Relative paths in FILE are taken from the \
+        directory of the config in force, as on SIGHUP.\n\n\
+        With --confirm-within D the config in force before is kept: unless `medic confirm` \
+        comes within D, it is put back (and the file it came from is the config file again), \
+        and the history of each service it changes says so. One change waits at a time: \
+        while one does, `apply`, `secret set`, `secret rm`, `reload-config` and SIGHUP are \
+        refused."
+    )]
+    Apply {
+        /// The config file to apply.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Roll back unless `medic confirm` comes within this (`30s`, `5m`).
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        confirm_within: Option<std::time::Duration>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Re-run a trace file through the kernel and report the first step that diverges.
     #[command(
         long_about = "Re-run a trace file through the kernel and report the first step \
@@ -477,6 +516,56 @@ pub enum TraceCommand {
         /// Where to write it.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `medic secret …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a new value of secret NAME, read from stdin or FILE.
+    #[command(
+        long_about = "Store a new value of secret NAME (a-z, 0-9, `_`, `-`; at most \
+        64 bytes), read from stdin, or from FILE with --from; at most 60 KiB (61440 bytes), \
+        any bytes. The daemon keeps it in its secrets-dir (mode 0600) as the next generation \
+        and copies it to every service that declares [service.X.secret.NAME], which then \
+        gets its on-change. The bytes never appear in a trace, a history, an event or a log.\n\n\
+        With --confirm-within D the previous value is kept: unless `medic confirm` comes \
+        within D, it is put back and its consumers get their on-change again. One change \
+        waits at a time: while one does, another push is refused (exit 1)."
+    )]
+    Set {
+        /// The secret's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Read the value from FILE instead of stdin.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Roll back unless `medic confirm` comes within this (`30s`, `5m`).
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        confirm_within: Option<std::time::Duration>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove secret NAME from the store (copies already made stay).
+    #[command(
+        long_about = "Remove secret NAME from the store. Copies already made stay where \
+        they are (removing a key must not lock anyone out); a service that copies it does not \
+        start again until it is pushed again. Exit 1 for an unknown name."
+    )]
+    Rm {
+        /// The secret's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the secrets: name, size, generation, when set. Never their bytes.
+    List {
+        /// One JSON array of {name, size, generation, set_at, set_at_unix_ms, unconfirmed}.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },

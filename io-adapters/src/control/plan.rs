@@ -86,6 +86,12 @@ fn why(kernel: &Kernel, v: &ServiceView<'_>) -> String {
     match v.condition() {
         Condition::Ready => String::new(),
         Condition::Waiting if v.unhealthy_needs() == 0 => match v.render_failure() {
+            _ if v.waiting_secret().is_some() => {
+                format!(
+                    "waiting for secret {}",
+                    v.waiting_secret().unwrap_or_default()
+                )
+            }
             Some(why) => format!("render failed: {why}"),
             None if v.rendering() => "rendering its templates".to_string(),
             None => format!("waiting for {}", unhealthy_needs(kernel, v)),
@@ -123,6 +129,13 @@ fn derive_plan(kernel: &Kernel, v: &ServiceView<'_>, now: Instant) -> (Option<In
             (Some(at), format!("forgive {strikes}"))
         }
         Condition::Ready => (None, String::new()),
+        Condition::Waiting if v.unhealthy_needs() == 0 && v.waiting_secret().is_some() => (
+            None,
+            format!(
+                "start once `medic secret set {}` pushes it",
+                v.waiting_secret().unwrap_or_default()
+            ),
+        ),
         Condition::Waiting if v.unhealthy_needs() == 0 && v.render_failure().is_some() => (
             None,
             "render again when what it reads changes, or on `medic restart`".into(),

@@ -127,6 +127,74 @@ pub enum Request {
     /// before and after, to tell a new image from the old one that went on after a failed
     /// `execve`.
     Image,
+    /// Store a new generation of a secret (`medic secret set`, DESIGN §10): answered by
+    /// `Done` once stored and handed to the kernel, or by an error (a bad name, too large, a
+    /// change waiting for its confirmation), and then nothing changes.
+    SecretSet {
+        /// The secret's name (`[a-z0-9_-]`, 1 to 64 bytes).
+        name: String,
+        /// Its bytes (at most [`crate::secrets::MAX_SECRET_BYTES`]).
+        bytes: SecretBytes,
+        /// Roll back unless `medic confirm` comes within this many milliseconds.
+        confirm_within_ms: Option<u64>,
+    },
+    /// Remove a secret (`medic secret rm`): `Done`, or an error.
+    SecretRemove {
+        /// The secret's name.
+        name: String,
+    },
+    /// Every secret, without its bytes: answered by [`Response::Secrets`].
+    SecretList,
+    /// Validate the config file at `path` (absolute, read by the daemon) and apply the
+    /// difference as SIGHUP does (`medic apply`); it is the daemon's config file from then on.
+    /// `Done`, or an error naming every problem (then nothing changes).
+    Apply {
+        /// The config file.
+        path: String,
+        /// Roll back unless `medic confirm` comes within this many milliseconds.
+        confirm_within_ms: Option<u64>,
+    },
+    /// Make the change waiting for its confirmation final (`medic confirm`): `Done`, or an
+    /// error when nothing waits.
+    Confirm,
+    /// The change waiting for its confirmation, if any: answered by [`Response::Pending`].
+    Pending,
+}
+
+/// A secret's bytes in a request: their `Debug` shows only their size, so no log line or
+/// panic message can print them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+/// One secret in [`Response::Secrets`]: never its bytes. Frozen (it travels in a `Vec`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRow {
+    /// Its name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its generation in force.
+    pub generation: u64,
+    /// When that generation was set, in milliseconds since 1970.
+    pub set_at_unix_ms: i64,
+    /// Pushed with `--confirm-within` and not confirmed yet.
+    pub unconfirmed: bool,
+}
+
+/// The change waiting for `medic confirm`, in [`Response::Pending`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRow {
+    /// What it is, in words (`secret authorized-keys generation 3 (else back to generation 2)`).
+    pub what: String,
+    /// When it is rolled back, in milliseconds since the daemon started.
+    pub deadline_ms: u64,
 }
 
 /// What the daemon answers. Variants are only ever added at the end.
@@ -164,6 +232,10 @@ pub enum Response {
     Outputs(medic_kernel::Outputs),
     /// The answer to [`Request::Image`].
     Image(ImageInfo),
+    /// The answer to [`Request::SecretList`], by name.
+    Secrets(Vec<SecretRow>),
+    /// The answer to [`Request::Pending`].
+    Pending(Option<PendingRow>),
 }
 
 /// The program image that answers ([`Request::Image`]). Fields only ever grow at the end.
@@ -544,6 +616,24 @@ mod tests {
             outputs: Default::default(),
         };
         assert_eq!(postcard::to_allocvec(&set).unwrap(), [16, 1, b'a', 0]);
+        let secret = Request::SecretSet {
+            name: "k".into(),
+            bytes: SecretBytes(vec![7]),
+            confirm_within_ms: None,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&secret).unwrap(),
+            [18, 1, b'k', 1, 7, 0]
+        );
+        assert!(
+            format!("{secret:?}").contains("<1 bytes>"),
+            "the bytes are never shown"
+        );
+        assert_eq!(postcard::to_allocvec(&Request::SecretList).unwrap(), [20]);
+        assert_eq!(postcard::to_allocvec(&Request::Confirm).unwrap(), [22]);
+        assert_eq!(postcard::to_allocvec(&Request::Pending).unwrap(), [23]);
+        let pending = Response::Pending(None);
+        assert_eq!(postcard::to_allocvec(&pending).unwrap(), [15, 0]);
         let outputs = Response::Outputs(Default::default());
         assert_eq!(postcard::to_allocvec(&outputs).unwrap(), [12, 0]);
         let report = Request::StatusReport { services: vec![] };

@@ -64,7 +64,11 @@ pub const IFF_RUNNING: u32 = 0x40;
 pub const IFF_LOWER_UP: u32 = 0x1_0000;
 
 // Link attributes (if_link.h).
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+/// A link-layer address longer than this is not kept (an InfiniBand address is 20 bytes).
+const MAX_LINK_ADDRESS: usize = 32;
 
 // Address attributes and flags (if_addr.h).
 const IFA_ADDRESS: u16 = 1;
@@ -113,6 +117,10 @@ pub struct Link {
     pub flags: u32,
     /// `IFLA_IFNAME`, when present.
     pub name: Option<String>,
+    /// `IFLA_MTU`, when present.
+    pub mtu: Option<u32>,
+    /// `IFLA_ADDRESS`: the link-layer address (a MAC), when present and at most 32 bytes.
+    pub mac: Option<Vec<u8>>,
 }
 
 /// An address message (`RTM_NEWADDR`, `RTM_DELADDR`): `struct ifaddrmsg` and the attributes
@@ -263,11 +271,18 @@ fn parse_body(kind: u16, body: &[u8]) -> Result<Message, Malformed> {
                 index: u32_at(fixed, 4),
                 flags: u32_at(fixed, 8),
                 name: None,
+                mtu: None,
+                mac: None,
             };
             for attribute in attributes(kind, &body[IFINFOMSG_LEN..]) {
                 let (attribute, value) = attribute?;
-                if attribute == IFLA_IFNAME {
-                    link.name = Some(c_string(value));
+                match attribute {
+                    IFLA_IFNAME => link.name = Some(c_string(value)),
+                    IFLA_MTU if value.len() == 4 => link.mtu = Some(u32_at(value, 0)),
+                    IFLA_ADDRESS if !value.is_empty() && value.len() <= MAX_LINK_ADDRESS => {
+                        link.mac = Some(value.to_vec());
+                    }
+                    _ => {}
                 }
             }
             Ok(if kind == RTM_NEWLINK {
@@ -537,10 +552,26 @@ mod tests {
                 index,
                 flags: 0x1_1043, // UP, BROADCAST, RUNNING, MULTICAST, LOWER_UP
                 name: Some(name.to_string()),
+                mtu: Some(1500),
+                mac: None,
             })
         };
-        assert_eq!(first[1].clone().unwrap().1, expect(2, "wanpeer"));
-        assert_eq!(ok(LINK_DUMP[1]), vec![expect(3, "wan")]);
+        // A veth's MAC is random: checked for its length, then left out of the comparison.
+        let without_mac = |m: Message| match m {
+            Message::NewLink(mut l) => {
+                assert_eq!(l.mac.take().map(|m| m.len()), Some(6), "{l:?}");
+                Message::NewLink(l)
+            }
+            other => other,
+        };
+        assert_eq!(lo.mtu, Some(65536));
+        assert_eq!(lo.mac.as_deref(), Some(&[0u8; 6][..]));
+        assert_eq!(
+            without_mac(first[1].clone().unwrap().1),
+            expect(2, "wanpeer")
+        );
+        let wan: Vec<Message> = ok(LINK_DUMP[1]).into_iter().map(without_mac).collect();
+        assert_eq!(wan, vec![expect(3, "wan")]);
         assert_eq!(ok(LINK_DUMP[2]), vec![Message::Done]);
     }
 

@@ -55,12 +55,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use codec::Message;
-use medic_kernel::{Input, LinkState};
+use medic_kernel::{Input, LinkState, Outputs, Value};
 use nix::sys::socket::{self, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// After the netlink socket fails, wait this long before opening a new one, so a persistent
@@ -114,10 +115,25 @@ pub fn describe(link: Option<&LinkState>) -> &'static str {
 }
 
 /// A cheap, cloneable handle on the watcher's table of links, for `medic status`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LinkTable {
     table: Arc<Mutex<Table>>,
+    /// Counts the rounds in which what [`LinkTable::outputs`] shows may have changed.
+    facts: Arc<watch::Sender<u64>>,
 }
+
+impl Default for LinkTable {
+    fn default() -> Self {
+        LinkTable {
+            table: Arc::default(),
+            facts: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+/// At most this many addresses of each family in an interface's outputs (a link with
+/// hundreds of IPv6 privacy addresses must not push the map over its bounds).
+pub const MAX_OUTPUT_ADDRESSES: usize = 256;
 
 impl LinkTable {
     /// The link called `ifname`, or `None` when no such link exists.
@@ -125,6 +141,54 @@ impl LinkTable {
         let table = self.lock();
         let (&index, _) = table.links.iter().find(|(_, l)| l.name == ifname)?;
         Some(table.view(index))
+    }
+
+    /// The outputs of an interface service on the link `ifname` (DESIGN §9): `ifname`,
+    /// `ifindex`, `mtu`, `mac` (`aa:bb:cc:dd:ee:ff`), `ipv4` (every IPv4 address as
+    /// `a.b.c.d/len`) and `ipv6` (every usable global IPv6 address as `addr/len`: neither
+    /// tentative nor dadfailed), each list in address order and cut at
+    /// [`MAX_OUTPUT_ADDRESSES`]; an empty map when there is no such link.
+    pub fn outputs(&self, ifname: &str) -> Outputs {
+        let table = self.lock();
+        let mut outputs = Outputs::new();
+        let Some((&index, link)) = table.links.iter().find(|(_, l)| l.name == ifname) else {
+            return outputs;
+        };
+        let text = |s: String| Value::String(s);
+        outputs.insert("ifname".into(), text(link.name.clone()));
+        outputs.insert("ifindex".into(), text(index.to_string()));
+        if let Some(mtu) = link.mtu {
+            outputs.insert("mtu".into(), text(mtu.to_string()));
+        }
+        if let Some(mac) = &link.mac {
+            let hex: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+            outputs.insert("mac".into(), text(hex.join(":")));
+        }
+        let (mut ipv4, mut ipv6) = (Vec::new(), Vec::new());
+        for (ip, prefix, address) in table.addresses_of(index) {
+            match ip {
+                IpAddr::V4(_) if ipv4.len() < MAX_OUTPUT_ADDRESSES => {
+                    ipv4.push(text(format!("{ip}/{prefix}")));
+                }
+                IpAddr::V6(_)
+                    if address.scope == codec::RT_SCOPE_UNIVERSE
+                        && address.unusable().is_none()
+                        && ipv6.len() < MAX_OUTPUT_ADDRESSES =>
+                {
+                    ipv6.push(text(format!("{ip}/{prefix}")));
+                }
+                _ => {}
+            }
+        }
+        outputs.insert("ipv4".into(), Value::List(ipv4));
+        outputs.insert("ipv6".into(), Value::List(ipv6));
+        outputs
+    }
+
+    /// Changes whenever what [`LinkTable::outputs`] shows may have changed (a link or an
+    /// address came, went or changed), once the table is consistent (never mid-dump).
+    pub fn facts(&self) -> watch::Receiver<u64> {
+        self.facts.subscribe()
     }
 
     /// How many full dumps the watcher has started: 1 after the initial dump, one more after
@@ -471,6 +535,11 @@ impl Session {
                     Err(TrySendError::Closed(_)) => return Ok(()),
                 }
             }
+            if std::mem::take(&mut table.lock().facts_changed) {
+                table
+                    .facts
+                    .send_modify(|round| *round = round.wrapping_add(1));
+            }
             if until == Until::Synced {
                 return Ok(());
             }
@@ -583,6 +652,8 @@ struct Table {
     delayed: u64,
     /// The current dump's generation: what is not marked with it when the dump ends is gone.
     generation: u64,
+    /// A link or an address was applied or swept since the facts were last announced.
+    facts_changed: bool,
 }
 
 #[derive(Debug)]
@@ -590,6 +661,8 @@ struct Link {
     name: String,
     /// `IFF_*`.
     flags: u32,
+    mtu: Option<u32>,
+    mac: Option<Vec<u8>>,
     seen: u64,
 }
 
@@ -617,15 +690,32 @@ impl Address {
 
 impl Table {
     fn apply(&mut self, message: Message) {
+        if matches!(
+            message,
+            Message::NewLink(_)
+                | Message::DelLink(_)
+                | Message::NewAddress(_)
+                | Message::DelAddress(_)
+        ) {
+            self.facts_changed = true;
+        }
         match message {
             Message::NewLink(m) if m.family == codec::AF_UNSPEC => {
                 let link = self.links.entry(m.index).or_insert_with(|| Link {
                     name: String::new(),
                     flags: 0,
+                    mtu: None,
+                    mac: None,
                     seen: 0,
                 });
                 if let Some(name) = m.name {
                     link.name = name;
+                }
+                if m.mtu.is_some() {
+                    link.mtu = m.mtu;
+                }
+                if m.mac.is_some() {
+                    link.mac = m.mac;
                 }
                 link.flags = m.flags;
                 link.seen = self.generation;
@@ -764,6 +854,8 @@ mod tests {
             index,
             flags,
             name: Some(name.to_string()),
+            mtu: Some(1500),
+            mac: Some(vec![2, 0, 0, 0, 0, index as u8]),
         })
     }
 
@@ -774,6 +866,8 @@ mod tests {
             index,
             flags: 0,
             name: None,
+            mtu: None,
+            mac: None,
         })
     }
 
@@ -798,6 +892,61 @@ mod tests {
             carrier,
             ..LinkState::default()
         }
+    }
+
+    #[test]
+    fn an_interfaces_outputs_are_its_facts_and_its_usable_addresses() {
+        let links = LinkTable::default();
+        let facts = links.facts();
+        assert_eq!(links.outputs("wan"), Outputs::new(), "no such link: empty");
+        {
+            let mut t = links.lock();
+            t.apply(link(3, "wan", UP_CARRIER));
+            t.apply(Message::NewAddress(address(
+                3,
+                "192.0.2.1",
+                RT_SCOPE_UNIVERSE,
+                0,
+            )));
+            t.apply(Message::NewAddress(address(
+                3,
+                "2001:db8::1",
+                RT_SCOPE_UNIVERSE,
+                0,
+            )));
+            t.apply(Message::NewAddress(address(3, "fe80::1", RT_SCOPE_LINK, 0)));
+            let tentative = address(3, "2001:db8::2", RT_SCOPE_UNIVERSE, IFA_F_TENTATIVE);
+            t.apply(Message::NewAddress(tentative));
+            assert!(t.facts_changed);
+        }
+        let s = |text: &str| Value::String(text.into());
+        let expected: Outputs = [
+            ("ifname".to_string(), s("wan")),
+            ("ifindex".to_string(), s("3")),
+            ("mtu".to_string(), s("1500")),
+            ("mac".to_string(), s("02:00:00:00:00:03")),
+            ("ipv4".to_string(), Value::List(vec![s("192.0.2.1/64")])),
+            ("ipv6".to_string(), Value::List(vec![s("2001:db8::1/64")])),
+        ]
+        .into();
+        assert_eq!(links.outputs("wan"), expected);
+        assert!(medic_kernel::outputs::validate(&expected).is_ok());
+        // A link with more addresses than an output map holds is cut, not refused.
+        {
+            let mut t = links.lock();
+            for i in 0..(MAX_OUTPUT_ADDRESSES as u32 + 10) {
+                let ip = format!("2001:db8:1::{i:x}");
+                t.apply(Message::NewAddress(address(3, &ip, RT_SCOPE_UNIVERSE, 0)));
+            }
+        }
+        let many = links.outputs("wan");
+        let Some(Value::List(v6)) = many.get("ipv6") else {
+            panic!("{many:?}")
+        };
+        assert_eq!(v6.len(), MAX_OUTPUT_ADDRESSES);
+        assert!(medic_kernel::outputs::validate(&many).is_ok());
+        // The watcher announces a round only through `facts`; nothing was announced here.
+        assert!(!facts.has_changed().unwrap());
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct DaemonConfig {
     /// `clock-trusted-after`: the service whose readiness means the wall clock is right (an
     /// NTP client). `None`: the clock is trusted once it reads a date after medic was made.
     pub clock_trusted_after: Option<String>,
+    /// `secrets-dir`: where pushed secrets are kept (DESIGN §10). `None`: `STATE_DIR/secrets`.
+    pub secrets_dir: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -53,6 +55,7 @@ impl Default for DaemonConfig {
             history_len: 64,
             base_dir: None,
             clock_trusted_after: None,
+            secrets_dir: None,
         }
     }
 }
@@ -159,6 +162,10 @@ pub enum TemplateSource {
     File(String),
     /// `text`: written in the config.
     Text(String),
+    /// `[service.NAME.secret.SECRET]`: the bytes of a pushed secret (DESIGN §10), copied as
+    /// they are (no template language), read by the adapter from its store at the generation
+    /// the kernel names. The kernel never sees the bytes.
+    Secret(String),
 }
 
 /// One `[[service.NAME.template]]`.
@@ -180,6 +187,23 @@ pub struct Template {
     pub on_change: OnChange,
     /// `debounce`: outputs that change closer than this are rendered once (default 1 s).
     pub debounce: Duration,
+    /// `secrets`: the secrets the template reads with `secret("NAME")` (DESIGN §10); the
+    /// service waits for them, and the target's mode defaults to 0600.
+    pub secrets: Vec<String>,
+}
+
+impl Template {
+    /// Every secret this template reads: the one it copies (`[service.X.secret.NAME]`), or
+    /// those its text names in `secrets`.
+    pub fn secrets_read(&self) -> impl Iterator<Item = &str> + '_ {
+        let copied = match &self.source {
+            TemplateSource::Secret(name) => Some(name.as_str()),
+            _ => None,
+        };
+        copied
+            .into_iter()
+            .chain(self.secrets.iter().map(String::as_str))
+    }
 }
 
 /// One `at` time: `"03:00"` every day, `"Sun 04:30"` once a week.
@@ -566,6 +590,8 @@ pub mod defaults {
     pub const RENDER_DEBOUNCE: Duration = Duration::from_secs(1);
     /// A template's `mode`.
     pub const TEMPLATE_MODE: u32 = 0o644;
+    /// A secret's copy's `mode`: only its owner reads it.
+    pub const SECRET_MODE: u32 = 0o600;
     /// probe `every`.
     pub const PROBE_EVERY: Duration = Duration::from_secs(10);
     /// probe `timeout`.

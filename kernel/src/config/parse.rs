@@ -213,6 +213,7 @@ fn read_daemon(cx: &mut Ctx, f: Field, daemon: &mut DaemonConfig) -> Option<usiz
         let f = Field::new(k.get_ref(), "[daemon]", value);
         match f.key {
             "state-dir" => set(&mut daemon.state_dir, cx.path(f).map(Some)),
+            "secrets-dir" => set(&mut daemon.secrets_dir, cx.path(f).map(Some)),
             "trace-size" => set(&mut daemon.trace_size_bytes, cx.size(f)),
             "history-size" => set(&mut daemon.history_len, cx.integer32(f, 1..=4096)),
             "clock-trusted-after" => {
@@ -229,6 +230,7 @@ fn read_daemon(cx: &mut Ctx, f: Field, daemon: &mut DaemonConfig) -> Option<usiz
                     "trace-size",
                     "history-size",
                     "clock-trusted-after",
+                    "secrets-dir",
                 ],
             ),
         }

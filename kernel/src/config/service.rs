@@ -26,7 +26,7 @@ pub(super) struct Parsed {
 }
 
 /// Every key of a service table.
-const KEYS: [&str; 36] = [
+const KEYS: [&str; 37] = [
     "run",
     "oneshot",
     "interface",
@@ -63,10 +63,11 @@ const KEYS: [&str; 36] = [
     "on",
     "uses",
     "template",
+    "secret",
 ];
 
 /// Every key of a `[[service.NAME.template]]`.
-const TEMPLATE_KEYS: [&str; 9] = [
+const TEMPLATE_KEYS: [&str; 10] = [
     "source",
     "text",
     "target",
@@ -76,7 +77,11 @@ const TEMPLATE_KEYS: [&str; 9] = [
     "check",
     "on-change",
     "debounce",
+    "secrets",
 ];
+
+/// Every key of a `[service.NAME.secret.SECRET]`.
+const SECRET_KEYS: [&str; 5] = ["target", "mode", "owner", "group", "on-change"];
 
 /// The keys that choose the kind.
 const KIND_KEYS: [&str; 4] = ["run", "oneshot", "interface", "device"];
@@ -92,7 +97,7 @@ const DEVICE: u8 = 8;
 fn kinds_of(key: &str) -> u8 {
     match key {
         "stop" | "every" => ONESHOT,
-        "template" => PROCESS | ONESHOT,
+        "template" | "secret" => PROCESS | ONESHOT,
         "at" | "jitter" | "catch-up" => PROCESS | ONESHOT,
         "restart-every" => PROCESS,
         "ready-when" => INTERFACE,
@@ -162,6 +167,7 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
     let mut s = ServiceConfig::new(name, Kind::Process { argv: Vec::new() });
     let (mut needs, mut after, mut uses, mut on) = (Vec::new(), Vec::new(), Vec::new(), None);
     let mut catch_up_at = None;
+    let mut secret_copies = Vec::new();
     for (k, v) in entries(table) {
         let f = Field::new(k.get_ref(), place, v);
         if !KEYS.contains(&f.key) {
@@ -229,6 +235,7 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
             }
             "uses" => uses = cx.array(f, "service names", reference).unwrap_or_default(),
             "template" => s.templates = templates(cx, f),
+            "secret" => secret_copies = secrets(cx, f),
             _ => on = Some(f), // "on", read once the rest of the service is known
         }
     }
@@ -241,6 +248,9 @@ pub(super) fn read(cx: &mut Ctx, name: &str, place: &str, value: &Value) -> Opti
             format!("`catch-up` in {place} needs `at`: only wall-clock times can be missed"),
         );
     }
+    // A secret's copy is rendered with the templates (before each start, atomically, with
+    // its mode), after them.
+    s.templates.extend(secret_copies);
     s.needs = needs.iter().map(|(n, _)| n.clone()).collect();
     s.after = after.iter().map(|(n, _)| n.clone()).collect();
     s.uses = uses.iter().map(|(n, _)| n.clone()).collect();
@@ -306,14 +316,20 @@ fn templates(cx: &mut Ctx, f: Field) -> Vec<Template> {
             check: None,
             on_change: OnChange::Reload,
             debounce: defaults::RENDER_DEBOUNCE,
+            secrets: Vec::new(),
         };
         let mut target = None;
+        let mut mode_given = false;
         for (k, v) in entries(table) {
             let f = Field::new(k.get_ref(), &place, v);
             match f.key {
                 "source" | "text" => {} // read above
                 "target" => target = cx.path(f),
-                "mode" => set(&mut t.mode, file_mode(cx, f)),
+                "mode" => {
+                    mode_given = true;
+                    set(&mut t.mode, file_mode(cx, f));
+                }
+                "secrets" => t.secrets = secret_names(cx, f),
                 "owner" => t.owner = account(cx, f),
                 "group" => t.group = account(cx, f),
                 "check" => t.check = cx.argv(f),
@@ -332,7 +348,106 @@ fn templates(cx: &mut Ctx, f: Field) -> Vec<Template> {
         if let Some(source) = source {
             t.source = source;
             t.target = target;
+            // A file that holds a secret is readable by its owner only, unless told.
+            if !t.secrets.is_empty() && !mode_given {
+                t.mode = 0o600;
+            }
             found.push(t);
+        }
+    }
+    found
+}
+
+/// `secrets = ["wg-key", …]`: names of secrets (`[a-z0-9_-]`, 1 to 64 bytes), each once.
+fn secret_names(cx: &mut Ctx, f: Field) -> Vec<String> {
+    let names = cx.array(f, "secret names", |cx, f| {
+        let name = cx.string(f)?;
+        if crate::outputs::valid_key(&name) {
+            Some(name)
+        } else {
+            cx.invalid(
+                f,
+                format_args!("`{name}` is not a secret name: 1 to 64 of a-z, 0-9, `_` and `-`"),
+            )
+        }
+    });
+    let mut seen: Vec<String> = Vec::new();
+    for name in names.unwrap_or_default() {
+        if !seen.contains(&name) {
+            seen.push(name);
+        }
+    }
+    seen
+}
+
+/// `[service.NAME.secret.SECRET]`: a copy of a pushed secret at `target` (DESIGN §10), kept
+/// as a [`Template`] whose source is the secret (mode 0600 by default; no `check`).
+fn secrets(cx: &mut Ctx, f: Field) -> Vec<Template> {
+    let Some(table) = cx.table(
+        f,
+        "tables like [service.NAME.secret.authorized-keys] with a `target`",
+    ) else {
+        return Vec::new();
+    };
+    let place = sub_place(f.place, "secret");
+    let all = entries(table);
+    if all.len() > MAX_TEMPLATES {
+        cx.invalid::<()>(
+            f,
+            format_args!("{} secrets; at most {MAX_TEMPLATES} per service", all.len()),
+        );
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for (name, value) in all {
+        let secret: &str = name.get_ref();
+        if !crate::outputs::valid_key(secret) {
+            cx.error(
+                name.span().start,
+                format!("secret name `{secret}` is not valid: 1 to 64 of a-z, 0-9, `_` and `-`"),
+            );
+            continue;
+        }
+        let place = sub_place(&place, secret);
+        let f = Field::new(secret, &place, value);
+        let Some(table) = cx.table(
+            f,
+            "a table like { target = \"/root/.ssh/authorized_keys\" }",
+        ) else {
+            continue;
+        };
+        let mut t = Template {
+            source: TemplateSource::Secret(secret.to_string()),
+            target: String::new(),
+            mode: defaults::SECRET_MODE,
+            owner: None,
+            group: None,
+            check: None,
+            on_change: OnChange::Reload,
+            debounce: defaults::RENDER_DEBOUNCE,
+            secrets: Vec::new(),
+        };
+        let mut target = None;
+        for (k, v) in entries(table) {
+            let f = Field::new(k.get_ref(), &place, v);
+            match f.key {
+                "target" => target = cx.path(f),
+                "mode" => set(&mut t.mode, file_mode(cx, f)),
+                "owner" => t.owner = account(cx, f),
+                "group" => t.group = account(cx, f),
+                "on-change" => set(&mut t.on_change, cx.choice(f, &OnChange::ALL)),
+                _ => cx.unknown_key(k, &place, &SECRET_KEYS),
+            }
+        }
+        match target {
+            Some(target) => {
+                t.target = target;
+                found.push(t);
+            }
+            None => cx.error(
+                f.at(),
+                format!("{place} has no `target`: name the file the secret is copied to"),
+            ),
         }
     }
     found

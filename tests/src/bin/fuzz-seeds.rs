@@ -46,6 +46,15 @@ const CONFIGS: &[(&str, &str)] = &[
          probe = { unix = \"/run/d.sock\", every = \"2s\", reports = \"condition\" }\n\
          [service.d.on.connecting]\nhealthy = false\n",
     ),
+    (
+        "secrets",
+        "[daemon]\nsecrets-dir = \"/etc/medic/secrets\"\n[service.dropbear]\n\
+         run = [\"/usr/sbin/dropbear\", \"-F\"]\n\
+         [service.dropbear.secret.authorized-keys]\ntarget = \"/root/.ssh/authorized_keys\"\n\
+         on-change = \"none\"\n[service.dropbear.secret.host-key]\n\
+         target = \"/etc/dropbear/host_key\"\nmode = \"0400\"\nowner = \"root\"\n\
+         on-change = \"restart\"\n",
+    ),
 ];
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -181,6 +190,30 @@ fn main() {
                 binary: Some("/usr/sbin/medic".into()),
             },
         ),
+        (
+            "secret-set",
+            Request::SecretSet {
+                name: "authorized-keys".into(),
+                bytes: control::SecretBytes(b"ssh-ed25519 AAAA seed\n".to_vec()),
+                confirm_within_ms: Some(300_000),
+            },
+        ),
+        (
+            "secret-rm",
+            Request::SecretRemove {
+                name: "wg-key".into(),
+            },
+        ),
+        ("secret-list", Request::SecretList),
+        (
+            "apply",
+            Request::Apply {
+                path: "/tmp/medic.toml".into(),
+                confirm_within_ms: None,
+            },
+        ),
+        ("confirm", Request::Confirm),
+        ("pending", Request::Pending),
     ];
     for (name, request) in requests {
         let frame = control::encode_frame(&request, control::MAX_REQUEST_BYTES).expect("encode");
@@ -195,6 +228,16 @@ fn main() {
         ("saved", Response::TraceSaved { bytes: 4096 }),
         ("error", Response::Error("no such service".into())),
         ("pong", Response::Pong),
+        (
+            "secrets",
+            Response::Secrets(vec![control::SecretRow {
+                name: "authorized-keys".into(),
+                size: 81,
+                generation: 2,
+                set_at_unix_ms: 1_714_564_810_000,
+                unconfirmed: true,
+            }]),
+        ),
     ];
     for (name, answer) in answers {
         let frame = control::encode_frame(&answer, control::MAX_RESPONSE_BYTES).expect("encode");
