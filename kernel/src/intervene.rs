@@ -32,7 +32,10 @@ impl Kernel {
             let up = slot.running().is_some()
                 || (slot.oneshot_done && slot.stop_command == StopCommand::Idle);
             if slot.config.stop_when_needs_fail && up {
-                self.slots[id.index()].medical.stopped_for_needs = true;
+                let planned = self.needs_down_as_planned(id);
+                let medical = &mut self.slots[id.index()].medical;
+                medical.stopped_for_needs = true;
+                medical.needs_planned = planned;
                 self.stop_service(id, AfterStop::Nothing);
                 self.advance_stop(id, out);
                 self.mark(id);
@@ -88,6 +91,17 @@ impl Kernel {
             }
             Plan::Heal(heal, settle) => self.intervene(id, heal, settle, out),
         }
+    }
+
+    /// Whether the needs of `id` are down for a planned restart or run: one of them, or one
+    /// upstream of them, is in one (made, and its condition not yet past it). Judged when
+    /// `stop-when-needs-fail` stops `id`, from the plans alone, whatever else is down at the
+    /// same time: at most one uncounted start per plan, and plans come no faster than their
+    /// period.
+    fn needs_down_as_planned(&self, id: ServiceId) -> bool {
+        self.closure(id, |s| &s.needs)
+            .iter()
+            .any(|n| self.slots[n.index()].planned)
     }
 
     /// Whether everything `id` is ordered `after` has been tried.
@@ -290,6 +304,7 @@ impl Kernel {
         });
         slot.problem = None;
         slot.problem_note.clear();
+        slot.render.owed.clear(); // the new process reads the files as they are
         slot.ever_started = true;
         slot.probe_failures = 0;
         slot.ready_poll_every = defaults::READY_POLL_FIRST;

@@ -548,6 +548,10 @@ impl Kernel {
         let slot = &mut self.slots[id.index()];
         slot.condition = condition.clone();
         slot.since = now;
+        if !condition.is_transient() {
+            // A planned restart or run is over (done, or failed: then it is a failure).
+            slot.planned = false;
+        }
         self.mark_successors(id);
         let slot = &mut self.slots[id.index()];
         if verdict_healthy != slot.healthy {

@@ -11,6 +11,9 @@
 //!   that changed; `unchanged` does nothing; `failed` leaves the old files and the process as
 //!   they were, and the history says why.
 //! * At most one render per service is in flight; a change meanwhile renders once more after it.
+//!   The answer of the render made old is thrown away, but a `changed` one has replaced files
+//!   already: their `on-change` is owed, and applied (once) with the answer of the render after
+//!   it, whatever that answer (`unchanged` included: the bytes changed on disk all the same).
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +44,10 @@ pub(crate) struct RenderState {
     pub failed: Option<String>,
     /// A secret it copies does not exist: no start until it is pushed (DESIGN §10).
     pub waiting_secret: Option<String>,
+    /// Targets a thrown-away `changed` answer replaced while the process ran: their
+    /// `on-change` is owed, applied with the next answer (each a target of a template: bounded
+    /// by them). Cleared by a spawn, which reads the files as they are.
+    pub owed: Vec<String>,
 }
 
 impl Kernel {
@@ -155,7 +162,17 @@ impl Kernel {
         }
         slot.render.in_flight = None;
         if std::mem::take(&mut slot.render.again) {
-            // What it read changed while it rendered: that result is already old.
+            // What it read changed while it rendered: that result is already old. Files it
+            // changed are replaced all the same: the process must still hear of them.
+            if let (RenderPurpose::Refresh, RenderResult::Changed(targets)) = (purpose, &result) {
+                self.owe_on_change(id, targets);
+                let note = format!(
+                    "rendered {}; what it reads changed meanwhile: its on-change waits for the \
+                     render after it",
+                    targets.join(", ")
+                );
+                self.note(id, note, out);
+            }
             match purpose {
                 RenderPurpose::Start => self.mark(id),
                 RenderPurpose::Refresh => self.on_render_timer(id, out),
@@ -179,10 +196,30 @@ impl Kernel {
             (RenderPurpose::Refresh, RenderResult::Failed(why)) => {
                 let note = format!("render failed: {why}; the old files stay");
                 self.note(id, note, out);
+                // The files a thrown-away answer replaced stay too: they were rendered and
+                // checked, so they are good, and they are what any start of the process would
+                // read now. Applying their owed `on-change` now, rather than keeping it owed
+                // for a render that may never succeed (the outputs may stay unrenderable),
+                // is what keeps the process from running on files older than the disk's.
+                let owed = std::mem::take(&mut self.slots[id.index()].render.owed);
+                if !owed.is_empty() {
+                    self.rendered_changed(id, &owed, out);
+                }
             }
-            (RenderPurpose::Refresh, RenderResult::Unchanged) => {}
+            (RenderPurpose::Refresh, RenderResult::Unchanged) => {
+                let owed = std::mem::take(&mut self.slots[id.index()].render.owed);
+                if !owed.is_empty() {
+                    self.rendered_changed(id, &owed, out);
+                }
+            }
             (RenderPurpose::Refresh, RenderResult::Changed(targets)) => {
-                self.rendered_changed(id, &targets, out)
+                let mut owed = std::mem::take(&mut self.slots[id.index()].render.owed);
+                for t in targets {
+                    if !owed.contains(&t) {
+                        owed.push(t);
+                    }
+                }
+                self.rendered_changed(id, &owed, out)
             }
         }
         // A refresh of a service that does not run (a secret changed meanwhile): its files
@@ -192,6 +229,18 @@ impl Kernel {
             slot.render.ready_for_start = true;
         }
         self.mark(id);
+    }
+
+    /// A thrown-away answer of `id` replaced `targets`: their `on-change` is owed. Only the
+    /// targets of its templates, each once.
+    fn owe_on_change(&mut self, id: ServiceId, targets: &[String]) {
+        let slot = &mut self.slots[id.index()];
+        for t in targets {
+            let known = slot.config.templates.iter().any(|tpl| &tpl.target == t);
+            if known && !slot.render.owed.contains(t) {
+                slot.render.owed.push(t.clone());
+            }
+        }
     }
 
     /// Files of a running service changed: a new fact, and the strongest `on-change` of them.

@@ -30,6 +30,9 @@ pub(crate) struct Medical {
     pub relapsed: bool,
     /// Stopped by `stop-when-needs-fail`; its next start waits for `start_gate`.
     pub stopped_for_needs: bool,
+    /// That stop was for needs down for a planned restart or run (`restart-every`,
+    /// `every`, `at`, upstream or theirs): the start after it is not counted.
+    pub needs_planned: bool,
     /// Starts after a need came back, since the service was last healthy for `forgive-after`.
     pub needs_restarts: u32,
     /// No start after a need came back before this.
@@ -163,7 +166,10 @@ impl Medical {
 
     /// A service stopped by `stop-when-needs-fail` may start again now that its needs are
     /// back: `Err(at)` when a flapping need would cycle it faster than a restart's settle
-    /// time (doubling while the flapping goes on), else the start is counted.
+    /// time (doubling while the flapping goes on), else the start is counted. A stop for a
+    /// planned restart upstream is not flapping: the start after it waits for a gate that
+    /// stands, but is not counted and moves no gate (else a need restarted more often than
+    /// `max-backoff` would keep it down for ever).
     pub fn start_after_needs(
         &mut self,
         now: Instant,
@@ -176,6 +182,9 @@ impl Medical {
             return Err(self.start_gate);
         }
         self.stopped_for_needs = false;
+        if core::mem::take(&mut self.needs_planned) {
+            return Ok(());
+        }
         self.needs_restarts = self.needs_restarts.saturating_add(1);
         let settle = Heal::Restart.default_settle();
         self.start_gate = now + backoff(settle, self.needs_restarts, max_backoff);

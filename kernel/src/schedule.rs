@@ -247,6 +247,7 @@ impl Kernel {
             return Planned::Skipped;
         }
         self.note(id, format!("{label}: {what}"), out);
+        self.slots[id.index()].planned = true;
         if oneshot {
             // Up to now it was done; `act` starts the next run.
             self.slots[id.index()].oneshot_done = false;

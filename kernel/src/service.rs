@@ -118,6 +118,10 @@ pub(crate) struct Slot {
     pub ever_started: bool,
     /// The condition, as last derived.
     pub condition: Condition,
+    /// In a planned restart or run (`restart-every`, `every`, `at`) since it was made, until
+    /// its condition changes to one that is not transient: what needs it, directly or not, is
+    /// down for a plan, not a failure.
+    pub planned: bool,
     /// When `condition` began.
     pub since: Instant,
     /// The verdict's health bit for `condition`, as last derived.
@@ -191,6 +195,7 @@ impl Slot {
             problem_note: String::new(),
             ever_started: false,
             condition: Condition::Stopped,
+            planned: false,
             since: Instant::ZERO,
             healthy: false,
             medical: Medical::default(),

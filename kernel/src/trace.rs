@@ -57,7 +57,10 @@ pub const MAGIC: [u8; 8] = *b"MEDICTRC";
 ///   `Effect::ConfigRolledBack`; the snapshot keeps the secrets' generations, the change
 ///   waiting for its confirmation and a render's `waiting_secret`; a template's `secrets`
 ///   (the secrets its text reads with `secret("NAME")`).
-pub const FORMAT_VERSION: u32 = 6;
+/// * 7: a slot keeps whether it is in a planned restart or run (`planned`), the medical record
+///   whether its stop for needs was for such a plan (`needs_planned`); the render state the
+///   targets whose `on-change` a thrown-away answer left owed (`owed`).
+pub const FORMAT_VERSION: u32 = 7;
 
 /// FNV-1a, 64 bits: small, fast, and the same on every platform.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

@@ -259,6 +259,100 @@ fn unchanged_bytes_do_nothing() {
     );
 }
 
+/// dnsmasq running, a render of 2001:db8:2::/56 in flight, and a renew (only a lifetime, which
+/// the template does not render) arriving before its answer, `Changed`: that answer is thrown
+/// away and the render asked again, though the file was replaced.
+fn changed_answer_thrown_away() -> World {
+    let mut w = running_consumer();
+    set(&mut w, "dhcp6", prefixes("2001:db8:2::/56"));
+    w.wait(1_000);
+    let before = renders(&w, "dnsmasq").len();
+    let mut renewed = prefixes("2001:db8:2::/56");
+    renewed.insert("valid-s".into(), Value::String("3600".into()));
+    set(&mut w, "dhcp6", renewed);
+    answer(
+        &mut w,
+        "dnsmasq",
+        RenderResult::Changed(vec!["/run/dnsmasq.conf".into()]),
+    );
+    assert_eq!(renders(&w, "dnsmasq").len(), before + 1, "rendered again");
+    assert!(
+        !w.effects_of("dnsmasq")
+            .last()
+            .unwrap()
+            .ends_with("signal HUP"),
+        "not yet: that answer is old"
+    );
+    w
+}
+
+#[test]
+fn a_thrown_away_changed_answer_owes_its_on_change_to_the_render_after_it() {
+    let mut w = changed_answer_thrown_away();
+    let job = w.job("dnsmasq");
+    // The file on disk is the first render's: the second finds nothing new to write.
+    answer(&mut w, "dnsmasq", RenderResult::Unchanged);
+    let effects = w.effects_of("dnsmasq");
+    let hups = effects.iter().filter(|e| e.ends_with("signal HUP")).count();
+    assert_eq!(hups, 1, "{effects:?}");
+    assert_eq!(w.job("dnsmasq"), job, "reloaded, not restarted");
+    let history = w.history("dnsmasq");
+    let n = history.len();
+    assert!(
+        history[n - 2].contains("what it reads changed meanwhile"),
+        "{history:?}"
+    );
+    assert!(
+        history[n - 1].contains("rendered /run/dnsmasq.conf (outputs changed)"),
+        "{history:?}"
+    );
+    // Owed once: the next unchanged render does nothing.
+    set(&mut w, "dhcp6", prefixes("2001:db8:2::/56"));
+    w.wait(1_000);
+    answer(&mut w, "dnsmasq", RenderResult::Unchanged);
+    let after = w.effects_of("dnsmasq");
+    assert_eq!(
+        after.iter().filter(|e| e.ends_with("signal HUP")).count(),
+        1
+    );
+}
+
+#[test]
+fn an_owed_on_change_is_applied_once_with_a_changed_or_failed_answer_after_it() {
+    let mut w = changed_answer_thrown_away();
+    answer(
+        &mut w,
+        "dnsmasq",
+        RenderResult::Changed(vec!["/run/dnsmasq.conf".into()]),
+    );
+    let hups = |w: &World| {
+        w.effects_of("dnsmasq")
+            .iter()
+            .filter(|e| e.ends_with("signal HUP"))
+            .count()
+    };
+    assert_eq!(hups(&w), 1, "one reload for both renders");
+    // A failed render after a thrown-away change: the files of that change stay (checked,
+    // good), and the process is told of them.
+    let mut w = changed_answer_thrown_away();
+    answer(
+        &mut w,
+        "dnsmasq",
+        RenderResult::Failed("check exited 1".into()),
+    );
+    assert_eq!(hups(&w), 1);
+    let history = w.history("dnsmasq");
+    let n = history.len();
+    assert!(
+        history[n - 2].contains("render failed: check exited 1; the old files stay"),
+        "{history:?}"
+    );
+    assert!(
+        history[n - 1].contains("rendered /run/dnsmasq.conf (outputs changed)"),
+        "{history:?}"
+    );
+}
+
 #[test]
 fn a_failed_render_while_running_leaves_it_running() {
     let mut w = running_consumer();

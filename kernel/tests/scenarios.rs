@@ -1187,6 +1187,55 @@ fn a_flapping_need_does_not_cycle_a_stop_when_needs_fail_dependent_faster_than_s
     assert_eq!(w.spawns("tunnel").last(), Some(&70_000));
 }
 
+#[test]
+fn a_planned_restart_of_a_need_is_not_flapping_for_a_stop_when_needs_fail_dependent() {
+    let mut w = World::new(
+        r#"
+        [service.leaky]
+        run = ["/usr/sbin/leaky-daemon"]
+        restart-every = "10s"
+        [service.tunnel]
+        run = ["/usr/sbin/xl2tpd", "-D"]
+        needs = ["leaky"]
+        stop-when-needs-fail = true
+        "#,
+    )
+    .boot();
+    w.run_until(125_000);
+    let every_10s: Vec<u64> = (0..=12).map(|i| i * 10_000).collect();
+    assert_eq!(w.spawns("leaky"), every_10s);
+    // Stopped with its need, and started again with it each time: a planned restart is not
+    // a failure, so the start gate never grows past the restart period.
+    assert_eq!(w.spawns("tunnel"), every_10s);
+    assert_eq!(w.condition("tunnel"), "ready");
+}
+
+#[test]
+fn a_planned_run_upstream_is_not_flapping_for_a_stop_when_needs_fail_dependent() {
+    let mut w = World::new(
+        r#"
+        [service.rules]
+        oneshot = ["/sbin/load-rules"]
+        every = "10s"
+        [service.relay]
+        run = ["/usr/sbin/relay"]
+        needs = ["rules"]
+        [service.tunnel]
+        run = ["/usr/sbin/xl2tpd", "-D"]
+        needs = ["relay"]
+        stop-when-needs-fail = true
+        "#,
+    )
+    .boot();
+    w.run_until(125_000);
+    let every_10s: Vec<u64> = (0..=12).map(|i| i * 10_000).collect();
+    assert_eq!(w.spawns("rules"), every_10s);
+    // The run blocks the relay (blocked, not transient), and the tunnel goes down with it:
+    // still a plan upstream, not a failure.
+    assert_eq!(w.spawns("relay"), vec![0]);
+    assert_eq!(w.spawns("tunnel"), every_10s);
+}
+
 /// Feeds a memory sample of `rss` bytes for the current process of `name` (1 GiB of RAM).
 fn sample(w: &mut World, name: &str, rss: u64) {
     let (service, job) = (w.id(name), w.job(name));

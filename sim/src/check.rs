@@ -275,6 +275,12 @@ struct Model {
     /// Stopped because a need failed (`stop-when-needs-fail`): its next start waits for the
     /// gate.
     stopped_for_needs: bool,
+    /// That stop was for needs down only for a planned restart or run (theirs or upstream):
+    /// the start after it is not counted (the kernel's `needs_planned`).
+    needs_planned: bool,
+    /// In a planned restart or run (its history said so), until its condition changes to one
+    /// that is not transient.
+    planned: bool,
     needs_restarts: u32,
     start_gate: Instant,
     /// A watched file changed: a new fact once the debounce time has passed.
@@ -342,6 +348,8 @@ impl Model {
             last_intervention: None,
             given_up: false,
             stopped_for_needs: false,
+            needs_planned: false,
+            planned: false,
             needs_restarts: 0,
             start_gate: Instant::ZERO,
             file_fact_at: None,
@@ -1184,6 +1192,14 @@ impl Checker {
         }
         m.stopped_for_needs = false;
         m.counted_start = true;
+        if std::mem::take(&mut m.needs_planned) {
+            // Down for a plan, not a failure: not flapping, so not counted (DESIGN §11).
+            m.note(
+                now,
+                "start after a planned restart upstream, not counted".into(),
+            );
+            return violation;
+        }
         m.needs_restarts = m.needs_restarts.saturating_add(1);
         m.start_gate = now + model_backoff(RESTART_SETTLE, m.needs_restarts, m.config.max_backoff);
         m.note(
@@ -1381,6 +1397,9 @@ impl Checker {
         if record.note.ends_with(": run again") {
             m.oneshot_done = false;
         }
+        if record.note.ends_with(": run again") || record.note.ends_with(": planned restart") {
+            m.planned = true;
+        }
 
         let Some(heal) = &record.heal else { return };
         let running = m.proc.is_some() && !m.stopping();
@@ -1401,6 +1420,7 @@ impl Checker {
         // Fresh: a fact earlier in this step (retry-after, forgiveness) may have moved it.
         let mut c = m.derive(world);
         if c != m.condition {
+            m.planned &= c.is_transient();
             m.condition = c.clone();
             m.since = now;
         }
@@ -1534,11 +1554,29 @@ impl Checker {
         self.touched.clear();
     }
 
+    /// Whether `needs` are down for a planned restart or run: one of them, or one upstream
+    /// of them, is in one (the kernel's rule: from the plans alone).
+    fn needs_down_as_planned(&self, k: &Kernel, needs: &[ServiceId]) -> bool {
+        let mut seen = BTreeSet::new();
+        let mut stack = needs.to_vec();
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
+            if self.models.get(n).is_some_and(|m| m.planned) {
+                return true;
+            }
+            stack.extend_from_slice(k.status(n).map(|v| v.needs()).unwrap_or_default());
+        }
+        false
+    }
+
     fn rederive(&mut self, now: Instant, k: &Kernel, world: &World, id: ServiceId, after: bool) {
         let needs: &[ServiceId] = k.status(id).map(|v| v.needs()).unwrap_or_default();
         let needs_ok = needs
             .iter()
             .all(|n| self.models.get(*n).is_none_or(|m| m.healthy));
+        let needs_planned = !needs_ok && self.needs_down_as_planned(k, needs);
         let view = k.status(id);
         let mut report = None;
         let m = self.models.get_mut(id).expect("touched");
@@ -1581,6 +1619,7 @@ impl Checker {
         };
         if !needs_ok && m.config.stop_when_needs_fail && m.wanted && up {
             m.stopped_for_needs = true;
+            m.needs_planned = needs_planned;
             m.restarted();
             m.note(now, "model: stopped for its needs".into());
         }
@@ -1592,6 +1631,7 @@ impl Checker {
                     m.config.name, m.condition
                 );
             }
+            m.planned &= c.is_transient();
             m.condition = c;
             m.since = now;
         }

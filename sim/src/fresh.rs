@@ -9,11 +9,16 @@
 //!   then done again at once, which takes a second one. ("Running": a live process in the
 //!   world that nobody has asked to stop, and that the kernel is not stopping; a consumer that
 //!   starts later renders before its start.) A last render that failed counts: the latest
-//!   outputs may be ones no template can render.
+//!   outputs may be ones no template can render. And a running consumer whose files the world
+//!   changed (a target with an `on-change` other than `none`) has had an `on-change` action
+//!   since, or a spawn: else it runs on files it was never told of (a render answer the kernel
+//!   threw away had replaced them).
 //! * **9, no storms.** An `on-change` action (a reload signal or command, or the stop of a
 //!   restart, delivered to a live process in the step that takes a render's answer) only after
 //!   a render whose bytes really changed in the world, and never two for one consumer closer
-//!   than its `debounce`.
+//!   than its `debounce`. A render that changed bytes but whose answer the kernel threw away
+//!   (what it reads changed meanwhile) owes its action to the answer after it, whatever that
+//!   answer: that action is judged as the changed render's, once.
 //!
 //! The latest outputs are what the publishers published ([`Input::SetOutputs`]), and empty
 //! where the kernel cleared them ("outputs cleared" in the publisher's history: stopped by the
@@ -37,6 +42,8 @@ struct Consumer {
     debounce: Duration,
     /// What it reads: `needs`, then `uses`.
     reads: Vec<String>,
+    /// The targets whose change the process must hear of (`on-change` not `none`).
+    acts_on: BTreeSet<String>,
 }
 
 /// The checker of properties 8 and 9.
@@ -52,6 +59,12 @@ pub struct FreshConfig {
     due_of: BTreeMap<String, Instant>,
     /// Each consumer's last `on-change` action.
     last_action: BTreeMap<String, Instant>,
+    /// Consumers whose bytes a render changed in the world with no `on-change` action in the
+    /// step of its answer (until one, or a spawn, which reads the files as they are).
+    unapplied: BTreeSet<String>,
+    /// Consumers whose files (with an `on-change`) the world changed, and since when, with no
+    /// `on-change` action since (until one, or a spawn).
+    untold: BTreeMap<String, Instant>,
     shutting_down: bool,
 }
 
@@ -83,6 +96,12 @@ impl FreshConfig {
                     .min()
                     .unwrap_or_default(),
                 reads,
+                acts_on: s
+                    .templates
+                    .iter()
+                    .filter(|t| t.on_change != medic_kernel::config::OnChange::None)
+                    .map(|t| t.target.clone())
+                    .collect(),
             };
             self.consumers.insert(s.name.clone(), consumer);
         }
@@ -137,8 +156,49 @@ impl FreshConfig {
                 }
             }
         }
-        if let Input::RenderDone { service, job, .. } = input {
-            self.judge_action(now, k, world, effects, *service, *job, checker);
+        for e in effects {
+            if let Effect::Spawn { service, .. } = e {
+                self.unapplied.remove(k.name(*service));
+                self.untold.remove(k.name(*service));
+            }
+        }
+        if let Input::RenderDone {
+            service,
+            job,
+            result,
+        } = input
+        {
+            // The world's answer: the world's record of that render may already be the next
+            // one's, asked in this step when the kernel threw this answer away.
+            let wrote = matches!(result, medic_kernel::RenderResult::Changed(_));
+            let answer = (*service, *job, wrote);
+            let acted = self.judge_action(now, k, world, effects, answer, checker);
+            let name = k.name(*service).to_string();
+            let must_hear = match (result, self.consumers.get(&name)) {
+                (medic_kernel::RenderResult::Changed(targets), Some(c)) => {
+                    targets.iter().any(|t| c.acts_on.contains(t))
+                }
+                _ => false,
+            };
+            // A spawn in this step reads the files as they are now.
+            let spawned = effects
+                .iter()
+                .any(|e| matches!(e, Effect::Spawn { service: s, .. } if s == service));
+            if acted || spawned {
+                self.untold.remove(&name);
+            } else if must_hear && !self.untold.contains_key(&name) {
+                self.untold.insert(name.clone(), now);
+                let debounce = self
+                    .consumers
+                    .get(&name)
+                    .map_or(Duration::ZERO, |c| c.debounce);
+                let at = now + debounce + RENDER_LATENCY_MAX * 2;
+                let at = self.due_of.get(&name).map_or(at, |old| at.max(*old));
+                if let Some(old) = self.due_of.insert(name.clone(), at) {
+                    self.due.remove(&(old, name.clone()));
+                }
+                self.due.insert((at, name));
+            }
         }
     }
 
@@ -197,6 +257,13 @@ impl FreshConfig {
                     .filter(|p| r.outputs.get(*p) != self.latest.get(*p))
                     .collect(),
             };
+            if let Some(since) = self.untold.get(&name) {
+                let what = format!(
+                    "runs on files it was never told of: the world changed them at {since} \
+                     (a target with an on-change), and no on-change came since"
+                );
+                checker.report(Property::FreshConfig, Some(id), &name, at, what);
+            }
             if let Some(p) = stale.first() {
                 let rendered = world.outputs.last_render(id).map_or_else(
                     || "it never rendered".to_string(),
@@ -220,18 +287,17 @@ impl FreshConfig {
         }
     }
 
-    /// Property 9 in the step that takes the answer of render `job` of `service`.
-    #[allow(clippy::too_many_arguments)]
+    /// Property 9 in the step that takes the answer of render `job` of `service` (`wrote`: the
+    /// answer says the world changed files).
     fn judge_action(
         &mut self,
         now: Instant,
         k: &Kernel,
         world: &World,
         effects: &[Effect],
-        service: medic_kernel::ServiceId,
-        job: medic_kernel::JobId,
+        (service, job, wrote): (medic_kernel::ServiceId, medic_kernel::JobId, bool),
         checker: &mut Checker,
-    ) {
+    ) -> bool {
         let action = effects.iter().find_map(|e| match e {
             Effect::Signal {
                 service: s,
@@ -249,10 +315,17 @@ impl FreshConfig {
             } if *s == service => Some(format!("{p:?} command")),
             _ => None,
         });
-        let Some(action) = action else { return };
         let name = k.name(service).to_string();
         let render = world.outputs.last_render(service).filter(|r| r.job == job);
-        if !render.is_some_and(|r| r.changed) {
+        let changed = render.is_some_and(|r| r.changed);
+        let Some(action) = action else {
+            if changed || wrote {
+                self.unapplied.insert(name);
+            }
+            return false;
+        };
+        let owed = self.unapplied.remove(&name);
+        if !changed && !owed {
             let what = format!(
                 "on-change ({action}) after a render whose bytes did not change in the world"
             );
@@ -272,5 +345,6 @@ impl FreshConfig {
                 checker.report(Property::NoStorms, Some(service), &name, now, what);
             }
         }
+        true
     }
 }

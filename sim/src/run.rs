@@ -947,6 +947,7 @@ fn swarm_ops(rng: &mut Rng, faults: &Faults, length: Duration) -> Timed {
     );
     // Publishers: bursts of changes (a DHCP client publishes several times in a row), renews
     // that move only lifetimes, and partial maps made whole again a little later.
+    let races = faults.render_races;
     family(rng, faults.publish_every, &mut ops, &mut |rng, t, ops| {
         let i = rng.below(256) as u8;
         match rng.below(4) {
@@ -957,7 +958,17 @@ fn swarm_ops(rng: &mut Rng, faults: &Faults, length: Duration) -> Timed {
                     at = at + Duration::from_millis(rng.range(10, 1_500));
                 }
             }
-            2 => ops.push((t, Op::Renew(i))),
+            2 => {
+                if races {
+                    // The address, then the lease a moment later: a render asked for the
+                    // change is still in flight when the renew comes.
+                    ops.push((t, Op::Publish(i)));
+                    let gap = Duration::from_micros(100 + u64::from(i) * 3);
+                    ops.push((t + gap, Op::Renew(i)));
+                } else {
+                    ops.push((t, Op::Renew(i)));
+                }
+            }
             _ => {
                 ops.push((t, Op::PublishPartial(i)));
                 let later = Duration::from_millis(rng.range(200, 5_000));
@@ -997,6 +1008,7 @@ pub fn run_with<S: Supervisor>(
     }
     let faults = Faults {
         publish_every: Faults::publish_every(seed),
+        render_races: Faults::render_races(seed),
         ..Faults::swarm(&mut rng)
     };
     let repro = script.map(<[Op]>::to_vec);

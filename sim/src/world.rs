@@ -55,6 +55,10 @@ pub struct Faults {
     pub reconfigure_every: Option<Duration>,
     /// Mean gap between publishers' output events (bursts of changes, renews, partial maps).
     pub publish_every: Option<Duration>,
+    /// A renew comes with a change right before it (well within a render's latency): a render
+    /// asked for the change is made old by the renew while in flight (see
+    /// [`Faults::render_races`]).
+    pub render_races: bool,
 }
 
 impl Faults {
@@ -64,6 +68,12 @@ impl Faults {
         let mut rng = Rng::new(seed ^ 0x7075_626c_6973_6821);
         rng.ratio(3, 4)
             .then(|| Duration::from_millis(*rng.pick(&[1_000, 10_000, 60_000])))
+    }
+
+    /// Whether renews race renders, for `seed`: a quarter of the seeds, from the seed alone
+    /// (no draw), so that other seeds' scenarios did not move when it came.
+    pub fn render_races(seed: u64) -> bool {
+        seed.is_multiple_of(4)
     }
 
     /// A random mix: each kind on with probability one half, at a random rate (all but
@@ -107,6 +117,7 @@ impl Faults {
             operator_every: every(rng, &[5_000, 30_000, 120_000]),
             reconfigure_every: every(rng, &[30_000, 300_000]),
             publish_every: None,
+            render_races: false,
         }
     }
 }

@@ -856,6 +856,66 @@ fn a_kernel_that_acts_on_unchanged_renders_is_caught() {
     );
 }
 
+/// Forgets the `on-change` a thrown-away `changed` answer owes (the kernel before the fix): a
+/// `changed` answer the kernel is about to throw away (what the service reads changed while it
+/// rendered) is handed to it as `unchanged`, so the files the world replaced are never applied
+/// when the render after it finds nothing new.
+struct ForgetsOwedOnChange {
+    inner: Kernel,
+}
+
+impl Supervisor for ForgetsOwedOnChange {
+    fn step(&mut self, now: Instant, input: Input, out: &mut Vec<Effect>) {
+        let input = match input {
+            Input::RenderDone {
+                service,
+                job,
+                result: result @ RenderResult::Changed(_),
+            } => {
+                // Whether the kernel throws this answer away: it asks for a render again.
+                let mut probe = self.inner.clone();
+                let mut seen = Vec::new();
+                let done = Input::RenderDone {
+                    service,
+                    job,
+                    result: result.clone(),
+                };
+                probe.step(now, done, &mut seen);
+                let again = seen
+                    .iter()
+                    .any(|e| matches!(e, Effect::Render { service: s, .. } if *s == service));
+                let result = if again {
+                    RenderResult::Unchanged
+                } else {
+                    result
+                };
+                Input::RenderDone {
+                    service,
+                    job,
+                    result,
+                }
+            }
+            other => other,
+        };
+        self.inner.step(now, input, out);
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        self.inner.next_deadline()
+    }
+    fn kernel(&self) -> &Kernel {
+        &self.inner
+    }
+}
+
+#[test]
+fn a_kernel_that_forgets_an_owed_on_change_is_caught() {
+    assert_caught(
+        "a_kernel_that_forgets_an_owed_on_change_is_caught",
+        Property::FreshConfig,
+        |inner| ForgetsOwedOnChange { inner },
+    );
+}
+
 // ----- property 10: `at` and `restart-every` ---------------------------------------------------
 
 /// When the wall clock is read (at start, after a step), quietly runs every `at` job at once

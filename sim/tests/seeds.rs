@@ -80,6 +80,11 @@ fn regression_seeds() {
             71978,
             "a oneshot's stop command past stop-timeout is abandoned, and what it needs may stop",
         ),
+        (
+            1150,
+            "a need's planned restarts (restart-every, every upstream) grew a stop-when-needs-fail \
+             dependent's start gate past their period: it never started again",
+        ),
     ] {
         if let Err(failure) = run_seed(seed, &opts) {
             panic!("seed {seed} ({what}) fails again:\n{failure}");
