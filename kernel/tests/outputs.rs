@@ -317,6 +317,41 @@ fn a_thrown_away_changed_answer_owes_its_on_change_to_the_render_after_it() {
     );
 }
 
+/// Owed targets are kept once each, and only those of the service's own templates: two
+/// answers thrown away in a row, the second naming its file again and a file no template of
+/// it writes, owe one reload that names the file once.
+#[test]
+fn owed_targets_are_its_own_and_each_is_owed_once() {
+    let mut w = changed_answer_thrown_away();
+    let before = renders(&w, "dnsmasq").len();
+    let mut renewed = prefixes("2001:db8:2::/56");
+    renewed.insert("valid-s".into(), Value::String("7200".into()));
+    set(&mut w, "dhcp6", renewed);
+    answer(
+        &mut w,
+        "dnsmasq",
+        RenderResult::Changed(vec!["/run/dnsmasq.conf".into(), "/etc/not-its-own".into()]),
+    );
+    if renders(&w, "dnsmasq").len() == before {
+        w.wait(1_000);
+    }
+    assert_eq!(renders(&w, "dnsmasq").len(), before + 1, "rendered again");
+    answer(&mut w, "dnsmasq", RenderResult::Unchanged);
+    let hups = w
+        .effects_of("dnsmasq")
+        .iter()
+        .filter(|e| e.ends_with("signal HUP"))
+        .count();
+    assert_eq!(hups, 1);
+    let history = w.history("dnsmasq");
+    assert!(
+        history
+            .last()
+            .is_some_and(|l| l.contains("rendered /run/dnsmasq.conf (outputs changed)")),
+        "{history:?}"
+    );
+}
+
 #[test]
 fn an_owed_on_change_is_applied_once_with_a_changed_or_failed_answer_after_it() {
     let mut w = changed_answer_thrown_away();
