@@ -488,6 +488,24 @@ pub struct SecretFiles {
     pub generations: BTreeMap<String, u64>,
 }
 
+impl SecretFiles {
+    /// The generation the kernel named of secret `name`, and its bytes from the store. An
+    /// error says only the name and generation: never the bytes.
+    fn read(&self, name: &str) -> Result<(u64, Vec<u8>), String> {
+        let generation = *self
+            .generations
+            .get(name)
+            .ok_or_else(|| format!("waiting for secret {name}"))?;
+        let path = crate::secrets::path_of(&self.dir, name, generation);
+        let bytes = read_limited(&path)
+            .map_err(|e| format!("cannot read secret {name} generation {generation}: {e}"))?
+            .ok_or_else(|| {
+                format!("secret {name} generation {generation} is no longer in the store")
+            })?;
+        Ok((generation, bytes))
+    }
+}
+
 /// [`stage_with`] for templates that copy no secret.
 pub fn stage(
     templates: &[Template],
@@ -538,17 +556,7 @@ fn stage_one(
             String::from_utf8(bytes).map_err(|_| format!("{path} is not UTF-8 text"))?
         }
         TemplateSource::Secret(name) => {
-            let generation = secrets
-                .generations
-                .get(name)
-                .ok_or_else(|| format!("waiting for secret {name}"))?;
-            let path = crate::secrets::path_of(&secrets.dir, name, *generation);
-            // Only the name and generation are said: never the bytes.
-            let bytes = read_limited(&path)
-                .map_err(|e| format!("cannot read secret {name} generation {generation}: {e}"))?
-                .ok_or_else(|| {
-                    format!("secret {name} generation {generation} is no longer in the store")
-                })?;
+            let (_, bytes) = secrets.read(name)?;
             return write_if_changed(bytes, t, tag);
         }
     };
@@ -561,16 +569,7 @@ fn stage_one(
     // line and the kind of error is said (never a secret's bytes).
     let mut values = BTreeMap::new();
     for name in &t.secrets {
-        let generation = secrets
-            .generations
-            .get(name)
-            .ok_or_else(|| format!("waiting for secret {name}"))?;
-        let path = crate::secrets::path_of(&secrets.dir, name, *generation);
-        let bytes = read_limited(&path)
-            .map_err(|e| format!("cannot read secret {name} generation {generation}: {e}"))?
-            .ok_or_else(|| {
-                format!("secret {name} generation {generation} is no longer in the store")
-            })?;
+        let (generation, bytes) = secrets.read(name)?;
         let text = String::from_utf8(bytes).map_err(|_| {
             format!("secret {name} generation {generation} is not UTF-8 text: a template cannot read it (copy it with [service.X.secret.{name}])")
         })?;
