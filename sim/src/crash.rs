@@ -30,6 +30,7 @@ use medic_kernel::{config, Effect, Input, Instant, JobId, Kernel, Operator, Outc
 
 use crate::rng::Rng;
 use crate::world::{Faults, World};
+use crate::OneInstant;
 
 /// A deliberately broken resume, to prove the checkers catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +87,7 @@ struct Run {
     trace: Trace,
     report: CrashReport,
     violation: Option<String>,
+    one_instant: OneInstant,
 }
 
 /// Runs one seed: `crashes_every` is the mean time between crashes of the daemon.
@@ -135,6 +137,7 @@ pub fn run_crash_seed(seed: u64, mutant: Mutant) -> Result<CrashReport, String> 
         trace,
         report: CrashReport::default(),
         violation: None,
+        one_instant: OneInstant::default(),
     };
     run.run();
     match run.violation {
@@ -237,6 +240,9 @@ impl Run {
         self.kernel.step(self.now, input.clone(), &mut effects);
         self.trace.push(self.now, input, &effects);
         self.report.steps += 1;
+        if let Some(why) = self.one_instant.step(self.now) {
+            self.violation.get_or_insert(why);
+        }
         // The daemon writes the state before carrying out an intervention, else after the round.
         let ahead = effects.iter().any(is_intervention);
         if ahead || changes_processes || effects.iter().any(|e| matches!(e, Effect::Event { .. })) {

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use medic_kernel::{Device, Effect, ExitStatus, Input, Instant, JobId, Kernel, ServiceId};
 
 use crate::rng::Rng;
-use crate::Supervisor;
+use crate::{OneInstant, Supervisor};
 
 /// The config every device run uses; `@SETTLE@` is drawn per seed.
 const CONFIG: &str = r#"
@@ -387,6 +387,7 @@ pub fn run_devices<S: Supervisor>(
     let end_faults = Instant::ZERO + FAULT_TIME;
     let end = end_faults + CALM_TIME;
     let mut calm = false;
+    let mut one_instant = OneInstant::default();
     loop {
         let deadline = kernel.next_deadline();
         let event_at = w.queue.keys().next().map(|k| k.0);
@@ -473,6 +474,10 @@ pub fn run_devices<S: Supervisor>(
         out.clear();
         kernel.step(w.now, input, &mut out);
         w.report.steps += 1;
+        if let Some(why) = one_instant.step(w.now) {
+            w.broken.push(why);
+            break;
+        }
         if let Err(broken) = kernel.kernel().check_invariants() {
             w.broken.extend(
                 broken

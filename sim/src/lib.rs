@@ -37,6 +37,37 @@ pub use run::{
 };
 pub use world::Faults;
 
+/// Steps at one instant before a run is judged stuck there. A boot of every generated service
+/// with its world's answers takes a few hundred; a kernel in a loop with its world (a spawn, an
+/// exit, a spawn again …, or a deadline a tick does not move) reaches this in a fraction of a
+/// second, where without it the run would go on until the test's timeout or out of memory.
+pub const MAX_STEPS_AT_ONE_INSTANT: u32 = 100_000;
+
+/// Counts the steps taken at one instant: [`OneInstant::step`] says when a run has taken
+/// [`MAX_STEPS_AT_ONE_INSTANT`] without time moving.
+#[derive(Debug, Default)]
+pub struct OneInstant {
+    at: Instant,
+    steps: u32,
+}
+
+impl OneInstant {
+    /// One step at `now`; `Some(why)` once, on the step that reaches the bound.
+    pub fn step(&mut self, now: Instant) -> Option<String> {
+        if self.at != now {
+            self.at = now;
+            self.steps = 0;
+        }
+        self.steps += 1;
+        (self.steps == MAX_STEPS_AT_ONE_INSTANT).then(|| {
+            format!(
+                "{MAX_STEPS_AT_ONE_INSTANT} steps at {now} without time moving: the kernel and \
+                 its world answer each other for ever"
+            )
+        })
+    }
+}
+
 /// What the simulator drives: the kernel, or a wrapper around it (the checkers' tests wrap it
 /// in deliberately broken ones to prove that the checkers catch them).
 pub trait Supervisor {
@@ -78,4 +109,27 @@ pub fn seeds_from_env(default: u64) -> Vec<u64> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (start..start.saturating_add(n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_stuck_on_the_step_that_reaches_the_bound_at_one_instant_and_only_then() {
+        let mut guard = OneInstant::default();
+        let t = Instant::from_millis(5);
+        for _ in 1..MAX_STEPS_AT_ONE_INSTANT {
+            assert_eq!(guard.step(t), None);
+        }
+        let why = guard.step(t).expect("the bound is reached");
+        assert!(why.contains("without time moving"), "{why}");
+        assert_eq!(guard.step(t), None, "said once");
+        // Time moves: the count starts again.
+        let later = Instant::from_millis(6);
+        for _ in 1..MAX_STEPS_AT_ONE_INSTANT {
+            assert_eq!(guard.step(later), None);
+        }
+        assert!(guard.step(later).is_some());
+    }
 }

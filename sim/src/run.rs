@@ -18,7 +18,7 @@ use crate::rng::Rng;
 use crate::templates::Publish;
 use crate::timed::TimedJobs;
 use crate::world::{Faults, World, LINK_UP};
-use crate::Supervisor;
+use crate::{OneInstant, Supervisor};
 
 /// One thing done to the world or by the operator. Scenarios are lists of these: the swarm
 /// draws them from the seed; proptest draws and shrinks them. Numbers pick a service (or link,
@@ -304,6 +304,8 @@ struct Sim<S: Supervisor> {
     quiet: Option<Vec<ServiceId>>,
     /// Consecutive ticks at one instant (a deadline that never advances).
     stuck: u32,
+    /// Steps at one instant: a kernel that keeps answering its world without time moving.
+    one_instant: OneInstant,
     /// `SIM_VERBOSE=1`: print every step.
     verbose: bool,
     /// The script to name in the reproduce line (a scripted run whose script is not the
@@ -394,6 +396,10 @@ impl<S: Supervisor> Sim<S> {
         }
         if self.steps > MAX_STEPS {
             let what = format!("more than {MAX_STEPS} steps: the kernel never settles");
+            self.checker
+                .report(Property::Liveness, None, "-", self.now, what);
+        }
+        if let Some(what) = self.one_instant.step(self.now) {
             self.checker
                 .report(Property::Liveness, None, "-", self.now, what);
         }
@@ -1086,6 +1092,7 @@ fn run_inner<S: Supervisor>(
         rng: ops_rng.fork(),
         quiet: None,
         stuck: 0,
+        one_instant: OneInstant::default(),
         verbose: std::env::var_os("SIM_VERBOSE").is_some(),
         repro_script,
     };

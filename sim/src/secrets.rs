@@ -28,7 +28,7 @@ use medic_kernel::{
 };
 
 use crate::rng::Rng;
-use crate::Supervisor;
+use crate::{OneInstant, Supervisor};
 
 const CONFIG: &str = r#"
 [service.sshd]
@@ -442,6 +442,7 @@ pub fn run_secrets<S: Supervisor>(
     let end_ops = Instant::ZERO + FAULT_TIME;
     let end = end_ops + CALM_TIME;
     let mut out = Vec::new();
+    let mut one_instant = OneInstant::default();
     loop {
         let deadline = kernel.next_deadline();
         let event_at = w.queue.keys().next().map(|k| k.0);
@@ -513,6 +514,10 @@ pub fn run_secrets<S: Supervisor>(
         out.clear();
         kernel.step(w.now, input, &mut out);
         w.report.steps += 1;
+        if let Some(why) = one_instant.step(w.now) {
+            w.broken.push(why);
+            break;
+        }
         if let Err(broken) = kernel.kernel().check_invariants() {
             w.broken.extend(
                 broken

@@ -75,7 +75,16 @@ impl World {
     /// Feeds one input at the current time, then whatever the obliging world answers.
     pub fn input(&mut self, input: Input) {
         self.queue.push(input);
+        let mut chain = 0u32;
         while !self.queue.is_empty() {
+            chain += 1;
+            // A kernel that answers its world's answers for ever (a spawn, an exit, a spawn …)
+            // fails here instead of hanging the test.
+            assert!(
+                chain <= 100_000,
+                "100000 inputs at {} without time moving: the kernel never settles",
+                self.now
+            );
             let input = self.queue.remove(0);
             let mut out = Vec::new();
             self.kernel.step(self.now, input, &mut out);
@@ -187,10 +196,18 @@ impl World {
     /// Advances time to `t_ms`, firing every deadline on the way, in order.
     pub fn run_until(&mut self, t_ms: u64) {
         let end = Instant::from_millis(t_ms);
+        let mut at_one_instant = 0u32;
         while let Some(d) = self.kernel.next_deadline() {
             if d > end {
                 break;
             }
+            // A deadline a tick does not move on would loop here for ever.
+            at_one_instant = if d <= self.now { at_one_instant + 1 } else { 0 };
+            assert!(
+                at_one_instant <= 10_000,
+                "next_deadline stays at {d} (now {}): ticks do not advance it",
+                self.now
+            );
             self.now = self.now.max(d);
             self.input(Input::Tick);
         }
