@@ -10,7 +10,8 @@ fn properties_2_and_4_hold_across_crashes_of_the_daemon() {
     let mut adopted = 0;
     let mut unseen = 0;
     let mut failures = Vec::new();
-    for seed in medic_sim::seeds_from_env(200) {
+    let seeds = medic_sim::seeds_from_env(200);
+    for &seed in &seeds {
         match run_crash_seed(seed, Mutant::None) {
             Ok(r) => {
                 crashes += r.crashes;
@@ -24,7 +25,9 @@ fn properties_2_and_4_hold_across_crashes_of_the_daemon() {
     eprintln!(
         "{crashes} crashes of the daemon, {adopted} processes adopted, {unseen} ended unseen"
     );
-    if std::env::var_os("SIM_SEED").is_none() {
+    // The counts are for the default 200 seeds; fewer (SIM_SEEDS=100 in scripts/mutants) may
+    // see fewer processes end unseen (22 in the first 100).
+    if std::env::var_os("SIM_SEED").is_none() && seeds.len() >= 200 {
         assert!(
             crashes > 1000 && adopted > 500 && unseen > 50,
             "the runs exercise adoption"
