@@ -1388,10 +1388,17 @@ impl Checker {
             return;
         }
         // Rendered files that changed are a new fact (DESIGN §9); their `on-change` is judged
-        // below as an operator's action is.
+        // below as an operator's action is. The service's health follows at once: what the
+        // kernel does after it in this step (a dependent started or healed because this need
+        // is healthy again, seed 3298) is judged with it.
         if record.note.ends_with("(outputs changed)") {
             m.reset(now, "rendered files changed");
+            self.touch(id);
+            self.settle_touched(now, k, world, false);
         }
+        let Some(m) = self.models.get_mut(id) else {
+            return;
+        };
         // A planned run of a oneshot (`every`, `at`) ends its being done at once, though its
         // spawn waits for a render (DESIGN §9: rendered before each start).
         if record.note.ends_with(": run again") {

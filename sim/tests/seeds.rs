@@ -85,6 +85,11 @@ fn regression_seeds() {
             "a need's planned restarts (restart-every, every upstream) grew a stop-when-needs-fail \
              dependent's start gate past their period: it never started again",
         ),
+        (
+            3298,
+            "the checker judged a restart after a need's render healed it in the same step with \
+             the need still given up (property 1 and 3 reported on a correct kernel)",
+        ),
     ] {
         if let Err(failure) = run_seed(seed, &opts) {
             panic!("seed {seed} ({what}) fails again:\n{failure}");
