@@ -228,3 +228,88 @@ impl History {
         self.next_seq
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(capacity: u32, n: u64) -> History {
+        let mut h = History::new(capacity);
+        for i in 0..n {
+            h.push(
+                Instant::from_millis(i * 1000),
+                Condition::Exited,
+                None,
+                None,
+                format!("record {i}"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn a_well_numbered_history_comes_back_whole_with_its_numbering() {
+        let saved = history(8, 5);
+        let back = saved.clone().restored(8);
+        assert_eq!(back, saved);
+        assert_eq!(back.next_seq(), 5);
+        // Exactly as many as the ring holds: nothing is dropped.
+        let back = history(5, 5).restored(5);
+        assert_eq!(back.len(), 5);
+        assert_eq!(back.iter().next().map(|r| r.seq), Some(0));
+        // One record: numbered by itself.
+        assert_eq!(history(8, 1).restored(8).len(), 1);
+    }
+
+    #[test]
+    fn a_smaller_ring_keeps_the_newest_records() {
+        let back = history(8, 6).restored(4);
+        let seqs: Vec<u64> = back.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [2, 3, 4, 5]);
+        assert_eq!(back.capacity(), 4);
+        assert_eq!(back.next_seq(), 6);
+        assert_eq!(history(8, 3).restored(0).len(), 1, "capacity 0 is 1");
+    }
+
+    #[test]
+    fn a_history_whose_numbering_does_not_hold_is_not_trusted() {
+        // A gap.
+        let mut gap = history(8, 4);
+        gap.records[2].seq = 7;
+        gap.next_seq = 9;
+        let back = gap.restored(8);
+        assert!(back.is_empty());
+        assert_eq!(back.next_seq(), 9, "goes on from its last number");
+        // The last record's number is not below the next one.
+        let mut ahead = history(8, 3);
+        ahead.next_seq = 2;
+        assert!(ahead.restored(8).is_empty());
+        let mut equal = history(8, 3);
+        equal.next_seq = 2;
+        equal.records[2].seq = 2;
+        equal.records[1].seq = 1;
+        assert!(
+            equal.restored(8).is_empty(),
+            "the last record numbered next_seq"
+        );
+        // A number near the end of the range (a corrupt state file) is clamped.
+        let mut huge = History::new(8);
+        huge.next_seq = u64::MAX / 2;
+        let back = huge.restored(8);
+        assert_eq!(back.next_seq(), u64::MAX / 2);
+        let mut huger = History::new(8);
+        huger.next_seq = u64::MAX - 1;
+        assert_eq!(huger.restored(8).next_seq(), u64::MAX / 2);
+        // Records numbered up to the clamp are not trusted either.
+        let mut at_clamp = history(8, 3);
+        for (i, r) in at_clamp.records.iter_mut().enumerate() {
+            r.seq = u64::MAX / 2 - 3 + i as u64;
+        }
+        at_clamp.next_seq = u64::MAX / 2;
+        assert!(at_clamp.restored(8).is_empty());
+        // Just below the clamp it is trusted as it is.
+        let mut high = History::new(8);
+        high.next_seq = u64::MAX / 2 - 1;
+        assert_eq!(high.restored(8).next_seq(), u64::MAX / 2 - 1);
+    }
+}
