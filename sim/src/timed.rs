@@ -26,7 +26,7 @@
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
-use medic_kernel::config::{AtTime, Kind};
+use medic_kernel::config::{AtTime, Kind, ServiceConfig};
 use medic_kernel::{
     Condition, Effect, Input, Instant, JobId, Kernel, Operator, ServiceId, SignalTarget, WallClock,
 };
@@ -89,6 +89,12 @@ struct Periodic {
 #[derive(Clone, Debug, Default)]
 pub struct TimedJobs {
     timing: BTreeMap<String, Timing>,
+    /// Every service's definition as written now, and the names whose definition the last
+    /// [`TimedJobs::set_graph`] left as it was: the kernel keeps their plans across the
+    /// replacement (an `at` run drawn before it still comes), so the checker keeps what it
+    /// knows of them.
+    defs: BTreeMap<String, ServiceConfig>,
+    unchanged: BTreeSet<String>,
     tracks: BTreeMap<ServiceId, Track>,
     /// Services whose current run has been sent a stop signal (its exit, even 0, is a stop).
     signaled: BTreeSet<ServiceId>,
@@ -116,6 +122,17 @@ impl TimedJobs {
 
     /// The config as written now (after a replacement).
     pub fn set_graph(&mut self, graph: &Graph) {
+        let defs: BTreeMap<String, ServiceConfig> = graph
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
+        self.unchanged = defs
+            .iter()
+            .filter(|(name, def)| self.defs.get(*name) == Some(*def))
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.defs = defs;
         self.timing = graph
             .services
             .iter()
@@ -165,10 +182,19 @@ impl TimedJobs {
         ) {
             self.tracks.values_mut().for_each(|t| t.excused = true);
             if matches!(input, Input::ReplaceConfig { .. }) {
-                // A slot may hold another service now: start afresh.
-                self.tracks.clear();
-                self.at.clear();
-                self.periodic.clear();
+                // A slot may hold another service now, and a changed definition is planned
+                // afresh: start afresh, except for a service whose definition is unchanged (it
+                // keeps its slot, and the kernel its plans: seed 5356, an `at` run drawn before
+                // a replacement came after it, within its jitter).
+                let unchanged = &self.unchanged;
+                let kept = |id: &ServiceId| {
+                    k.status(*id).is_some_and(|v| {
+                        unchanged.contains(v.name()) && k.lookup(v.name()) == Some(*id)
+                    })
+                };
+                self.tracks.retain(|id, _| kept(id));
+                self.at.retain(|id, _| kept(id));
+                self.periodic.retain(|id, _| kept(id));
                 // Plan every `at` time afresh at once (none passed is owed a run).
                 self.at_wake = Some(Instant::ZERO);
             }
@@ -425,7 +451,9 @@ impl TimedJobs {
             (Some(_), None) => true,
             _ => false,
         };
-        let by_at = !timing.at.is_empty() && self.take_permit(now, id);
+        // A restart due by its period leaves an `at` permit for the `at` run (the kernel plans
+        // the two apart: seed 5356).
+        let by_at = !by_period && !timing.at.is_empty() && self.take_permit(now, id);
         if by_period || by_at {
             return;
         }

@@ -90,6 +90,12 @@ fn regression_seeds() {
             "the checker judged a restart after a need's render healed it in the same step with \
              the need still given up (property 1 and 3 reported on a correct kernel)",
         ),
+        (
+            5356,
+            "the checker let a restart-every restart use up an `at` permit, and forgot the \
+             permits of services a config replacement left unchanged (property 10 reported on a \
+             correct kernel)",
+        ),
     ] {
         if let Err(failure) = run_seed(seed, &opts) {
             panic!("seed {seed} ({what}) fails again:\n{failure}");
