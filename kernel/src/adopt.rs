@@ -669,4 +669,72 @@ mod tests {
             "{err}"
         );
     }
+
+    fn saved_service<'a>(saved: &'a mut Saved, name: &str) -> &'a mut SavedService {
+        saved
+            .services
+            .iter_mut()
+            .find(|s| s.name == name)
+            .expect("saved")
+    }
+
+    #[test]
+    fn a_ready_notify_process_is_adopted_and_one_caught_mid_restart_is_not() {
+        let mut old = kernel(TEXT);
+        boot(&mut old, 0);
+        let mut saved = old.saved();
+        // late (sd-notify) had said it was ready: its readiness is known, it is adopted.
+        saved_service(&mut saved, "late")
+            .process
+            .as_mut()
+            .expect("late runs")
+            .ready = true;
+        // web was being restarted (a heal, `medic restart`): that restart must still happen.
+        saved_service(&mut saved, "web")
+            .process
+            .as_mut()
+            .expect("web runs")
+            .stopping = true;
+        let (mut k, out) = resume(TEXT, saved, 5_000);
+        let names: Vec<&str> = adopted(&out).iter().map(|a| k.name(a.0)).collect();
+        assert_eq!(names, ["late"], "{out:?}");
+        let mut out = Vec::new();
+        k.step(Instant::from_millis(5_000), Input::Tick, &mut out);
+        assert!(spawned(&out, &k, "web"), "web started afresh: {out:?}");
+        assert!(!spawned(&out, &k, "late"), "late adopted: {out:?}");
+    }
+
+    #[test]
+    fn a_standing_problem_and_its_backoff_survive_a_resume_and_a_corrupt_one_does_not() {
+        let text = "[service.web]\nrun = [\"/bin/web\"]\n\n\
+                    [service.db]\nrun = [\"/bin/db\"]\n";
+        let mut old = kernel(text);
+        boot(&mut old, 0);
+        let mut saved = old.saved();
+        // web had crashed and waits out its backoff until 60 s.
+        let web = saved_service(&mut saved, "web");
+        web.process = None;
+        web.problem = Some(Condition::Exited);
+        web.problem_note = "exit code 1".into();
+        web.medical.strikes = 3;
+        web.medical.settle_until = Instant::from_millis(2_000);
+        web.medical.next_allowed = Instant::from_millis(60_000);
+        // db's saved "problem" is `ready` with no process: a corrupt file, not a problem.
+        let db = saved_service(&mut saved, "db");
+        db.process = None;
+        db.problem = Some(Condition::Ready);
+        let (mut k, _) = resume(text, saved, 5_000);
+        let mut out = Vec::new();
+        k.step(Instant::from_millis(5_000), Input::Tick, &mut out);
+        let web = k.lookup("web").unwrap();
+        assert_eq!(k.status(web).unwrap().condition(), &Condition::Exited);
+        assert!(!spawned(&out, &k, "web"), "the backoff holds: {out:?}");
+        assert!(spawned(&out, &k, "db"), "db starts: {out:?}");
+        let mut out = Vec::new();
+        k.step(Instant::from_millis(60_000), Input::Tick, &mut out);
+        assert!(
+            spawned(&out, &k, "web"),
+            "restarted after the backoff: {out:?}"
+        );
+    }
 }
