@@ -4,8 +4,10 @@
 mod common;
 
 use common::{link_admin_down, link_no_carrier, link_ok, World};
+use medic_kernel::config::Reports;
 use medic_kernel::{
-    CheckResult, Effect, ExitStatus, Input, Kernel, Operator, ServiceId, SignalTarget, WallClock,
+    CheckPurpose, CheckResult, Effect, ExitStatus, Input, Kernel, Operator, ServiceId,
+    SignalTarget, WallClock,
 };
 
 /// Crashes `name` 100 ms after each of its spawns until `until_ms`.
@@ -712,6 +714,82 @@ fn probes_report_custom_conditions_with_their_own_verdicts() {
     assert_eq!(w.heals("l2tp"), vec![(6_000, "restart".to_string())]);
     assert_eq!(w.spawns("l2tp"), vec![0, 6_000]);
     assert!(w.heals("l2tp").len() == 1);
+    // Every probe went out saying its word is the condition: an adapter reading only the exit
+    // status would take "tunnel-down" printed by a script that exits 0 for healthy.
+    let l2tp = w.id("l2tp");
+    let reports: Vec<Reports> = w
+        .log
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Effect::Check {
+                service,
+                purpose: CheckPurpose::Probe,
+                reports,
+                ..
+            } if *service == l2tp => Some(*reports),
+            _ => None,
+        })
+        .collect();
+    assert!(reports.len() >= 3, "{reports:?}");
+    assert!(
+        reports.iter().all(|r| *r == Reports::Condition),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn a_run_heal_of_an_exited_process_is_the_run_alone_and_the_restart_is_the_next_rung() {
+    let mut w = World::new(
+        r#"
+        [service.pppd]
+        run = ["/usr/sbin/pppd", "nodetach"]
+        [service.pppd.on.exited]
+        heal = [{ run = ["/etc/ppp/reset-modem"] }, "restart"]
+        settle = "5s"
+        "#,
+    )
+    .boot();
+    w.wait(1_000);
+    w.crash("pppd", 1);
+    assert_eq!(
+        w.heals("pppd"),
+        vec![(1_000, "run /etc/ppp/reset-modem".to_string())]
+    );
+    assert_eq!(
+        w.spawns("pppd"),
+        vec![0],
+        "the run heal alone: no restart with it"
+    );
+    // Still exited when the settle time ends: the next rung restarts it.
+    w.wait(5_000);
+    assert_eq!(w.spawns("pppd"), vec![0, 6_000]);
+    assert_eq!(
+        w.heals("pppd").last().map(|h| h.1.as_str()),
+        Some("restart")
+    );
+}
+
+#[test]
+fn a_service_ordered_after_one_the_operator_stopped_before_it_started_starts() {
+    let mut w = World::new(
+        r#"
+        [service.wan]
+        interface = "eth0"
+        [service.pppoe]
+        run = ["/usr/sbin/pppd", "call", "isp"]
+        needs = ["wan"]
+        [service.firewall]
+        oneshot = ["/etc/firewall.sh"]
+        after = ["pppoe"]
+        "#,
+    )
+    .boot();
+    // pppoe waits for wan (no link), never started: firewall, ordered after it, waits too.
+    assert_eq!(w.condition("pppoe"), "waiting");
+    assert!(w.spawns("firewall").is_empty());
+    // The operator stops pppoe: nothing is left to wait for.
+    w.operator(Operator::Stop("pppoe".into()));
+    assert_eq!(w.spawns("firewall").len(), 1, "{:?}", w.history("firewall"));
 }
 
 #[test]
