@@ -1885,3 +1885,37 @@ fn a_new_service_does_not_start_in_the_step_its_changed_need_is_restarted() {
         0
     );
 }
+
+#[test]
+fn a_router_with_many_services_boots_them_all_in_one_pass_without_a_notice() {
+    // 120 independent daemons and a chain of 40 through them: every one is started at boot,
+    // and the re-derivation settles within its budget (a budget too small for the number of
+    // services would leave some unstarted until the next input, with "did not settle").
+    let mut text = String::new();
+    for i in 0..120 {
+        text.push_str(&format!("[service.d{i}]\nrun = [\"/bin/d{i}\"]\n"));
+    }
+    for i in 0..40 {
+        let need = if i == 0 {
+            "d0".to_string()
+        } else {
+            format!("c{}", i - 1)
+        };
+        text.push_str(&format!(
+            "[service.c{i}]\nrun = [\"/bin/c{i}\"]\nneeds = [\"{need}\"]\n"
+        ));
+    }
+    let w = World::new(&text).boot();
+    for i in 0..120 {
+        assert_eq!(w.spawns(&format!("d{i}")), vec![0], "d{i}");
+    }
+    for i in 0..40 {
+        assert_eq!(w.spawns(&format!("c{i}")), vec![0], "c{i}");
+    }
+    let notices: Vec<_> = w
+        .log
+        .iter()
+        .filter(|(_, e)| matches!(e, Effect::Notice { .. }))
+        .collect();
+    assert!(notices.is_empty(), "{notices:?}");
+}
