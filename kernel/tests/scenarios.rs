@@ -767,6 +767,35 @@ fn a_run_heal_of_an_exited_process_is_the_run_alone_and_the_restart_is_the_next_
         w.heals("pppd").last().map(|h| h.1.as_str()),
         Some("restart")
     );
+    // The heal command succeeded: no line of its own.
+    let lines = w.history("pppd");
+    assert!(!lines.iter().any(|l| l.contains("command:")), "{lines:?}");
+    // It fails next time: that is worth a line.
+    w.command_exit.insert("pppd".into(), 3);
+    w.wait(3_600_000); // healthy for forgive-after: the ladder starts again at its first rung
+    w.crash("pppd", 1);
+    let lines = w.history("pppd");
+    assert!(
+        lines.iter().any(|l| l.contains("command: exit code 3")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_condition_probe_that_prints_unresponsive_is_unresponsive_and_restarted() {
+    let mut w = World::new(
+        r#"
+        [service.l2tp]
+        run = ["/usr/sbin/xl2tpd", "-D"]
+        probe = { run = ["/etc/medic/l2tp-status"], every = "2s", reports = "condition" }
+        "#,
+    )
+    .boot();
+    w.run_until(2_000);
+    w.answer_check("l2tp", CheckResult::Condition("unresponsive".into()));
+    // The default heal of `unresponsive`, not a custom condition nobody heals.
+    assert_eq!(w.heals("l2tp"), vec![(2_000, "restart".to_string())]);
+    assert_eq!(w.spawns("l2tp"), vec![0, 2_000]);
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub struct World {
     pub oneshot_exit: BTreeMap<String, i32>,
     /// Oneshots whose runs go on until the test ends them (`crash(name, code)`).
     pub slow_oneshots: BTreeSet<String>,
+    /// Heal and reload commands of these services exit with this code (default 0).
+    pub command_exit: BTreeMap<String, i32>,
     next_pid: u32,
     queue: Vec<Input>,
 }
@@ -53,6 +55,7 @@ impl World {
             defer_spawns: BTreeSet::new(),
             oneshot_exit: BTreeMap::new(),
             slow_oneshots: BTreeSet::new(),
+            command_exit: BTreeMap::new(),
             next_pid: 100,
             queue: Vec::new(),
         };
@@ -152,11 +155,15 @@ impl World {
                 }
             }
             Effect::Kill { service, job } => self.exit_job(*service, *job, ExitStatus::Signal(9)),
-            Effect::RunCommand { service, job, .. } => self.queue.push(Input::CommandDone {
-                service: *service,
-                job: *job,
-                status: ExitStatus::Code(0),
-            }),
+            Effect::RunCommand { service, job, .. } => {
+                let name = self.kernel.name(*service);
+                let code = self.command_exit.get(name).copied().unwrap_or(0);
+                self.queue.push(Input::CommandDone {
+                    service: *service,
+                    job: *job,
+                    status: ExitStatus::Code(code),
+                })
+            }
             _ => {}
         }
     }
