@@ -248,6 +248,19 @@ mod tests {
     }
 
     #[test]
+    fn the_last_record_is_the_newest_and_an_empty_history_says_so() {
+        let empty = History::new(4);
+        assert!(empty.is_empty());
+        assert_eq!(empty.last(), None);
+        let h = history(4, 6);
+        assert!(!h.is_empty());
+        assert_eq!(
+            h.last().map(|r| (r.seq, r.note.as_str())),
+            Some((5, "record 5"))
+        );
+    }
+
+    #[test]
     fn a_well_numbered_history_comes_back_whole_with_its_numbering() {
         let saved = history(8, 5);
         let back = saved.clone().restored(8);

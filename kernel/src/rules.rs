@@ -280,6 +280,42 @@ mod tests {
     }
 
     #[test]
+    fn a_deferred_heal_says_what_it_waits_for_and_until_when() {
+        let c = config();
+        let why = |m: &Medical, ms: u64| match plan(
+            m,
+            &c,
+            &Condition::Exited,
+            Instant::from_millis(ms),
+        ) {
+            Plan::Defer(_, why) => why,
+            other => panic!("expected a deferral, got {other:?}"),
+        };
+        // One strike: its settle time is all there is to wait for.
+        let mut one = Medical::default();
+        one.intervene(Instant::ZERO, Duration::from_secs(1), c.max_backoff);
+        assert_eq!(why(&one, 500), "settling until 1.000s");
+        // Three strikes: the settle time, then the backoff after it.
+        let mut three = Medical::default();
+        for _ in 0..3 {
+            three.intervene(Instant::ZERO, Duration::from_secs(1), c.max_backoff);
+        }
+        assert_eq!(
+            why(&three, 500),
+            "settling until 1.000s, then backing off until 4.000s after 3 strikes"
+        );
+        assert_eq!(
+            why(&three, 1_000),
+            "backing off until 4.000s after 3 strikes",
+            "the settle time is over at its instant"
+        );
+        assert_eq!(
+            why(&three, 2_000),
+            "backing off until 4.000s after 3 strikes"
+        );
+    }
+
+    #[test]
     fn blocked_given_up_and_healthy_conditions_get_no_heal() {
         let c = config();
         let m = Medical::default();

@@ -66,6 +66,10 @@ fn a_device_present_at_coldplug_is_ready_and_its_dependent_starts_at_boot() {
     let matched = w.kernel.device(id).expect("the modem's facts are kept");
     assert_eq!(matched.devname.as_deref(), Some("/dev/ttyUSB0"));
     assert_eq!(matched.driver.as_deref(), Some("option"));
+    // Every present device the adapter told of, asked for or not.
+    let mut told: Vec<&str> = w.kernel.devices().iter().map(|d| d.name.as_str()).collect();
+    told.sort_unstable();
+    assert_eq!(told, ["loop0", "ttyUSB0"]);
 }
 
 #[test]
