@@ -202,6 +202,31 @@ fn a_failed_render_keeps_the_service_waiting_until_what_it_reads_changes() {
 }
 
 #[test]
+fn an_operator_restart_after_a_failed_render_renders_again() {
+    let mut w = World::new(CONFIG).boot();
+    answer(
+        &mut w,
+        "dnsmasq",
+        RenderResult::Failed("check exited 1".into()),
+    );
+    assert_eq!(w.condition("dnsmasq"), "waiting");
+    // The operator fixed what the check needed and says restart: a new fact, rendered again.
+    w.operator(Operator::Restart("dnsmasq".into()));
+    assert_eq!(
+        renders(&w, "dnsmasq").len(),
+        2,
+        "{:?}",
+        w.history("dnsmasq")
+    );
+    answer(
+        &mut w,
+        "dnsmasq",
+        RenderResult::Changed(vec!["/run/dnsmasq.conf".into()]),
+    );
+    assert!(w.is_running("dnsmasq"));
+}
+
+#[test]
 fn a_burst_of_changes_renders_once_after_the_debounce_and_a_change_reloads_the_same_process() {
     let mut w = running_consumer();
     let job = w.job("dnsmasq");
@@ -405,6 +430,18 @@ fn a_failed_render_while_running_leaves_it_running() {
     assert!(
         last.contains("render failed: check exited 1; the old files stay"),
         "{last}"
+    );
+    // It crashes now: its next start renders first (what it reads is new), not at once on the
+    // old files.
+    let renders_before = renders(&w, "dnsmasq").len();
+    let spawns_before = w.spawns("dnsmasq").len();
+    w.crash("dnsmasq", 1);
+    w.wait(5_000);
+    assert_eq!(renders(&w, "dnsmasq").len(), renders_before + 1);
+    assert_eq!(
+        w.spawns("dnsmasq").len(),
+        spawns_before,
+        "waits for the render"
     );
 }
 
