@@ -375,3 +375,43 @@ fn link_condition(ready_when: LinkReady, link: Option<&LinkState>) -> Condition 
         _ => Condition::Ready,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> Slot {
+        let config = ServiceConfig::new(
+            "x",
+            Kind::Process {
+                argv: vec!["/bin/x".into()],
+            },
+        );
+        Slot::new(ServiceId(0), Arc::new(config), 8, JobId(0))
+    }
+
+    #[test]
+    fn a_heavier_problem_replaces_a_lighter_one_never_the_reverse() {
+        let mut s = slot();
+        let word = |w: &str| Condition::Custom(w.into());
+        let mut saw = |s: &mut Slot, c: Condition| s.observe(c, || "seen".into());
+        assert!(saw(&mut s, Condition::Unresponsive));
+        // A probe's word replaces another probe's word, not itself.
+        assert!(saw(&mut s, word("tunnel-down")));
+        assert!(!saw(&mut s, word("tunnel-down")));
+        assert_eq!(s.problem, Some(word("tunnel-down")));
+        // Memory over its limit outweighs a probe's word, and not the other way round.
+        assert!(saw(&mut s, Condition::MemoryHigh));
+        assert!(!saw(&mut s, Condition::Unresponsive));
+        assert!(!saw(&mut s, word("tunnel-down")));
+        assert!(!saw(&mut s, Condition::MemoryHigh));
+        assert_eq!(s.problem, Some(Condition::MemoryHigh));
+        // The process's own end is always taken, even over another end; nothing lighter
+        // replaces it.
+        assert!(saw(&mut s, Condition::Exited));
+        assert!(saw(&mut s, Condition::StartTimeout));
+        assert!(!saw(&mut s, Condition::MemoryHigh));
+        assert!(!saw(&mut s, Condition::Unresponsive));
+        assert_eq!(s.problem, Some(Condition::StartTimeout));
+    }
+}
