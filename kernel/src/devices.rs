@@ -210,6 +210,12 @@ mod tests {
         assert!(!glob("a*b*c", "axxbyy"));
         assert!(glob("sd*1", "sda1"));
         assert!(!glob("", "x"));
+        // A leading star, a star that must give back what it took, a literal `*` in the text.
+        assert!(glob("*USB*", "ttyUSB0"));
+        assert!(!glob("a*ab", "ab"));
+        assert!(glob("a*ab", "aab"));
+        assert!(glob("*?", "a*"));
+        assert!(glob("eth*", "eth*"));
         // A pattern that is exponential for naive backtracking stays fast.
         let text = "a".repeat(200);
         assert!(!glob(&format!("{}b", "*a".repeat(50)), &text));
