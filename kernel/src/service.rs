@@ -394,7 +394,7 @@ mod tests {
     fn a_heavier_problem_replaces_a_lighter_one_never_the_reverse() {
         let mut s = slot();
         let word = |w: &str| Condition::Custom(w.into());
-        let mut saw = |s: &mut Slot, c: Condition| s.observe(c, || "seen".into());
+        let saw = |s: &mut Slot, c: Condition| s.observe(c, || "seen".into());
         assert!(saw(&mut s, Condition::Unresponsive));
         // A probe's word replaces another probe's word, not itself.
         assert!(saw(&mut s, word("tunnel-down")));
