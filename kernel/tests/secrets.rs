@@ -558,3 +558,16 @@ fn a_template_that_reads_secrets_waits_for_them_and_follows_their_generations() 
         "{history:?}"
     );
 }
+
+#[test]
+fn a_push_while_shutting_down_copies_nothing() {
+    let mut w = running();
+    w.input(Input::Operator(medic_kernel::Operator::Shutdown));
+    let before = renders(&w, "dropbear").len();
+    push(&mut w, "authorized-keys", 2, None);
+    assert_eq!(
+        renders(&w, "dropbear").len(),
+        before,
+        "nothing is rewritten while everything stops"
+    );
+}
