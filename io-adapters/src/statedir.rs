@@ -197,7 +197,8 @@ fn lock(dir: &Path) -> Result<File, StateDirError> {
 }
 
 /// The pid the lock holder wrote; it may have won the race a moment ago and not written it
-/// yet, so this waits a little for it.
+/// yet, so this waits a little for it. Until it has, the file still holds what the previous
+/// daemon wrote (its pid stays when it exits): a pid that no process has is not the holder's.
 fn holder_pid(file: &mut File) -> String {
     let start = std::time::Instant::now();
     loop {
@@ -206,7 +207,7 @@ fn holder_pid(file: &mut File) -> String {
             .rewind()
             .and_then(|()| file.take(32).read_to_string(&mut text));
         let pid = text.trim();
-        if read.is_ok() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+        if read.is_ok() && pid.parse::<i32>().is_ok_and(|p| p > 0 && alive(p)) {
             return pid.to_string();
         }
         if start.elapsed() > PID_WAIT {
@@ -214,6 +215,13 @@ fn holder_pid(file: &mut File) -> String {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Whether a process `pid` exists (one of another uid too: `EPERM`).
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 checks only that the process exists and may be signalled.
+    let signalled = unsafe { libc::kill(pid, 0) } == 0;
+    signalled || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Which file a path named when it was looked at: device and inode.
@@ -317,6 +325,28 @@ mod tests {
         drop(held);
         let again = prepare(&dir).expect("free once the holder is gone");
         drop(again);
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn a_pid_left_by_a_dead_daemon_is_not_named_as_the_holder() {
+        let base = scratch("stale");
+        let dir = base.join("state");
+        let held = prepare(&dir).expect("a fresh dir");
+        // The winner of a race has the lock but has not written its pid yet: the file still
+        // says the previous daemon's, which has exited.
+        // No process has a pid of pid_max or more (and a spawned child would share this
+        // test process's descriptors with the tests beside it while it runs).
+        let dead: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(4_194_304);
+        std::fs::write(dir.join(LOCK_NAME), format!("{dead}\n")).unwrap();
+        match prepare(&dir) {
+            Err(StateDirError::Locked { pid, .. }) => assert_eq!(pid, "unknown"),
+            other => panic!("{other:?}"),
+        }
+        drop(held);
         let _ = std::fs::remove_dir_all(&base);
     }
 
