@@ -204,6 +204,13 @@ impl Kernel {
         if s.oneshot_done && same && slot.is_oneshot() && s.process.is_none() {
             slot.oneshot_done = true;
             slot.instance = slot.config.clone();
+            // Done but not wanted: the operator stopped it and its stop command was running
+            // when the old daemon ended (the adapter ended that command with it). The stop is
+            // carried out again, or what it needs would wait for it to stop for ever.
+            if !slot.wanted {
+                self.undo_oneshot(id);
+            }
+            return; // no process
         }
         let Some(p) = s.process else { return };
         if !p.survived {
@@ -736,5 +743,71 @@ mod tests {
             spawned(&out, &k, "web"),
             "restarted after the backoff: {out:?}"
         );
+    }
+
+    /// A done oneshot with a stop command, stopped by the operator just before the daemon
+    /// crashed (its stop command had not finished): the resumed kernel runs the stop command
+    /// again, and what it needs may then stop and start as usual.
+    #[test]
+    fn a_oneshot_stopped_just_before_a_crash_runs_its_stop_command_after_resume() {
+        let text = "[service.base]\nrun = [\"/bin/base\"]\n\n\
+                    [service.fw]\noneshot = [\"/bin/fw\"]\nstop = [\"/bin/fw-stop\"]\n\
+                    needs = [\"base\"]\n";
+        let mut old = kernel(text);
+        boot(&mut old, 0);
+        let fw = old.lookup("fw").unwrap();
+        let job = old.status(fw).unwrap().job().expect("fw runs");
+        let mut out = Vec::new();
+        let status = ExitStatus::Code(0);
+        let done = Input::Exited {
+            service: fw,
+            job,
+            status,
+        };
+        old.step(Instant::from_millis(10), done, &mut out);
+        assert_eq!(old.status(fw).unwrap().condition(), &Condition::Ready);
+        let mut out = Vec::new();
+        let stop = Input::Operator(crate::protocol::Operator::Stop("fw".into()));
+        old.step(Instant::from_millis(20), stop, &mut out);
+        let stop_command = |out: &[Effect]| {
+            out.iter()
+                .filter(
+                    |e| matches!(e, Effect::RunCommand { argv, .. } if argv[0] == "/bin/fw-stop"),
+                )
+                .count()
+        };
+        assert_eq!(stop_command(&out), 1, "{out:?}");
+        // The daemon crashes now, the stop command still running.
+        let (mut k, _) = resume(text, old.saved(), 5_000);
+        let mut out = Vec::new();
+        k.step(Instant::from_millis(5_000), Input::Tick, &mut out);
+        assert!(!spawned(&out, &k, "fw"), "stopped by the operator: {out:?}");
+        let runs: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                Effect::RunCommand { job, argv, .. } if argv[0] == "/bin/fw-stop" => Some(*job),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(runs.len(), 1, "the stop is carried out: {out:?}");
+        let fw = k.lookup("fw").unwrap();
+        let status = ExitStatus::Code(0);
+        let mut more = Vec::new();
+        let done = Input::CommandDone {
+            service: fw,
+            job: runs[0],
+            status,
+        };
+        k.step(Instant::from_millis(5_100), done, &mut more);
+        assert_eq!(k.status(fw).unwrap().condition(), &Condition::Stopped);
+        // A restart of base no longer waits for fw.
+        let mut out = Vec::new();
+        let restart = Input::Operator(crate::protocol::Operator::Restart("base".into()));
+        k.step(Instant::from_millis(6_000), restart, &mut out);
+        assert!(
+            out.iter().any(|e| matches!(e, Effect::Signal { .. })),
+            "base is stopped at once: {out:?}"
+        );
+        assert_eq!(k.check_invariants(), Ok(()));
     }
 }
