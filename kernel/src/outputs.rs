@@ -491,4 +491,96 @@ mod tests {
         let map = Value::Map([("address".to_string(), s("10.0.0.2"))].into());
         assert_eq!(map.short(), "{address: 10.0.0.2}");
     }
+
+    /// Every bound holds exactly at its limit and refuses one past it, at the top level and
+    /// nested, through lists and through maps.
+    #[test]
+    fn every_bound_is_exact() {
+        let one = |key: &str, value: Value| -> Outputs { [(key.to_string(), value)].into() };
+        // A DHCPv6 client's map of some KiB is taken: the limit is 32 KiB, not about 1.
+        assert_eq!(limits::MAX_BYTES, 32 * 1024);
+        assert_eq!(validate(&one("k", s(&"x".repeat(20_000)))), Ok(()));
+        // Keys: 64 are taken.
+        let keys: Outputs = (0..64).map(|i| (format!("k{i}"), s("v"))).collect();
+        assert_eq!(validate(&keys), Ok(()));
+        // Bytes: keys count, top-level and nested; exactly MAX_BYTES is taken.
+        let text = |n: usize| s(&"x".repeat(n));
+        assert_eq!(validate(&one("k", text(limits::MAX_BYTES - 1))), Ok(()));
+        assert_eq!(
+            validate(&one("kk", text(limits::MAX_BYTES - 1))),
+            Err(OutputsError::TooLarge),
+            "the top-level key's bytes count"
+        );
+        let nested = |n: usize| -> Outputs {
+            [
+                ("a".to_string(), text(n)),
+                (
+                    "b".to_string(),
+                    Value::Map([("y".repeat(64), s(""))].into()),
+                ),
+            ]
+            .into()
+        };
+        assert_eq!(validate(&nested(limits::MAX_BYTES - 66)), Ok(()));
+        assert_eq!(
+            validate(&nested(limits::MAX_BYTES - 65)),
+            Err(OutputsError::TooLarge),
+            "a nested key's bytes count"
+        );
+        // Nested keys: 64 bytes are taken, 65 are not.
+        let key = |n: usize| one("k", Value::Map([("y".repeat(n), s("v"))].into()));
+        assert_eq!(validate(&key(64)), Ok(()));
+        assert_eq!(
+            validate(&key(65)),
+            Err(OutputsError::BadKey("y".repeat(65)))
+        );
+        // Depth, through lists and through maps: MAX_DEPTH is taken, one more is not.
+        let lists = |levels: usize| (1..levels).fold(s("x"), |v, _| Value::List(vec![v]));
+        let maps = |levels: usize| {
+            (1..levels).fold(s("x"), |v, _| Value::Map([("m".to_string(), v)].into()))
+        };
+        for deep in [lists, maps] {
+            assert_eq!(validate(&one("k", deep(limits::MAX_DEPTH))), Ok(()));
+            assert_eq!(
+                validate(&one("k", deep(limits::MAX_DEPTH + 1))),
+                Err(OutputsError::TooDeep)
+            );
+        }
+        // Values: the list counts as one, so MAX_VALUES - 1 items fill it exactly.
+        let wide = |n: usize| one("k", Value::List(vec![s(""); n]));
+        assert_eq!(validate(&wide(limits::MAX_VALUES - 1)), Ok(()));
+        assert_eq!(
+            validate(&wide(limits::MAX_VALUES)),
+            Err(OutputsError::TooManyValues)
+        );
+    }
+
+    #[test]
+    fn short_values_are_cut_by_characters_not_bytes() {
+        // Exactly 60 characters is not cut.
+        let sixty = "a".repeat(SHOWN_VALUE_CHARS);
+        assert_eq!(s(&sixty).short(), sixty);
+        // 33 two-byte characters (66 bytes) then more: nothing is cut short of 60 characters.
+        let wide = Value::List(vec![s(&"é".repeat(33)), s("b"), s("c")]);
+        assert_eq!(wide.short(), format!("{}, b, c", "é".repeat(33)));
+        let items = Value::List(vec![s(&"a".repeat(16)), s(&"b".repeat(10))]);
+        assert_eq!(
+            items.short(),
+            format!("{}, {}", "a".repeat(16), "b".repeat(10))
+        );
+        let map = Value::Map([("a".to_string(), s("1")), ("b".to_string(), s("2"))].into());
+        assert_eq!(map.short(), "{a: 1, b: 2}");
+    }
+
+    #[test]
+    fn change_note_shows_four_keys_then_counts_the_rest() {
+        let map =
+            |n: usize, v: &str| -> Outputs { (0..n).map(|i| (format!("k{i}"), s(v))).collect() };
+        let four = change_note(&map(4, "a"), &map(4, "b")).unwrap();
+        assert!(!four.contains("more"), "{four}");
+        assert_eq!(four.matches(" → ").count(), 4, "{four}");
+        let six = change_note(&map(6, "a"), &map(6, "b")).unwrap();
+        assert!(six.ends_with("; and 2 more"), "{six}");
+        assert_eq!(six.matches(" → ").count(), 4, "{six}");
+    }
 }
