@@ -810,4 +810,136 @@ mod tests {
         );
         assert_eq!(k.check_invariants(), Ok(()));
     }
+
+    fn tick(k: &mut Kernel, at: u64) -> Vec<Effect> {
+        let mut out = Vec::new();
+        k.step(Instant::from_millis(at), Input::Tick, &mut out);
+        out
+    }
+
+    /// A state is taken back once: a second resume before boot is refused, and adopts nothing
+    /// twice.
+    #[test]
+    fn a_second_resume_is_refused_even_before_boot() {
+        let mut old = kernel(TEXT);
+        boot(&mut old, 0);
+        let saved = old.saved();
+        let (mut k, out) = resume(TEXT, saved.clone(), 5_000);
+        assert_eq!(adopted(&out).len(), 1);
+        let mut again = Vec::new();
+        k.step(
+            Instant::from_millis(5_000),
+            Input::Resume(Box::new(saved)),
+            &mut again,
+        );
+        assert!(adopted(&again).is_empty(), "{again:?}");
+        assert!(
+            again.iter().any(
+                |e| matches!(e, Effect::Notice { message } if message.starts_with("resume refused"))
+            ),
+            "{again:?}"
+        );
+    }
+
+    /// A job counter at the corrupt limit is not trusted: the jobs stay below it.
+    #[test]
+    fn a_job_counter_at_the_limit_is_not_taken() {
+        let mut saved = kernel(TEXT).saved();
+        saved.next_job = COUNTER_LIMIT;
+        let (mut k, _) = resume(TEXT, saved, 0);
+        let out = tick(&mut k, 0);
+        let jobs: Vec<u64> = out
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Spawn { job, .. } => Some(job.0),
+                _ => None,
+            })
+            .collect();
+        assert!(!jobs.is_empty());
+        assert!(jobs.iter().all(|j| *j < COUNTER_LIMIT), "{jobs:?}");
+    }
+
+    /// What comes back with a service: no outputs for one that published none, its count of
+    /// restarts by a flapping need, and no render at boot for one that copies no secret.
+    #[test]
+    fn a_resume_keeps_what_was_and_adds_nothing() {
+        let mut old = kernel(TEXT);
+        boot(&mut old, 0);
+        let mut saved = old.saved();
+        saved_service(&mut saved, "web").medical.needs_restarts = 4;
+        let (mut k, _) = resume(TEXT, saved, 5_000);
+        assert_eq!(k.outputs("web"), None, "web publishes nothing");
+        let web = k.lookup("web").unwrap();
+        assert_eq!(k.slots[web.index()].medical.needs_restarts, 4);
+        let out = tick(&mut k, 5_000);
+        assert!(
+            !out.iter().any(|e| matches!(e, Effect::Render { .. })),
+            "web copies no secret: {out:?}"
+        );
+    }
+
+    /// A service edited while no daemon ran starts afresh from its new definition: its old
+    /// standing problem and backoff are not its new one's.
+    #[test]
+    fn an_edited_definition_starts_afresh_after_resume() {
+        let mut old = kernel(TEXT);
+        boot(&mut old, 0);
+        let mut saved = old.saved();
+        let web = saved_service(&mut saved, "web");
+        web.process = None;
+        web.problem = Some(Condition::Exited);
+        web.medical.next_allowed = Instant::from_millis(60_000);
+        let edited = TEXT.replace("[\"/bin/web\"]", "[\"/bin/web\", \"-v\"]");
+        let (mut k, _) = resume(&edited, saved, 5_000);
+        let out = tick(&mut k, 5_000);
+        assert!(spawned(&out, &k, "web"), "started at once: {out:?}");
+        let web = k.lookup("web").unwrap();
+        assert_eq!(k.status(web).unwrap().strikes(), 0);
+    }
+
+    /// A process that ended unseen while it was being stopped for a restart is started afresh:
+    /// the restart was wanted, so it is no failure and no strike.
+    #[test]
+    fn a_process_that_ended_unseen_during_its_restart_is_no_failure() {
+        let mut old = kernel(TEXT);
+        boot(&mut old, 0);
+        let mut saved = old.saved();
+        let p = saved_service(&mut saved, "web").process.as_mut().unwrap();
+        p.stopping = true;
+        p.survived = false;
+        let (mut k, _) = resume(TEXT, saved, 5_000);
+        let out = tick(&mut k, 5_000);
+        assert!(spawned(&out, &k, "web"), "{out:?}");
+        let web = k.lookup("web").unwrap();
+        assert_eq!(k.status(web).unwrap().strikes(), 0);
+        assert_eq!(k.status(web).unwrap().condition(), &Condition::Starting);
+    }
+
+    /// A oneshot is taken as done after a resume only if it was done, from the same
+    /// definition: one edited while no daemon ran runs its new command, one that had not run
+    /// yet runs.
+    #[test]
+    fn a_oneshot_runs_after_resume_unless_done_from_the_same_definition() {
+        let mut old = kernel(TEXT);
+        boot(&mut old, 0);
+        let setup = old.lookup("setup").unwrap();
+        let job = old.status(setup).unwrap().job().unwrap();
+        let (status, mut out) = (ExitStatus::Code(0), Vec::new());
+        let done = Input::Exited {
+            service: setup,
+            job,
+            status,
+        };
+        old.step(Instant::from_millis(10), done, &mut out);
+        // Done, same definition: not run again.
+        let (mut k, _) = resume(TEXT, old.saved(), 5_000);
+        assert!(!spawned(&tick(&mut k, 5_000), &k, "setup"));
+        // Done, edited meanwhile: the new command runs.
+        let edited = TEXT.replace("[\"/bin/setup\"]", "[\"/bin/setup\", \"v2\"]");
+        let (mut k, _) = resume(&edited, old.saved(), 5_000);
+        assert!(spawned(&tick(&mut k, 5_000), &k, "setup"));
+        // Never run (the daemon ended before boot): it runs.
+        let (mut k, _) = resume(TEXT, kernel(TEXT).saved(), 5_000);
+        assert!(spawned(&tick(&mut k, 5_000), &k, "setup"));
+    }
 }

@@ -1948,3 +1948,40 @@ fn a_router_with_many_services_boots_them_all_in_one_pass_without_a_notice() {
         .collect();
     assert!(notices.is_empty(), "{notices:?}");
 }
+
+/// `medic restart netifd`: its stop-when-needs-fail dependent is stopped first (it would lose
+/// its need under it), and netifd is signaled only once it is down.
+#[test]
+fn operator_restart_of_a_need_stops_a_stop_when_needs_fail_dependent_first() {
+    let mut w = World::new(
+        r#"
+        [service.netifd]
+        run = ["/sbin/netifd"]
+        [service.dnsmasq]
+        run = ["/usr/sbin/dnsmasq"]
+        needs = ["netifd"]
+        stop-when-needs-fail = true
+        "#,
+    )
+    .boot();
+    w.ignore_term.insert("dnsmasq".into());
+    w.run_until(1_000);
+    w.operator(Operator::Restart("netifd".into()));
+    assert_eq!(
+        w.effects_of("dnsmasq"),
+        vec!["0ms spawn", "1000ms signal TERM"]
+    );
+    assert_eq!(
+        w.effects_of("netifd"),
+        vec!["0ms spawn"],
+        "waits for dnsmasq"
+    );
+    w.run_until(10_000);
+    let netifd = w.effects_of("netifd");
+    assert_eq!(
+        netifd[1], "6000ms signal TERM",
+        "after dnsmasq's SIGKILL: {netifd:?}"
+    );
+    assert!(w.effects_of("dnsmasq").contains(&"6000ms kill".to_string()));
+    assert!(w.is_running("netifd") && w.is_running("dnsmasq"));
+}
