@@ -1985,3 +1985,55 @@ fn operator_restart_of_a_need_stops_a_stop_when_needs_fail_dependent_first() {
     assert!(w.effects_of("dnsmasq").contains(&"6000ms kill".to_string()));
     assert!(w.is_running("netifd") && w.is_running("dnsmasq"));
 }
+
+/// NTP steps a trusted clock from 02:50 over 03:00 to 03:10: trust does not change, but the
+/// 03:00 run of a `catch-up` job was missed, so it runs now, not tomorrow.
+#[test]
+fn catch_up_runs_a_time_a_trusted_clock_was_stepped_over() {
+    let mut w = World::new(
+        "[service.nightly]\noneshot = [\"/usr/bin/refresh-blocklist\"]\nat = [\"03:00\"]\n\
+         catch-up = true\n",
+    );
+    w.input(wall(MONDAY + 2 * HOUR as i64));
+    let mut w = w.boot();
+    let fifty_minutes = 50 * 60_000;
+    w.run_until(fifty_minutes);
+    assert_eq!(w.spawns("nightly"), vec![0]);
+    w.input(wall(MONDAY + 3 * HOUR as i64 + 10 * 60_000));
+    assert_eq!(w.spawns("nightly"), vec![0, fifty_minutes], "at once");
+    assert!(
+        w.history("nightly")
+            .iter()
+            .any(|l| l.contains("catch-up of at 03:00: run again")),
+        "{:?}",
+        w.history("nightly")
+    );
+}
+
+/// An input handled at 03:00, before the tick that fires the `at` time: the run is the
+/// planned one, not a catch-up (catch-up is looked for at boot and when the clock changes).
+#[test]
+fn an_input_at_an_at_time_before_its_tick_is_no_catch_up() {
+    let mut w = World::new(
+        "[service.nightly]\noneshot = [\"/usr/bin/refresh-blocklist\"]\nat = [\"03:00\"]\n\
+         catch-up = true\n",
+    );
+    w.input(wall(MONDAY + 2 * HOUR as i64));
+    let mut w = w.boot();
+    w.run_until(HOUR - 1);
+    w.now = medic_kernel::Instant::from_millis(HOUR);
+    w.input(Input::FileChanged {
+        path: "/etc/unwatched".into(),
+    });
+    w.run_until(HOUR + 1_000);
+    assert_eq!(w.spawns("nightly"), vec![0, HOUR]);
+    let history = w.history("nightly");
+    assert!(
+        history.iter().any(|l| l.contains("at 03:00: run again")),
+        "{history:?}"
+    );
+    assert!(
+        !history.iter().any(|l| l.contains("catch-up")),
+        "{history:?}"
+    );
+}
