@@ -1872,6 +1872,11 @@ fn clock_trusted_after_names_the_service_whose_readiness_means_synced() {
     assert_eq!(w.condition("ntpd"), "starting");
     // Synced at 05:00: the next Monday 04:00 is a week away, less an hour.
     w.answer_check("ntpd", CheckResult::Ok);
+    let trusted = w.log.iter().any(|(_, e)| {
+        matches!(e, Effect::Notice { message }
+            if message == "wall clock trusted (ntpd is ready): `at` times planned")
+    });
+    assert!(trusted, "the operator is told why `at` times start now");
     w.run_until(2 * HOUR + 7 * 24 * HOUR - 2 * HOUR - 1_000);
     assert_eq!(w.spawns("leaky"), vec![0]);
     w.run_until(2 * HOUR + 7 * 24 * HOUR);
@@ -2036,4 +2041,30 @@ fn an_input_at_an_at_time_before_its_tick_is_no_catch_up() {
         !history.iter().any(|l| l.contains("catch-up")),
         "{history:?}"
     );
+}
+
+/// NTP steps the clock to exactly 03:00:00.000: the 03:00 time is now, not tomorrow.
+#[test]
+fn a_clock_stepped_to_exactly_an_at_time_fires_it_now() {
+    // Started at 02:00 on a trusted clock (its last run), or on a 1970 one (none known).
+    for first in [MONDAY + 2 * HOUR as i64, 10_000] {
+        let mut w = World::new(
+            r#"
+            [service.leaky]
+            run = ["/usr/sbin/leaky"]
+            at = ["03:00"]
+            "#,
+        );
+        w.input(wall(first));
+        let mut w = w.boot();
+        w.run_until(10 * 60_000);
+        w.input(wall(MONDAY + 3 * HOUR as i64));
+        w.run_until(10 * 60_000 + 1_000);
+        assert_eq!(
+            w.spawns("leaky"),
+            vec![0, 10 * 60_000],
+            "{:?}",
+            w.history("leaky")
+        );
+    }
 }
