@@ -693,6 +693,66 @@ mod tests {
         );
     }
 
+    /// The digests a replay compares are FNV-1a 64 over the effects' postcard encoding, so a
+    /// trace from one build replays against another; a digest that ignored its input would
+    /// let every changed kernel replay as "identical".
+    #[test]
+    fn digests_are_fnv1a_of_the_postcard_encoding() {
+        assert_eq!(bytes_digest(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(bytes_digest(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(bytes_digest(b"a"), fnv1a(0, b"a"));
+        assert_eq!(effects_digest(&[]), bytes_digest(b""));
+        let notice = Effect::Notice {
+            message: "wall clock trusted".into(),
+        };
+        let sweep = Effect::Sweep {
+            service: crate::ServiceId(1),
+            job: crate::JobId(7),
+        };
+        let mut bytes = postcard::to_allocvec(&notice).expect("encodes");
+        assert_eq!(effects_digest(&[notice.clone()]), bytes_digest(&bytes));
+        bytes.extend(postcard::to_allocvec(&sweep).expect("encodes"));
+        assert_eq!(
+            effects_digest(&[notice.clone(), sweep.clone()]),
+            bytes_digest(&bytes)
+        );
+        assert_ne!(
+            effects_digest(&[notice.clone(), sweep.clone()]),
+            effects_digest(&[sweep, notice])
+        );
+    }
+
+    /// A segment is full at a quarter of the ring, or at twice its snapshot: not before,
+    /// and not long after.
+    #[test]
+    fn a_snapshot_is_wanted_when_the_segment_is_full_and_not_before() {
+        let mut k = kernel();
+        for max in [40_000, 1_000] {
+            let mut ring = TraceRing::new(TEXT, max);
+            assert!(ring.wants_snapshot(), "before the first step");
+            ring.snapshot(&k);
+            let snapshot = ring.segments.back().unwrap().snapshot_len as u64;
+            let limit = (max / 4).max(2 * snapshot);
+            let mut effects = Vec::new();
+            let mut ms = 0;
+            while !ring.wants_snapshot() {
+                let before = ring.segments.back().unwrap().bytes.len() as u64;
+                assert!(before < limit, "{before} bytes, limit {limit}");
+                effects.clear();
+                let now = Instant::from_millis(ms);
+                k.step(now, Input::Tick, &mut effects);
+                ring.record(now, &Input::Tick, &effects);
+                ms += 1_000;
+            }
+            let full = ring.segments.back().unwrap().bytes.len() as u64;
+            assert!(
+                full >= limit && full < limit + 64,
+                "{full} bytes, limit {limit}"
+            );
+            assert!(ms > 1_000, "more than one step fits: {ms}");
+        }
+    }
+
     #[test]
     fn small_ring_drops_old_segments_and_still_replays() {
         let mut ring = TraceRing::new(TEXT, 4096);
