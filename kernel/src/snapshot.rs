@@ -324,4 +324,20 @@ mod tests {
         });
         assert!(check(&k).expect_err("overflow").contains("counters of a"));
     }
+
+    /// Each counter is taken exactly at its limit and refused one past it.
+    #[test]
+    fn a_counter_at_its_limit_is_taken_and_one_past_it_is_not() {
+        let half = u32::MAX / 2;
+        for (value, ok) in [(half, true), (half + 1, false)] {
+            let restarts = edited(|s| s.slots[1].medical.needs_restarts = value);
+            assert_eq!(check(&restarts).is_ok(), ok, "needs_restarts {value}");
+            let probes = edited(|s| s.slots[1].probe_failures = value);
+            assert_eq!(check(&probes).is_ok(), ok, "probe_failures {value}");
+        }
+        for (value, ok) in [(COUNTER_LIMIT, true), (COUNTER_LIMIT + 1, false)] {
+            let jobs = edited(|s| s.set_next_job(value));
+            assert_eq!(check(&jobs).is_ok(), ok, "next job {value}");
+        }
+    }
 }
