@@ -169,10 +169,20 @@ fn a_consumer_is_rendered_before_it_starts_with_the_outputs_of_its_needs_and_use
 #[test]
 fn a_failed_render_keeps_the_service_waiting_until_what_it_reads_changes() {
     let mut w = World::new(CONFIG).boot();
+    let view = |w: &World| {
+        let v = w.kernel.status(w.id("dnsmasq")).unwrap();
+        (v.rendering(), v.render_failure().map(str::to_string))
+    };
+    assert_eq!(view(&w), (true, None), "its render is under way");
     answer(
         &mut w,
         "dnsmasq",
         RenderResult::Failed("undefined value: dhcp6".into()),
+    );
+    assert_eq!(
+        view(&w),
+        (false, Some("undefined value: dhcp6".to_string())),
+        "what `medic status` shows"
     );
     assert!(!w.is_running("dnsmasq"));
     assert_eq!(w.condition("dnsmasq"), "waiting");

@@ -2068,3 +2068,83 @@ fn a_clock_stepped_to_exactly_an_at_time_fires_it_now() {
         );
     }
 }
+
+/// What `medic status` reads of a service (the kernel's view) is what the kernel holds: when
+/// its condition began, its process's start, whether it is wanted and was ever started, what
+/// is ordered after it, how many of its needs are down, a file change waiting out its
+/// debounce, and the SIGKILL or abandonment a stop waits for.
+#[test]
+fn the_status_view_says_what_the_kernel_holds() {
+    let mut w = World::new(
+        r#"
+        [service.wan]
+        interface = "eth0"
+        [service.a]
+        run = ["/bin/a"]
+        restart-on = ["/etc/a.conf"]
+        [service.b]
+        run = ["/bin/b"]
+        needs = ["wan"]
+        after = ["a"]
+        [service.idle]
+        run = ["/bin/idle"]
+        needs = ["wan"]
+        "#,
+    );
+    w.link("eth0", link_ok());
+    let mut w = w.boot();
+    w.run_until(1_000);
+    w.link("eth0", link_no_carrier());
+    w.run_until(2_000);
+    fn view<'a>(w: &'a World, name: &str) -> medic_kernel::ServiceView<'a> {
+        w.kernel.status(w.id(name)).unwrap()
+    }
+    w.crash("a", 1);
+    w.run_until(3_000);
+    let restarted = *w.spawns("a").last().unwrap();
+    assert!(restarted >= 2_000, "{:?}", w.spawns("a"));
+    let a = view(&w, "a");
+    assert_eq!(a.since().as_millis(), restarted, "ready since its restart");
+    assert_eq!(a.process_started().map(|t| t.as_millis()), Some(restarted));
+    assert!(a.wanted() && a.ever_started());
+    assert_eq!(a.successors(), &[w.id("b")]);
+    assert_eq!(a.unhealthy_needs(), 0);
+    assert!(!a.file_change_pending());
+    let b = view(&w, "b");
+    assert_eq!(b.unhealthy_needs(), 1, "wan has no carrier");
+    assert_eq!(b.since().as_millis(), 1_000);
+    assert!(b.successors().is_empty());
+    // A file change waits out its debounce.
+    w.input(Input::FileChanged {
+        path: "/etc/a.conf".into(),
+    });
+    assert!(view(&w, "a").file_change_pending());
+    // The operator stops a; it ignores SIGTERM: SIGKILL, then abandonment, are what come.
+    w.ignore_term.insert("a".into());
+    w.ignore_term.insert("idle".into());
+    w.operator(Operator::Stop("idle".into()));
+    let idle = view(&w, "idle");
+    assert!(!idle.wanted() && idle.ever_started());
+    assert_eq!(idle.process_started().map(|t| t.as_millis()), Some(0));
+    let (_, next) = idle.next_action().expect("a stop waits");
+    assert_eq!(next, "SIGKILL to the group");
+    // SIGKILL does not end it either (the world ignores it only for TERM: simulate by
+    // leaving it running): after the kill, the next action is abandonment.
+    let id = w.id("idle");
+    let job = w.job("idle");
+    w.running.remove(&id);
+    let mut out = Vec::new();
+    let at = w.now.as_millis() + 10_000;
+    w.kernel.step(
+        medic_kernel::Instant::from_millis(at),
+        Input::Tick,
+        &mut out,
+    );
+    assert!(out
+        .iter()
+        .any(|e| matches!(e, Effect::Kill { service, job: j } if *service == id && *j == job)));
+    let (_, next) = w.kernel.status(id).unwrap().next_action().expect("waits");
+    assert_eq!(next, "abandon (still alive after SIGKILL)");
+    let debug = format!("{:?}", w.kernel.status(id).unwrap());
+    assert!(debug.starts_with("ServiceView { name: \"idle\""), "{debug}");
+}
