@@ -753,6 +753,68 @@ mod tests {
         }
     }
 
+    /// The ring keeps about its size of the newest steps: never much more (a router's memory),
+    /// never much less (what `medic trace save` has before a failure), and its count of bytes
+    /// is what it holds. A ring smaller than one snapshot keeps the newest segment.
+    #[test]
+    fn the_ring_keeps_about_its_size_and_counts_what_it_holds() {
+        for max in [4_096u64, 16_384] {
+            let mut ring = TraceRing::new(TEXT, max);
+            let mut trace = Trace::new(TEXT, kernel());
+            run_long(&mut ring, &mut trace, 4_000);
+            let held: u64 = ring.segments.iter().map(|s| s.bytes.len() as u64).sum();
+            assert_eq!(ring.len_bytes(), held, "the count is what it holds");
+            let prefix = file_prefix(&ring.header).len() as u64;
+            let file = ring.to_file_bytes().len() as u64 - prefix;
+            assert_eq!(file, held);
+            assert!(held <= max, "{held} bytes in a ring of {max}");
+            assert!(held >= max / 2, "only {held} bytes kept of {max}");
+            assert!(ring.segments.len() > 1, "more than the newest segment");
+        }
+        let mut tiny = TraceRing::new(TEXT, 16);
+        let mut trace = Trace::new(TEXT, kernel());
+        run_long(&mut tiny, &mut trace, 20);
+        let decoded = decode(&tiny.to_file_bytes()).expect("the newest segment is kept");
+        assert!(replay(&decoded).identical());
+    }
+
+    /// A damaged frame in the middle is an error; a damaged last frame (its zero written) is a
+    /// torn tail; a file that is only the magic lacks its header.
+    #[test]
+    fn a_damaged_middle_frame_is_an_error_and_a_damaged_last_one_a_torn_tail() {
+        let mut ring = TraceRing::new(TEXT, 1 << 20);
+        let mut trace = Trace::new(TEXT, kernel());
+        run(&mut ring, &mut trace);
+        let bytes = ring.to_file_bytes();
+        let garbage = [0xff, 0xff, 0x00];
+        // After the snapshot (the second frame): the frame boundaries are the zero bytes.
+        let zeros: Vec<usize> = (MAGIC.len() + 4..bytes.len())
+            .filter(|&i| bytes[i] == 0)
+            .collect();
+        let mut middle = bytes[..=zeros[1]].to_vec();
+        middle.extend_from_slice(&garbage);
+        middle.extend_from_slice(&bytes[zeros[1] + 1..]);
+        assert!(
+            matches!(
+                decode(&middle),
+                Err(TraceError::CorruptFrame { frame: 2, .. })
+            ),
+            "{:?}",
+            decode(&middle).map(|t| t.records.len())
+        );
+        let mut last = bytes.clone();
+        last.extend_from_slice(&garbage);
+        let torn = decode(&last).expect("a torn tail is fine");
+        assert!(torn.torn_tail);
+        assert_eq!(torn.records.len(), 5);
+        assert!(replay(&torn).identical());
+        assert_eq!(
+            decode(&MAGIC).unwrap_err(),
+            TraceError::Truncated { what: "header" }
+        );
+        assert_eq!(decode(&MAGIC[..3]).unwrap_err(), TraceError::BadMagic);
+    }
+
     #[test]
     fn small_ring_drops_old_segments_and_still_replays() {
         let mut ring = TraceRing::new(TEXT, 4096);
