@@ -710,7 +710,10 @@ mod tests {
             job: crate::JobId(7),
         };
         let mut bytes = postcard::to_allocvec(&notice).expect("encodes");
-        assert_eq!(effects_digest(&[notice.clone()]), bytes_digest(&bytes));
+        assert_eq!(
+            effects_digest(std::slice::from_ref(&notice)),
+            bytes_digest(&bytes)
+        );
         bytes.extend(postcard::to_allocvec(&sweep).expect("encodes"));
         assert_eq!(
             effects_digest(&[notice.clone(), sweep.clone()]),
