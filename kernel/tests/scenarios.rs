@@ -2148,3 +2148,29 @@ fn the_status_view_says_what_the_kernel_holds() {
     let debug = format!("{:?}", w.kernel.status(id).unwrap());
     assert!(debug.starts_with("ServiceView { name: \"idle\""), "{debug}");
 }
+
+/// With no `at` time in the config, ntpd's sync is no news: no notice about `at` times.
+#[test]
+fn clock_trust_without_at_times_is_no_news() {
+    let mut w = World::new(
+        r#"
+        [daemon]
+        clock-trusted-after = "ntpd"
+        [service.ntpd]
+        run = ["/usr/sbin/ntpd", "-n"]
+        ready = { file = "/run/ntpd.synced" }
+        start-timeout = "1d"
+        "#,
+    );
+    w.input(wall(MONDAY + 3 * HOUR as i64));
+    let mut w = w.boot();
+    w.run_until(HOUR);
+    w.answer_check("ntpd", CheckResult::Ok);
+    assert_eq!(w.condition("ntpd"), "ready");
+    let notices: Vec<_> = w
+        .log
+        .iter()
+        .filter(|(_, e)| matches!(e, Effect::Notice { message } if message.contains("wall clock")))
+        .collect();
+    assert!(notices.is_empty(), "{notices:?}");
+}
