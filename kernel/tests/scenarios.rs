@@ -1849,21 +1849,21 @@ fn catch_up_runs_a_time_missed_while_the_clock_was_untrusted_once_it_is_trusted_
     }
 }
 
+/// medic trusts the wall clock once ntpd says it synced (its readiness file).
+const NTPD_SYNCS: &str = r#"
+[daemon]
+clock-trusted-after = "ntpd"
+[service.ntpd]
+run = ["/usr/sbin/ntpd", "-n"]
+ready = { file = "/run/ntpd.synced" }
+start-timeout = "1d"
+"#;
+
 #[test]
 fn clock_trusted_after_names_the_service_whose_readiness_means_synced() {
-    let mut w = World::new(
-        r#"
-        [daemon]
-        clock-trusted-after = "ntpd"
-        [service.ntpd]
-        run = ["/usr/sbin/ntpd", "-n"]
-        ready = { file = "/run/ntpd.synced" }
-        start-timeout = "1d"
-        [service.leaky]
-        run = ["/usr/sbin/leaky"]
-        at = ["Mon 04:00"]
-        "#,
-    );
+    let mut w = World::new(&format!(
+        "{NTPD_SYNCS}[service.leaky]\nrun = [\"/usr/sbin/leaky\"]\nat = [\"Mon 04:00\"]\n"
+    ));
     w.input(wall(MONDAY + 3 * HOUR as i64));
     let mut w = w.boot();
     // The clock reads a plausible date, but ntpd has not synced: 04:00 passes unheeded.
@@ -2152,16 +2152,7 @@ fn the_status_view_says_what_the_kernel_holds() {
 /// With no `at` time in the config, ntpd's sync is no news: no notice about `at` times.
 #[test]
 fn clock_trust_without_at_times_is_no_news() {
-    let mut w = World::new(
-        r#"
-        [daemon]
-        clock-trusted-after = "ntpd"
-        [service.ntpd]
-        run = ["/usr/sbin/ntpd", "-n"]
-        ready = { file = "/run/ntpd.synced" }
-        start-timeout = "1d"
-        "#,
-    );
+    let mut w = World::new(NTPD_SYNCS);
     w.input(wall(MONDAY + 3 * HOUR as i64));
     let mut w = w.boot();
     w.run_until(HOUR);
